@@ -1,0 +1,37 @@
+-- reserve: the whole common-case purchase in one atomic call on the user's
+-- home shard. Everything it touches shares the shard's hash tag.
+-- KEYS: 1 stock, 2 bought, 3 token, 4 outbox
+-- ARGV: 1 user, 2 item, 3 order id, 4 per-user limit, 5 now (ms), 6 shard,
+--       7 seconds to keep the token's result for replays
+-- Returns {code, order id, claim time}; codes are mapped in stock.go.
+local tok = redis.call('HMGET', KEYS[3], 'u', 'st', 'c', 'o', 'ct')
+-- Missing, expired, another user's or another item's token (another item's
+-- token lives under another hash tag, so it is simply not found here).
+if not tok[1] or tok[1] ~= ARGV[1] then return {4} end
+-- Replay: the stored answer, whatever it was.
+if tok[2] == 'd' then return {tonumber(tok[3]), tok[4] or ''} end
+if tok[2] == 'c' then return {6, tok[4], tok[5]} end
+local s = redis.call('GET', KEYS[1])
+if not s then return {5} end
+local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if n >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[3], 'st', 'd', 'c', 3)
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+  return {3}
+end
+-- The user's slot is counted here, on the home shard, before any unit is
+-- taken anywhere: that is what keeps the per-user limit across shards.
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+if tonumber(s) <= 0 then
+  -- Home shard empty: keep the slot claimed while the caller tries the other
+  -- shards; finish.lua settles the token (and frees the slot if all are empty).
+  redis.call('HSET', KEYS[3], 'st', 'c', 'o', ARGV[3], 'ct', ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+  return {1, ARGV[3]}
+end
+-- Stock check and decrement in the same call: no check-then-act gap.
+redis.call('DECR', KEYS[1])
+redis.call('XADD', KEYS[4], '*', 'o', ARGV[3], 'i', ARGV[2], 'u', ARGV[1], 's', ARGV[6], 'h', ARGV[6], 't', ARGV[5])
+redis.call('HSET', KEYS[3], 'st', 'd', 'c', 0, 'o', ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[7])
+return {0, ARGV[3]}

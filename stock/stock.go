@@ -1,0 +1,349 @@
+// Package stock keeps an item's sellable units in Redis, split over shard
+// keys, and takes them with atomic Lua scripts: a purchase is one script call
+// on the buyer's home shard in the common case.
+package stock
+
+import (
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Expected outcomes of a purchase. Anything else Reserve returns is an
+// infrastructure failure.
+var (
+	ErrSoldOut           = errors.New("sold out")
+	ErrAlreadyPurchased  = errors.New("purchase limit reached")
+	ErrTokenInvalid      = errors.New("purchase token invalid")
+	ErrNotReady          = errors.New("stock not in redis")
+	ErrPurchaseInProgress = errors.New("purchase in progress")
+)
+
+// Script result codes, shared with the Lua scripts in lua/.
+const (
+	codeOK           = 0
+	codeHomeEmpty    = 1
+	codeSoldOut      = 2
+	codeLimit        = 3
+	codeTokenInvalid = 4
+	codeNotReady     = 5
+	codeInProgress   = 6
+)
+
+// codeErr maps a script result code to its sentinel; the one place that does.
+func codeErr(code int64) error {
+	switch code {
+	case codeOK:
+		return nil
+	case codeSoldOut:
+		return ErrSoldOut
+	case codeLimit:
+		return ErrAlreadyPurchased
+	case codeTokenInvalid:
+		return ErrTokenInvalid
+	case codeNotReady:
+		return ErrNotReady
+	case codeInProgress:
+		return ErrPurchaseInProgress
+	}
+	return fmt.Errorf("unexpected script code %d", code)
+}
+
+var (
+	//go:embed lua/reserve.lua
+	reserveLua string
+	//go:embed lua/take.lua
+	takeLua string
+	//go:embed lua/finish.lua
+	finishLua string
+	//go:embed lua/restock.lua
+	restockLua string
+	//go:embed lua/free.lua
+	freeLua string
+
+	reserveScript = redis.NewScript(reserveLua)
+	takeScript    = redis.NewScript(takeLua)
+	finishScript  = redis.NewScript(finishLua)
+	restockScript = redis.NewScript(restockLua)
+	freeScript    = redis.NewScript(freeLua)
+)
+
+// Config tunes a Store.
+type Config struct {
+	// Prefix starts every key, so tests and deployments can share a Redis.
+	Prefix string
+	// TokenTTL is how long an unused purchase token stays valid.
+	TokenTTL time.Duration
+	// ResultTTL is how long a used token keeps its answer for replays.
+	ResultTTL time.Duration
+	// ClaimTimeout is how long a fall-through may stay unsettled before a
+	// replay of its token settles it.
+	ClaimTimeout time.Duration
+}
+
+// Store is the sharded Redis stock of all items.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	cfg    Config
+
+	soldOut sync.Map // item id -> struct{}: every shard was empty
+}
+
+// NewStore returns a Store on rdb.
+func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "seckill"
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = 10 * time.Minute
+	}
+	if cfg.ResultTTL <= 0 {
+		cfg.ResultTTL = 24 * time.Hour
+	}
+	if cfg.ClaimTimeout <= 0 {
+		cfg.ClaimTimeout = 30 * time.Second
+	}
+	return &Store{rdb: rdb, prefix: cfg.Prefix, cfg: cfg}
+}
+
+// Prefix is the key prefix of the store.
+func (s *Store) Prefix() string { return s.prefix }
+
+func (s *Store) itemsKey() string { return s.prefix + ":items" }
+
+// Split divides total units over n shards as evenly as possible: the first
+// total%n shards get one unit more.
+func Split(total int64, n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = total / int64(n)
+		if int64(i) < total%int64(n) {
+			out[i]++
+		}
+	}
+	return out
+}
+
+// Warm writes the initial stock of a new item into its shards. A shard that
+// already holds a count keeps it: warming twice never re-opens sold units.
+func (s *Store) Warm(ctx context.Context, itemID, total int64, shards int) error {
+	pipe := s.rdb.Pipeline()
+	for i, n := range Split(total, shards) {
+		pipe.SetNX(ctx, s.keys(itemID, i).Stock(), n, 0)
+	}
+	pipe.SAdd(ctx, s.itemsKey(), itemID)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("warm item %d: %w", itemID, err)
+	}
+	return nil
+}
+
+// SetShards overwrites the shard counts of an item (used by rebuild).
+func (s *Store) SetShards(ctx context.Context, itemID int64, counts []int64) error {
+	pipe := s.rdb.Pipeline()
+	for i, n := range counts {
+		pipe.Set(ctx, s.keys(itemID, i).Stock(), n, 0)
+	}
+	pipe.SAdd(ctx, s.itemsKey(), itemID)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("set shards of item %d: %w", itemID, err)
+	}
+	return nil
+}
+
+// Items lists the ids of every item warmed in this Redis.
+func (s *Store) Items(ctx context.Context) ([]int64, error) {
+	ss, err := s.rdb.SMembers(ctx, s.itemsKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list items: %w", err)
+	}
+	ids := make([]int64, 0, len(ss))
+	for _, v := range ss {
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// Remaining reads every shard's count; a missing shard key reads -1.
+func (s *Store) Remaining(ctx context.Context, itemID int64, shards int) ([]int64, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, shards)
+	for i := range cmds {
+		cmds[i] = pipe.Get(ctx, s.keys(itemID, i).Stock())
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("remaining of item %d: %w", itemID, err)
+	}
+	out := make([]int64, shards)
+	for i, c := range cmds {
+		n, err := c.Int64()
+		switch {
+		case errors.Is(err, redis.Nil):
+			out[i] = -1
+		case err != nil:
+			return nil, fmt.Errorf("remaining of item %d shard %d: %w", itemID, i, err)
+		default:
+			out[i] = n
+		}
+	}
+	return out, nil
+}
+
+// IssueToken creates a one-time purchase token for user on item, stored on
+// the user's home shard (so the purchase script finds it in the same slot).
+func (s *Store) IssueToken(ctx context.Context, itemID, userID int64, shards int) (string, time.Time, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", time.Time{}, err
+	}
+	tok := hex.EncodeToString(b[:])
+	key := s.keys(itemID, HomeShard(userID, shards)).Token(tok)
+	exp := time.Now().Add(s.cfg.TokenTTL)
+	pipe := s.rdb.TxPipeline()
+	pipe.HSet(ctx, key, "u", userID, "st", "n")
+	pipe.Expire(ctx, key, s.cfg.TokenTTL)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return "", time.Time{}, fmt.Errorf("issue token for item %d: %w", itemID, err)
+	}
+	return tok, exp, nil
+}
+
+// Purchase is one buyer's attempt at one unit.
+type Purchase struct {
+	ItemID int64
+	UserID int64
+	Shards int
+	Limit  int
+	Token  string
+	// OrderID is used if this attempt takes a unit; a replay returns the
+	// order id of the first attempt instead.
+	OrderID int64
+}
+
+// SoldOut reports whether this process saw every shard of the item empty.
+func (s *Store) SoldOut(itemID int64) bool {
+	_, ok := s.soldOut.Load(itemID)
+	return ok
+}
+
+// ClearSoldOut forgets the local sold-out flag, after stock came back.
+func (s *Store) ClearSoldOut(itemID int64) { s.soldOut.Delete(itemID) }
+
+// Reserve takes one unit for p and records the reservation in the shard's
+// outbox, or returns why not. A nil error means the reservation is durable in
+// Redis and the returned order id will become an order.
+func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
+	if s.SoldOut(p.ItemID) {
+		return 0, ErrSoldOut
+	}
+	if p.Token == "" || len(p.Token) > 64 {
+		return 0, ErrTokenInvalid
+	}
+	home := HomeShard(p.UserID, p.Shards)
+	k := s.keys(p.ItemID, home)
+	now := time.Now().UnixMilli()
+	res, err := reserveScript.Run(ctx, s.rdb,
+		[]string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox()},
+		p.UserID, p.ItemID, p.OrderID, p.Limit, now, home, int64(s.cfg.ResultTTL/time.Second),
+	).Int64Slice()
+	if err != nil {
+		return 0, fmt.Errorf("reserve item %d: %w", p.ItemID, err)
+	}
+	code, orderID := res[0], int64(0)
+	if len(res) > 1 {
+		orderID = res[1]
+	}
+	switch code {
+	case codeHomeEmpty:
+		return s.fallThrough(ctx, p, home, orderID)
+	case codeInProgress:
+		if len(res) > 2 && time.Since(time.UnixMilli(res[2])) > s.cfg.ClaimTimeout {
+			// The process that claimed died mid fall-through: settle it.
+			return s.fallThrough(ctx, p, home, orderID)
+		}
+	case codeSoldOut:
+		return 0, ErrSoldOut
+	}
+	if err := codeErr(code); err != nil {
+		return 0, err
+	}
+	return orderID, nil
+}
+
+// fallThrough takes the unit from another shard when the home shard is empty.
+// The user's slot is already claimed on the home shard, so the per-user
+// limit holds whichever shard serves them. Take markers make it safe to run
+// again for the same order after a crash.
+func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID int64) (int64, error) {
+	now := time.Now().UnixMilli()
+	ttl := int64(s.cfg.ResultTTL / time.Second)
+	code := int64(codeSoldOut)
+	for i := 1; i < p.Shards && code != codeOK; i++ {
+		sh := (home + i) % p.Shards
+		k := s.keys(p.ItemID, sh)
+		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(orderID)},
+			p.UserID, p.ItemID, orderID, now, sh, home, ttl).Int64()
+		if err != nil {
+			// The claim stays: a replay after ClaimTimeout settles it.
+			return 0, fmt.Errorf("take item %d shard %d: %w", p.ItemID, sh, err)
+		}
+		switch c {
+		case codeOK, codeSoldOut:
+			code = c
+		case codeNotReady:
+			// A shard without a key cannot be told from an empty one safely;
+			// refuse rather than answer sold out.
+			return 0, ErrNotReady
+		default:
+			return 0, codeErr(c)
+		}
+	}
+	hk := s.keys(p.ItemID, home)
+	release := "0"
+	if code != codeOK {
+		release = "1"
+	}
+	if err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token)},
+		p.UserID, orderID, code, release, ttl).Err(); err != nil {
+		if code == codeOK {
+			// The unit is taken and in an outbox: the order will exist.
+			return orderID, nil
+		}
+		return 0, fmt.Errorf("finish item %d: %w", p.ItemID, err)
+	}
+	if code != codeOK {
+		s.soldOut.Store(p.ItemID, struct{}{})
+		return 0, ErrSoldOut
+	}
+	return orderID, nil
+}
+
+// Return gives the unit of a cancelled order back to the shard it came from
+// and frees the buyer's slot on their home shard. Each half happens at most
+// once per order id, so any number of calls, from any number of instances,
+// return the unit once. It reports whether this call returned the unit.
+func (s *Store) Return(ctx context.Context, itemID, userID, orderID int64, shard, shards int) (bool, error) {
+	k := s.keys(itemID, shard)
+	back, err := restockScript.Run(ctx, s.rdb, []string{k.Stock(), k.Returned()}, orderID).Int64()
+	if err != nil {
+		return false, fmt.Errorf("restock order %d: %w", orderID, err)
+	}
+	hk := s.keys(itemID, HomeShard(userID, shards))
+	if err := freeScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Freed()}, userID, orderID).Err(); err != nil {
+		return back == 1, fmt.Errorf("free slot of order %d: %w", orderID, err)
+	}
+	return back == 1, nil
+}
