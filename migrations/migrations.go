@@ -2,9 +2,26 @@
 // and applied with goose by `seckill migrate` and at serve start.
 package migrations
 
-import "embed"
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
 
-// FS holds the goose SQL migrations.
-//
+	"github.com/pressly/goose/v3"
+)
+
 //go:embed *.sql
-var FS embed.FS
+var fs embed.FS
+
+// Up applies every migration not yet applied to db.
+func Up(ctx context.Context, db *sql.DB) error {
+	p, err := goose.NewProvider(goose.DialectMySQL, db, fs)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate up: %w", err)
+	}
+	return nil
+}
