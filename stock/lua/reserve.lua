@@ -9,7 +9,7 @@ local tok = redis.call('HMGET', KEYS[3], 'u', 'st', 'c', 'o', 'ct')
 -- token lives under another hash tag, so it is simply not found here).
 if not tok[1] or tok[1] ~= ARGV[1] then return {4} end
 -- Replay: the stored answer, whatever it was.
-if tok[2] == 'd' then return {tonumber(tok[3]), tok[4] or ''} end
+if tok[2] == 'd' then return {tonumber(tok[3]), tok[4] or '0'} end
 if tok[2] == 'c' then return {6, tok[4], tok[5]} end
 local s = redis.call('GET', KEYS[1])
 if not s then return {5} end

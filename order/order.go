@@ -1,0 +1,65 @@
+// Package order holds the order types, their MySQL store and the writer that
+// turns reservations delivered by Kafka into order rows.
+package order
+
+import (
+	"errors"
+	"time"
+)
+
+// Status is the lifecycle state of an order.
+type Status string
+
+// Order states. An order starts pending; it becomes paid, or cancelled when
+// it expires unpaid. Both are final.
+const (
+	StatusPending   Status = "pending"
+	StatusPaid      Status = "paid"
+	StatusCancelled Status = "cancelled"
+)
+
+// Expected outcomes of store calls. Anything else a Store returns is an
+// infrastructure failure.
+var (
+	// ErrNotFound: no such item or order (or the order is another user's).
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyPaid: the order was paid before.
+	ErrAlreadyPaid = errors.New("order already paid")
+	// ErrPaymentExpired: the order is still pending but its payment window closed.
+	ErrPaymentExpired = errors.New("payment window expired")
+	// ErrCancelled: the order was cancelled (it expired unpaid).
+	ErrCancelled = errors.New("order cancelled")
+	// ErrInvalidItem: an item to create is missing a required field.
+	ErrInvalidItem = errors.New("invalid item")
+)
+
+// Item is one sale item. Sold counts its active (pending + paid) orders in
+// MySQL and never exceeds Stock.
+type Item struct {
+	ID           int64      `db:"id" json:"id"`
+	Name         string     `db:"name" json:"name"`
+	Stock        int64      `db:"stock" json:"stock"`
+	Shards       int        `db:"shards" json:"shards"`
+	PerUserLimit int        `db:"per_user_limit" json:"per_user_limit"`
+	Sold         int64      `db:"sold" json:"sold"`
+	StartsAt     time.Time  `db:"starts_at" json:"starts_at"`
+	EndsAt       *time.Time `db:"ends_at" json:"ends_at,omitempty"`
+	CreatedAt    time.Time  `db:"created_at" json:"created_at"`
+}
+
+// Order is one accepted purchase of one unit of an item.
+type Order struct {
+	ID     int64 `db:"order_id" json:"order_id"`
+	ItemID int64 `db:"item_id" json:"item_id"`
+	UserID int64 `db:"user_id" json:"user_id"`
+	// Shard is the Redis stock shard the unit came from; a cancelled
+	// order's unit goes back there.
+	Shard       int        `db:"shard" json:"shard"`
+	Status      Status     `db:"status" json:"status"`
+	CreatedAt   time.Time  `db:"created_at" json:"created_at"`
+	ExpiresAt   time.Time  `db:"expires_at" json:"expires_at"`
+	PaidAt      *time.Time `db:"paid_at" json:"paid_at,omitempty"`
+	CancelledAt *time.Time `db:"cancelled_at" json:"cancelled_at,omitempty"`
+	// StockReturned says a cancelled order's unit is back in Redis.
+	StockReturned bool `db:"stock_returned" json:"stock_returned"`
+}

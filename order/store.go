@@ -1,0 +1,608 @@
+package order
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+)
+
+// MySQL error numbers after which a whole transaction is safe to run again.
+const (
+	errLockWaitTimeout = 1205
+	errDeadlock        = 1213
+)
+
+const (
+	// maxAttempts bounds the runs of one transaction that keeps losing
+	// deadlocks; after that the error goes to the caller, who retries later
+	// (a Kafka batch is simply not committed), so no row is lost.
+	maxAttempts = 10
+	// insertChunk is the most rows one INSERT statement carries.
+	insertChunk = 1000
+)
+
+const (
+	itemCols  = "id, name, stock, shards, per_user_limit, sold, starts_at, ends_at, created_at"
+	orderCols = "order_id, item_id, user_id, shard, status, created_at, expires_at, paid_at, cancelled_at, stock_returned"
+)
+
+// errRedo makes InsertBatch roll back a transaction in which a stock guard
+// refused an item, so it can run again without that item's rows.
+var errRedo = errors.New("stock guard refused an item")
+
+// Store keeps items and orders in MySQL (MariaDB, or go-mysql-server in
+// development).
+type Store struct {
+	db *sqlx.DB
+}
+
+// NewStore returns a Store on db. db must be opened with parseTime=true; the
+// store writes and reads every time in UTC with millisecond precision.
+func NewStore(db *sqlx.DB) *Store {
+	return &Store{db: db}
+}
+
+// Ping checks that MySQL answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping mysql: %w", err)
+	}
+	return nil
+}
+
+// ms is t as the columns store it: UTC, DATETIME(3). Rounding in Go rather
+// than in the server makes a value read back equal the value written, and
+// makes Go-side comparisons agree with the SQL ones.
+func ms(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+func msPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := ms(*t)
+	return &v
+}
+
+// CreateItem stores a new item and returns it with its ID and CreatedAt set.
+// Sold always starts at 0.
+func (s *Store) CreateItem(ctx context.Context, it Item) (Item, error) {
+	switch {
+	case strings.TrimSpace(it.Name) == "":
+		return Item{}, fmt.Errorf("create item: %w: name is empty", ErrInvalidItem)
+	case it.Stock < 0:
+		return Item{}, fmt.Errorf("create item: %w: stock %d is negative", ErrInvalidItem, it.Stock)
+	case it.Shards < 1:
+		return Item{}, fmt.Errorf("create item: %w: shards %d, want at least 1", ErrInvalidItem, it.Shards)
+	case it.PerUserLimit < 1:
+		return Item{}, fmt.Errorf("create item: %w: per-user limit %d, want at least 1", ErrInvalidItem, it.PerUserLimit)
+	case it.StartsAt.IsZero():
+		return Item{}, fmt.Errorf("create item: %w: no start time", ErrInvalidItem)
+	case it.EndsAt != nil && !it.EndsAt.After(it.StartsAt):
+		return Item{}, fmt.Errorf("create item: %w: ends before it starts", ErrInvalidItem)
+	}
+	it.Sold = 0
+	it.StartsAt, it.EndsAt, it.CreatedAt = ms(it.StartsAt), msPtr(it.EndsAt), ms(time.Now())
+	res, err := s.db.ExecContext(ctx,
+		`INSERT INTO items (name, stock, shards, per_user_limit, sold, starts_at, ends_at, created_at)
+		 VALUES (?, ?, ?, ?, 0, ?, ?, ?)`,
+		it.Name, it.Stock, it.Shards, it.PerUserLimit, it.StartsAt, it.EndsAt, it.CreatedAt)
+	if err != nil {
+		return Item{}, fmt.Errorf("create item: %w", err)
+	}
+	if it.ID, err = res.LastInsertId(); err != nil {
+		return Item{}, fmt.Errorf("create item: id: %w", err)
+	}
+	return it, nil
+}
+
+// Item returns the item with the given id, or ErrNotFound.
+func (s *Store) Item(ctx context.Context, id int64) (Item, error) {
+	var it Item
+	err := s.db.GetContext(ctx, &it, "SELECT "+itemCols+" FROM items WHERE id = ?", id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Item{}, fmt.Errorf("item %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Item{}, fmt.Errorf("get item %d: %w", id, err)
+	}
+	return it, nil
+}
+
+// Items returns every item, oldest first.
+func (s *Store) Items(ctx context.Context) ([]Item, error) {
+	items := []Item{}
+	if err := s.db.SelectContext(ctx, &items, "SELECT "+itemCols+" FROM items ORDER BY id"); err != nil {
+		return nil, fmt.Errorf("list items: %w", err)
+	}
+	return items, nil
+}
+
+// Order returns the order with the given id, or ErrNotFound.
+func (s *Store) Order(ctx context.Context, id int64) (Order, error) {
+	var o Order
+	err := s.db.GetContext(ctx, &o, "SELECT "+orderCols+" FROM orders WHERE order_id = ?", id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, fmt.Errorf("order %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("get order %d: %w", id, err)
+	}
+	return o, nil
+}
+
+// InsertBatch records new orders (decoded from Kafka) in one transaction and
+// returns how many rows it inserted. Only ID, ItemID, UserID, Shard,
+// CreatedAt and ExpiresAt are read; a new order is always pending.
+//
+// Every order given is, when err is nil, either in MySQL or in refused:
+//   - A redelivered order (its order_id already stored) inserts nothing and
+//     does not move items.sold again.
+//   - An item's rows are written only if items.sold + n stays within its
+//     stock (n: rows of the item actually inserted). Otherwise none of them
+//     is, and they are returned in refused; so are rows of an unknown item
+//     and rows missing an id, item or time. Refused rows that turn out to be
+//     stored already (a redelivery) are not returned.
+//
+// Deadlocks and lock wait timeouts rerun the whole transaction. On error
+// nothing was written by this call and the caller must not commit the Kafka
+// offsets of the batch.
+func (s *Store) InsertBatch(ctx context.Context, orders []Order) (inserted int, refused []Order, err error) {
+	// Group valid rows by item, sorted by (item, order_id), dropping
+	// duplicates within the batch: every writer takes its row locks in the
+	// same order, which keeps deadlocks between concurrent batches rare.
+	byItem := map[int64][]Order{}
+	seen := make(map[int64]bool, len(orders))
+	for _, o := range orders {
+		if o.ID <= 0 || o.ItemID <= 0 || o.Shard < 0 || o.CreatedAt.IsZero() || o.ExpiresAt.IsZero() {
+			refused = append(refused, o)
+			continue
+		}
+		if seen[o.ID] {
+			continue
+		}
+		seen[o.ID] = true
+		byItem[o.ItemID] = append(byItem[o.ItemID], o)
+	}
+	items := make([]int64, 0, len(byItem))
+	for id, rows := range byItem {
+		items = append(items, id)
+		slices.SortFunc(rows, func(a, b Order) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	slices.Sort(items)
+
+	excluded := map[int64]bool{}
+	for {
+		var failed []int64
+		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+			failed, inserted = failed[:0], 0 // a rerun starts over
+			added := make(map[int64]int64, len(items))
+			for _, id := range items {
+				if excluded[id] {
+					continue
+				}
+				n, err := insertOrders(ctx, tx, byItem[id])
+				if err != nil {
+					return err
+				}
+				added[id] = n
+			}
+			// Guards run after all inserts, in item order: the hot items
+			// rows stay locked only from here to COMMIT.
+			for _, id := range items {
+				n := added[id]
+				if n == 0 {
+					continue // nothing new: sold must not move
+				}
+				// The guard is the DB's own no-oversell check: sold
+				// counts active orders and never passes stock.
+				res, err := tx.ExecContext(ctx,
+					"UPDATE items SET sold = sold + ? WHERE id = ? AND sold + ? <= stock", n, id, n)
+				if err != nil {
+					return fmt.Errorf("guard item %d: %w", id, err)
+				}
+				if ok, err := oneRow(res); err != nil {
+					return fmt.Errorf("guard item %d: %w", id, err)
+				} else if !ok {
+					failed = append(failed, id)
+					continue
+				}
+				inserted += int(n)
+			}
+			if len(failed) > 0 {
+				return errRedo
+			}
+			return nil
+		})
+		if errors.Is(err, errRedo) {
+			// Rolled back: run again without the refused items. Each
+			// round excludes at least one more item, so this ends.
+			for _, id := range failed {
+				excluded[id] = true
+			}
+			continue
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("insert batch of %d orders: %w", len(orders), err)
+		}
+		break
+	}
+
+	var out []Order
+	for _, id := range items {
+		if excluded[id] {
+			out = append(out, byItem[id]...)
+		}
+	}
+	if len(out) > 0 {
+		stored, err := s.existing(ctx, out)
+		if err != nil {
+			return 0, nil, fmt.Errorf("insert batch of %d orders: %w", len(orders), err)
+		}
+		for _, o := range out {
+			if !stored[o.ID] {
+				refused = append(refused, o)
+			}
+		}
+	}
+	return inserted, refused, nil
+}
+
+// insertOrders inserts rows with INSERT IGNORE and returns how many were new:
+// the order_id primary key turns a redelivered order into a no-op.
+func insertOrders(ctx context.Context, tx *sqlx.Tx, rows []Order) (int64, error) {
+	var total int64
+	for chunk := range slices.Chunk(rows, insertChunk) {
+		var q strings.Builder
+		q.WriteString("INSERT IGNORE INTO orders (order_id, item_id, user_id, shard, status, created_at, expires_at) VALUES ")
+		args := make([]any, 0, len(chunk)*6)
+		for i, o := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, 'pending', ?, ?)")
+			args = append(args, o.ID, o.ItemID, o.UserID, o.Shard, ms(o.CreatedAt), ms(o.ExpiresAt))
+		}
+		res, err := tx.ExecContext(ctx, q.String(), args...)
+		if err != nil {
+			return 0, fmt.Errorf("insert orders of item %d: %w", chunk[0].ItemID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("insert orders of item %d: %w", chunk[0].ItemID, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// existing returns which of the orders are stored.
+func (s *Store) existing(ctx context.Context, orders []Order) (map[int64]bool, error) {
+	stored := map[int64]bool{}
+	for chunk := range slices.Chunk(orders, insertChunk) {
+		ids := make([]int64, len(chunk))
+		for i, o := range chunk {
+			ids[i] = o.ID
+		}
+		q, args, err := sqlx.In("SELECT order_id FROM orders WHERE order_id IN (?)", ids)
+		if err != nil {
+			return nil, fmt.Errorf("find stored orders: %w", err)
+		}
+		var found []int64
+		if err := s.db.SelectContext(ctx, &found, q, args...); err != nil {
+			return nil, fmt.Errorf("find stored orders: %w", err)
+		}
+		for _, id := range found {
+			stored[id] = true
+		}
+	}
+	return stored, nil
+}
+
+// Pay marks a pending order of userID paid, if its payment window is still
+// open at now. Otherwise it changes nothing and says why: ErrNotFound (no
+// such order, or another user's), ErrAlreadyPaid, ErrCancelled or
+// ErrPaymentExpired.
+func (s *Store) Pay(ctx context.Context, orderID, userID int64, now time.Time) (Order, error) {
+	now = ms(now)
+	var ok bool
+	err := s.retry(ctx, func() error {
+		// One conditional UPDATE: the row lock makes it race-free against a
+		// concurrent payment or CancelExpired, exactly one of them matches.
+		res, err := s.db.ExecContext(ctx,
+			`UPDATE orders SET status = 'paid', paid_at = ?
+			 WHERE order_id = ? AND user_id = ? AND status = 'pending' AND expires_at > ?`,
+			now, orderID, userID, now)
+		if err != nil {
+			return err
+		}
+		ok, err = oneRow(res)
+		return err
+	})
+	if err != nil {
+		return Order{}, fmt.Errorf("pay order %d: %w", orderID, err)
+	}
+	// Paid and cancelled are final, so reading the row afterwards shows
+	// the outcome of the UPDATE (or why it matched nothing).
+	o, err := s.Order(ctx, orderID)
+	if errors.Is(err, ErrNotFound) || (err == nil && o.UserID != userID) {
+		return Order{}, fmt.Errorf("pay order %d: %w", orderID, ErrNotFound)
+	}
+	if err != nil {
+		return Order{}, fmt.Errorf("pay: %w", err)
+	}
+	if ok {
+		return o, nil
+	}
+	switch {
+	case o.Status == StatusPaid:
+		return Order{}, fmt.Errorf("pay order %d: %w", orderID, ErrAlreadyPaid)
+	case o.Status == StatusCancelled:
+		return Order{}, fmt.Errorf("pay order %d: %w", orderID, ErrCancelled)
+	case o.Status == StatusPending && !o.ExpiresAt.After(now):
+		return Order{}, fmt.Errorf("pay order %d: %w", orderID, ErrPaymentExpired)
+	}
+	return Order{}, fmt.Errorf("pay order %d: refused in state %q expiring %s", orderID, o.Status, o.ExpiresAt)
+}
+
+// CancelExpired cancels up to limit pending orders whose payment window
+// closed at or before now, and returns the ones this call cancelled. Each
+// cancellation is its own transaction that also gives the unit back to
+// items.sold; two concurrent callers never both cancel (or return) the same
+// order. The caller then returns each unit to Redis and calls MarkReturned.
+// On error the orders cancelled so far are returned too (Unreturned would
+// find them later anyway).
+func (s *Store) CancelExpired(ctx context.Context, now time.Time, limit int) ([]Order, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	now = ms(now)
+	var cands []Order
+	err := s.db.SelectContext(ctx, &cands,
+		"SELECT "+orderCols+` FROM orders WHERE status = 'pending' AND expires_at <= ?
+		 ORDER BY expires_at, order_id LIMIT ?`, now, limit)
+	if err != nil {
+		return nil, fmt.Errorf("find expired orders: %w", err)
+	}
+	var done []Order
+	for _, o := range cands {
+		var won bool
+		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+			won = false
+			// The candidate list is a snapshot: re-check the state under
+			// the row lock, so a concurrent sweeper or payment that got
+			// there first makes this match nothing.
+			res, err := tx.ExecContext(ctx,
+				`UPDATE orders SET status = 'cancelled', cancelled_at = ?
+				 WHERE order_id = ? AND status = 'pending' AND expires_at <= ?`,
+				now, o.ID, now)
+			if err != nil {
+				return err
+			}
+			if ok, err := oneRow(res); err != nil || !ok {
+				return err
+			}
+			// Same transaction: the order stops counting as sold exactly
+			// when it is cancelled, never twice.
+			res, err = tx.ExecContext(ctx, "UPDATE items SET sold = sold - 1 WHERE id = ? AND sold > 0", o.ItemID)
+			if err != nil {
+				return err
+			}
+			ok, err := oneRow(res)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("item %d missing or sold already 0", o.ItemID)
+			}
+			won = true
+			return nil
+		})
+		if err != nil {
+			return done, fmt.Errorf("cancel order %d: %w", o.ID, err)
+		}
+		if won {
+			at := now
+			o.Status, o.CancelledAt = StatusCancelled, &at
+			done = append(done, o)
+		}
+	}
+	return done, nil
+}
+
+// Unreturned returns up to limit cancelled orders whose unit is not marked
+// back in Redis yet, oldest cancellation first.
+func (s *Store) Unreturned(ctx context.Context, limit int) ([]Order, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []Order
+	err := s.db.SelectContext(ctx, &out,
+		"SELECT "+orderCols+` FROM orders WHERE status = 'cancelled' AND stock_returned = 0
+		 ORDER BY cancelled_at, order_id LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("find unreturned orders: %w", err)
+	}
+	return out, nil
+}
+
+// MarkReturned records that the units of cancelled orders are back in
+// Redis. Marking an order twice, or one that is not cancelled, does nothing.
+func (s *Store) MarkReturned(ctx context.Context, orderIDs ...int64) error {
+	for chunk := range slices.Chunk(orderIDs, insertChunk) {
+		q, args, err := sqlx.In(
+			"UPDATE orders SET stock_returned = 1 WHERE status = 'cancelled' AND order_id IN (?)", chunk)
+		if err != nil {
+			return fmt.Errorf("mark returned: %w", err)
+		}
+		if err := s.retry(ctx, func() error {
+			_, err := s.db.ExecContext(ctx, q, args...)
+			return err
+		}); err != nil {
+			return fmt.Errorf("mark %d orders returned: %w", len(chunk), err)
+		}
+	}
+	return nil
+}
+
+// Counts is an item's orders by state, for the reconciler and stats.
+type Counts struct {
+	Pending, Paid, Cancelled int64
+	// Returned counts the cancelled orders whose unit is back in Redis.
+	Returned int64
+	// Sold is items.sold, Stock is items.stock.
+	Sold  int64
+	Stock int64
+}
+
+// Counts returns the item's order counts, all read from one snapshot, or
+// ErrNotFound.
+func (s *Store) Counts(ctx context.Context, itemID int64) (Counts, error) {
+	var c Counts
+	// One read-only transaction: under REPEATABLE READ both queries see
+	// the same snapshot, so Sold agrees with Pending + Paid.
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		c = Counts{}
+		err := tx.QueryRowxContext(ctx, "SELECT sold, stock FROM items WHERE id = ?", itemID).Scan(&c.Sold, &c.Stock)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("item %d: %w", itemID, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		var rows []struct {
+			Status   Status `db:"status"`
+			Returned bool   `db:"stock_returned"`
+			N        int64  `db:"n"`
+		}
+		err = tx.SelectContext(ctx, &rows,
+			`SELECT status, stock_returned, COUNT(*) AS n FROM orders WHERE item_id = ?
+			 GROUP BY status, stock_returned`, itemID)
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			switch r.Status {
+			case StatusPending:
+				c.Pending += r.N
+			case StatusPaid:
+				c.Paid += r.N
+			case StatusCancelled:
+				c.Cancelled += r.N
+				if r.Returned {
+					c.Returned += r.N
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Counts{}, fmt.Errorf("count orders of item %d: %w", itemID, err)
+	}
+	return c, nil
+}
+
+// ActiveByShard returns the number of active (pending + paid) orders of the
+// item per stock shard, for rebuilding Redis stock. Shards without orders
+// are absent.
+func (s *Store) ActiveByShard(ctx context.Context, itemID int64) (map[int]int64, error) {
+	var rows []struct {
+		Shard int   `db:"shard"`
+		N     int64 `db:"n"`
+	}
+	err := s.db.SelectContext(ctx, &rows,
+		`SELECT shard, COUNT(*) AS n FROM orders
+		 WHERE item_id = ? AND status IN ('pending', 'paid') GROUP BY shard`, itemID)
+	if err != nil {
+		return nil, fmt.Errorf("active orders of item %d by shard: %w", itemID, err)
+	}
+	out := make(map[int]int64, len(rows))
+	for _, r := range rows {
+		out[r.Shard] = r.N
+	}
+	return out, nil
+}
+
+// ActiveByUser returns the number of active (pending + paid) orders of the
+// item per user, for rebuilding the per-user limits in Redis.
+func (s *Store) ActiveByUser(ctx context.Context, itemID int64) (map[int64]int64, error) {
+	var rows []struct {
+		UserID int64 `db:"user_id"`
+		N      int64 `db:"n"`
+	}
+	err := s.db.SelectContext(ctx, &rows,
+		`SELECT user_id, COUNT(*) AS n FROM orders
+		 WHERE item_id = ? AND status IN ('pending', 'paid') GROUP BY user_id`, itemID)
+	if err != nil {
+		return nil, fmt.Errorf("active orders of item %d by user: %w", itemID, err)
+	}
+	out := make(map[int64]int64, len(rows))
+	for _, r := range rows {
+		out[r.UserID] = r.N
+	}
+	return out, nil
+}
+
+// oneRow reports whether a statement changed a row.
+func oneRow(res sql.Result) (bool, error) {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("rows affected: %w", err)
+	}
+	return n > 0, nil
+}
+
+// inTx runs fn in a transaction, committing if it returns nil and rolling
+// back otherwise; a deadlock or lock wait timeout reruns it from the start.
+func (s *Store) inTx(ctx context.Context, fn func(*sqlx.Tx) error) error {
+	return s.retry(ctx, func() error {
+		tx, err := s.db.BeginTxx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		if err := fn(tx); err != nil {
+			tx.Rollback() // the deadlock victim is rolled back already
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		return nil
+	})
+}
+
+// retry runs fn until it succeeds, fails with an error other than a
+// deadlock or lock wait timeout, or has run maxAttempts times. Both errors
+// leave nothing of the failed run behind once it is rolled back, so the
+// rerun is safe; jittered backoff keeps the same writers from colliding
+// again in lockstep.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil || !retryable(err) || attempt == maxAttempts {
+			return err
+		}
+		d := min(5*time.Millisecond<<(attempt-1), 250*time.Millisecond)
+		d = d/2 + rand.N(d/2+1)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (after %v)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+func retryable(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && (me.Number == errDeadlock || me.Number == errLockWaitTimeout)
+}

@@ -1,0 +1,517 @@
+package stock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"seckill/app/testenv"
+)
+
+func newStore(t *testing.T, cfg Config) (*Store, *redis.Client) {
+	t.Helper()
+	rdb, prefix := testenv.Redis(t)
+	cfg.Prefix = prefix
+	return NewStore(rdb, cfg), rdb
+}
+
+// buy issues a token for user and spends it.
+func buy(ctx context.Context, t *testing.T, s *Store, item int64, shards, limit int, user, order int64) (int64, error) {
+	t.Helper()
+	tok, _, err := s.IssueToken(ctx, item, user, shards)
+	if err != nil {
+		t.Fatalf("issue token: %v", err)
+	}
+	return s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: limit, Token: tok, OrderID: order})
+}
+
+func sum(ns []int64) int64 {
+	var t int64
+	for _, n := range ns {
+		t += n
+	}
+	return t
+}
+
+func TestSplit(t *testing.T) {
+	tests := []struct {
+		total int64
+		n     int
+		want  []int64
+	}{
+		{0, 3, []int64{0, 0, 0}},
+		{1, 3, []int64{1, 0, 0}},
+		{10, 4, []int64{3, 3, 2, 2}},
+		{100, 8, []int64{13, 13, 13, 13, 12, 12, 12, 12}},
+	}
+	for _, tt := range tests {
+		got := Split(tt.total, tt.n)
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("Split(%d, %d) = %v, want %v", tt.total, tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestHomeShardStable(t *testing.T) {
+	for u := int64(1); u < 1000; u++ {
+		a, b := HomeShard(u, 8), HomeShard(u, 8)
+		if a != b || a < 0 || a >= 8 {
+			t.Fatalf("HomeShard(%d, 8) = %d then %d, want one value in [0,8)", u, a, b)
+		}
+	}
+}
+
+func TestReserveBoundaries(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		stock  int64
+		shards int
+		buyers int
+		wantOK int
+	}{
+		{"stock 0", 0, 4, 3, 0},
+		{"stock 1", 1, 4, 5, 1},
+		{"stock 1 one shard", 1, 1, 5, 1},
+		{"stock equals buyers", 8, 8, 8, 8},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newStore(t, Config{})
+			item := int64(100 + i)
+			if err := s.Warm(ctx, item, tt.stock, tt.shards); err != nil {
+				t.Fatal(err)
+			}
+			ok := 0
+			for u := 1; u <= tt.buyers; u++ {
+				_, err := buy(ctx, t, s, item, tt.shards, 1, int64(u), int64(1000+u))
+				switch {
+				case err == nil:
+					ok++
+				case errors.Is(err, ErrSoldOut):
+				default:
+					t.Fatalf("buyer %d: got %v, want nil or ErrSoldOut", u, err)
+				}
+			}
+			if ok != tt.wantOK {
+				t.Errorf("accepted %d, want %d", ok, tt.wantOK)
+			}
+			rem, err := s.Remaining(ctx, item, tt.shards)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := sum(rem), tt.stock-int64(ok); got != want {
+				t.Errorf("remaining %d (%v), want %d", got, rem, want)
+			}
+			res, err := s.PendingReservations(ctx, item, tt.shards)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res) != ok {
+				t.Errorf("outbox holds %d reservations, want %d", len(res), ok)
+			}
+		})
+	}
+}
+
+func TestReserveToken(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, Config{TokenTTL: time.Second})
+	const item, other, shards = 7, 8, 4
+	for _, id := range []int64{item, other} {
+		if err := s.Warm(ctx, id, 10, shards); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := func(user int64, tok string, order int64) Purchase {
+		return Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: order}
+	}
+
+	tok, _, err := s.IssueToken(ctx, item, 1, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherItemTok, _, err := s.IssueToken(ctx, other, 2, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user2Tok, _, err := s.IssueToken(ctx, item, 2, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bad := []struct {
+		name string
+		p    Purchase
+	}{
+		{"missing key", p(1, "", 11)},
+		{"unknown key", p(1, "00112233445566778899aabbccddeeff", 11)},
+		{"another user's key", p(1, user2Tok, 11)},
+		{"key of another item", p(2, otherItemTok, 11)},
+		{"oversized key", p(1, string(make([]byte, 100)), 11)},
+	}
+	for _, b := range bad {
+		if _, err := s.Reserve(ctx, b.p); !errors.Is(err, ErrTokenInvalid) {
+			t.Errorf("%s: got %v, want ErrTokenInvalid", b.name, err)
+		}
+	}
+	if rem, _ := s.Remaining(ctx, item, shards); sum(rem) != 10 {
+		t.Fatalf("rejected keys changed stock: remaining %v, want 10", rem)
+	}
+
+	id, err := s.Reserve(ctx, p(1, tok, 11))
+	if err != nil || id != 11 {
+		t.Fatalf("first purchase: got %d, %v, want 11, nil", id, err)
+	}
+	// Replay with the same key: same answer, even with a new order id offered.
+	id, err = s.Reserve(ctx, p(1, tok, 12))
+	if err != nil || id != 11 {
+		t.Fatalf("replay: got %d, %v, want 11, nil", id, err)
+	}
+	// A second key of the same user hits the limit; its replay says the same.
+	tok2, _, _ := s.IssueToken(ctx, item, 1, shards)
+	for i := 0; i < 2; i++ {
+		if _, err := s.Reserve(ctx, p(1, tok2, 13)); !errors.Is(err, ErrAlreadyPurchased) {
+			t.Fatalf("second key try %d: got %v, want ErrAlreadyPurchased", i, err)
+		}
+	}
+	if rem, _ := s.Remaining(ctx, item, shards); sum(rem) != 9 {
+		t.Fatalf("remaining %v, want 9 after one purchase", rem)
+	}
+
+	// An expired token is refused.
+	expired, _, _ := s.IssueToken(ctx, item, 3, shards)
+	time.Sleep(1100 * time.Millisecond)
+	if _, err := s.Reserve(ctx, p(3, expired, 14)); !errors.Is(err, ErrTokenInvalid) {
+		t.Errorf("expired key: got %v, want ErrTokenInvalid", err)
+	}
+}
+
+// TestReserveRace is the oversell test: buyers released together against a
+// small stock over 8 shards.
+func TestReserveRace(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, Config{})
+	const item, stock, shards, buyers = 42, 100, 8, 2000
+	if err := s.Warm(ctx, item, stock, shards); err != nil {
+		t.Fatal(err)
+	}
+	toks := make([]string, buyers+1)
+	for u := 1; u <= buyers; u++ {
+		tok, _, err := s.IssueToken(ctx, item, int64(u), shards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks[u] = tok
+	}
+	var (
+		mu       sync.Mutex
+		accepted = map[int64]int64{} // order id -> user
+		users    = map[int64]bool{}
+		wg       sync.WaitGroup
+		start    = make(chan struct{})
+		errs     = make(chan error, buyers)
+	)
+	for u := 1; u <= buyers; u++ {
+		wg.Add(1)
+		go func(u int64) {
+			defer wg.Done()
+			<-start
+			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[u], OrderID: 10_000 + u})
+			if errors.Is(err, ErrSoldOut) {
+				return
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if users[u] {
+				errs <- fmt.Errorf("user %d accepted twice", u)
+			}
+			users[u] = true
+			accepted[id] = u
+		}(int64(u))
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(accepted) != stock {
+		t.Fatalf("accepted %d, want exactly %d", len(accepted), stock)
+	}
+	rem, err := s.Remaining(ctx, item, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range rem {
+		if n != 0 {
+			t.Errorf("shard %d holds %d, want 0 (never negative)", i, n)
+		}
+	}
+	res, err := s.PendingReservations(ctx, item, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != stock {
+		t.Fatalf("outbox holds %d reservations, want %d", len(res), stock)
+	}
+	for _, r := range res {
+		u, ok := accepted[r.OrderID]
+		if !ok || u != r.UserID || r.ItemID != item {
+			t.Errorf("outbox entry %+v does not match an accepted purchase", r)
+		}
+		delete(accepted, r.OrderID)
+	}
+	if len(accepted) != 0 {
+		t.Errorf("accepted purchases without an outbox record: %v", accepted)
+	}
+	if !s.SoldOut(item) {
+		t.Error("item not flagged sold out after every shard emptied")
+	}
+}
+
+// homeOf finds a user whose home shard is h.
+func homeOf(h, shards int, from int64) int64 {
+	for u := from; ; u++ {
+		if HomeShard(u, shards) == h {
+			return u
+		}
+	}
+}
+
+func TestPerUserLimitWithDrainedHomeShard(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{})
+	const item, shards = 9, 4
+	user := homeOf(0, shards, 1)
+	// Home shard empty, the others hold 5 each.
+	if err := s.SetShards(ctx, item, []int64{0, 5, 5, 5}); err != nil {
+		t.Fatal(err)
+	}
+	var got []error
+	for i := 0; i < 4; i++ {
+		_, err := buy(ctx, t, s, item, shards, 2, user, int64(100+i))
+		got = append(got, err)
+	}
+	want := []error{nil, nil, ErrAlreadyPurchased, ErrAlreadyPurchased}
+	for i := range want {
+		if !errors.Is(got[i], want[i]) || (want[i] == nil && got[i] != nil) {
+			t.Errorf("purchase %d: got %v, want %v", i, got[i], want[i])
+		}
+	}
+	rem, _ := s.Remaining(ctx, item, shards)
+	if sum(rem) != 13 || rem[0] != 0 {
+		t.Errorf("remaining %v, want 13 in all, 0 on the home shard", rem)
+	}
+	res, _ := s.PendingReservations(ctx, item, shards)
+	if len(res) != 2 {
+		t.Fatalf("outbox holds %d, want 2", len(res))
+	}
+	for _, r := range res {
+		if r.Home != 0 || r.Shard == 0 || r.UserID != user {
+			t.Errorf("reservation %+v: want home 0, another stock shard, user %d", r, user)
+		}
+	}
+	// The count lives on the home shard only.
+	n, err := rdb.HGet(ctx, s.keys(item, 0).Bought(), fmt.Sprint(user)).Int()
+	if err != nil || n != 2 {
+		t.Errorf("home shard count %d (%v), want 2", n, err)
+	}
+}
+
+func TestAllShardsEmptyFreesSlot(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{})
+	const item, shards = 10, 4
+	user := homeOf(2, shards, 1)
+	if err := s.SetShards(ctx, item, []int64{0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buy(ctx, t, s, item, shards, 1, user, 1); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("got %v, want ErrSoldOut", err)
+	}
+	if n, _ := rdb.HGet(ctx, s.keys(item, 2).Bought(), fmt.Sprint(user)).Int(); n != 0 {
+		t.Errorf("slot still claimed: count %d, want 0", n)
+	}
+	// Stock comes back: the user may buy once the flag is cleared.
+	if err := s.SetShards(ctx, item, []int64{0, 1, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	s.ClearSoldOut(item)
+	if _, err := buy(ctx, t, s, item, shards, 1, user, 2); err != nil {
+		t.Errorf("after restock: got %v, want nil", err)
+	}
+}
+
+func TestLastUnitRacedFromOtherShard(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, Config{})
+	const item, shards, buyers = 11, 8, 200
+	// The last unit sits on one shard; most buyers must fall through to it.
+	if err := s.SetShards(ctx, item, []int64{0, 0, 0, 1, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	toks := make([]string, buyers+1)
+	for u := 1; u <= buyers; u++ {
+		toks[u], _, _ = s.IssueToken(ctx, item, int64(u), shards)
+	}
+	var ok, soldOut, other int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for u := 1; u <= buyers; u++ {
+		wg.Add(1)
+		go func(u int64) {
+			defer wg.Done()
+			<-start
+			_, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[u], OrderID: u})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, ErrSoldOut):
+				soldOut++
+			default:
+				other++
+			}
+		}(int64(u))
+	}
+	close(start)
+	wg.Wait()
+	if ok != 1 || soldOut != buyers-1 || other != 0 {
+		t.Errorf("got %d ok, %d sold out, %d other; want 1, %d, 0", ok, soldOut, other, buyers-1)
+	}
+}
+
+func TestSoldOutFlagSkipsRedis(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, Config{})
+	const item, shards = 12, 2
+	if err := s.Warm(ctx, item, 0, shards); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buy(ctx, t, s, item, shards, 1, 1, 1); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("got %v, want ErrSoldOut", err)
+	}
+	// Same flags, a Redis that cannot be reached: still sold out, so no call.
+	dead := NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Config{Prefix: s.prefix})
+	dead.soldOut.Store(int64(item), struct{}{})
+	if _, err := dead.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: "x", OrderID: 2}); !errors.Is(err, ErrSoldOut) {
+		t.Errorf("flagged item: got %v, want ErrSoldOut without Redis", err)
+	}
+}
+
+func TestRedisDownIsNotABusinessAnswer(t *testing.T) {
+	ctx := context.Background()
+	s := NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Config{Prefix: "down"})
+	_, err := s.Reserve(ctx, Purchase{ItemID: 1, UserID: 1, Shards: 4, Limit: 1, Token: "abc", OrderID: 1})
+	for _, sentinel := range []error{ErrSoldOut, ErrAlreadyPurchased, ErrTokenInvalid} {
+		if errors.Is(err, sentinel) {
+			t.Fatalf("redis down: got %v, a business answer", err)
+		}
+	}
+	if err == nil {
+		t.Fatal("redis down: got nil error")
+	}
+}
+
+func TestMissingShardKeyIsNotSoldOut(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{})
+	const item, shards = 13, 2
+	if err := s.Warm(ctx, item, 4, shards); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Del(ctx, s.keys(item, 0).Stock(), s.keys(item, 1).Stock()) // Redis lost its keys
+	if _, err := buy(ctx, t, s, item, shards, 1, 1, 1); !errors.Is(err, ErrNotReady) {
+		t.Errorf("got %v, want ErrNotReady", err)
+	}
+}
+
+func TestReturnOnce(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, Config{})
+	const item, shards = 14, 4
+	user := homeOf(1, shards, 1)
+	if err := s.SetShards(ctx, item, []int64{0, 0, 1, 0}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := buy(ctx, t, s, item, shards, 1, user, 77)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Many returns of the same order, released together.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	returned := 0
+	start := make(chan struct{})
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			back, err := s.Return(ctx, item, user, id, 2, shards)
+			if err != nil {
+				t.Error(err)
+			}
+			if back {
+				mu.Lock()
+				returned++
+				mu.Unlock()
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	rem, _ := s.Remaining(ctx, item, shards)
+	if returned != 1 || fmt.Sprint(rem) != "[0 0 1 0]" {
+		t.Errorf("returned %d times, shards %v; want 1 and [0 0 1 0]", returned, rem)
+	}
+	// The slot is free again: the same user can buy the returned unit.
+	if _, err := buy(ctx, t, s, item, shards, 1, user, 78); err != nil {
+		t.Errorf("rebuy after return: got %v, want nil", err)
+	}
+}
+
+func TestStaleClaimIsSettledOnReplay(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{ClaimTimeout: time.Millisecond})
+	const item, shards = 15, 2
+	user := homeOf(0, shards, 1)
+	if err := s.SetShards(ctx, item, []int64{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	k := s.keys(item, 0)
+	// A process ran the home script, claimed the slot, then died.
+	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox()},
+		user, item, 500, 1, time.Now().Add(-time.Minute).UnixMilli(), 0, 3600).Int64Slice()
+	if err != nil || code[0] != codeHomeEmpty {
+		t.Fatalf("claim: got %v, %v; want code %d", code, err, codeHomeEmpty)
+	}
+	id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 501})
+	if err != nil || id != 500 {
+		t.Fatalf("replay of stale claim: got %d, %v; want the claimed order 500", id, err)
+	}
+	// Settled: a further replay answers the same without taking again.
+	id, err = s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 502})
+	if err != nil || id != 500 {
+		t.Fatalf("second replay: got %d, %v; want 500", id, err)
+	}
+	if rem, _ := s.Remaining(ctx, item, shards); fmt.Sprint(rem) != "[0 0]" {
+		t.Errorf("shards %v, want [0 0]", rem)
+	}
+	if res, _ := s.PendingReservations(ctx, item, shards); len(res) != 1 {
+		t.Errorf("outbox holds %d, want 1", len(res))
+	}
+}
