@@ -55,6 +55,11 @@ func ConsumerConfig(clientID string, sessionTimeout time.Duration) *sarama.Confi
 	cfg.Consumer.Offsets.AutoCommit.Enable = true
 	cfg.Consumer.Offsets.AutoCommit.Interval = time.Second
 	cfg.Consumer.Return.Errors = true
+	// A fetch waits on the broker for up to MaxWaitTime, and responses on a
+	// connection come back in order, so a Commit sent while a fetch waits
+	// returns only after it. Keep the wait short: a handler commits once
+	// per batch and must not stall for Kafka's default half second.
+	cfg.Consumer.MaxWaitTime = 100 * time.Millisecond
 	if sessionTimeout > 0 {
 		cfg.Consumer.Group.Session.Timeout = sessionTimeout
 		// Kafka's rule of thumb: heartbeat at a third of the session timeout.

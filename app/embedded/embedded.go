@@ -6,6 +6,7 @@
 package embedded
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,9 @@ import (
 	"github.com/dolthub/go-mysql-server/memory"
 	"github.com/dolthub/go-mysql-server/server"
 	"github.com/dolthub/go-mysql-server/sql"
+	wire "github.com/dolthub/vitess/go/mysql"
+	"github.com/dolthub/vitess/go/sqltypes"
+	querypb "github.com/dolthub/vitess/go/vt/proto/query"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -58,7 +62,18 @@ func Kafka() (brokers []string, stop func(), err error) {
 // password, and returns a go-sql-driver DSN for it:
 // "root@tcp(127.0.0.1:PORT)/db?parseTime=true". Apply the schema with
 // migrations.Up as against a real server.
+//
+// Transactions run one at a time (see gate): the in-memory engine commits a
+// transaction by writing back whole tables, so two concurrent ones would
+// silently lose each other's rows. A statement that waits longer than
+// lockWait for its turn fails with MySQL error 1205 (lock wait timeout), as
+// InnoDB's row locks do, and callers that retry 1205 retry it.
 func MySQL(db string) (dsn string, stop func(), err error) {
+	return startMySQL(db, lockWait)
+}
+
+// startMySQL is MySQL with the lock wait timeout as a parameter.
+func startMySQL(db string, wait time.Duration) (dsn string, stop func(), err error) {
 	if db == "" {
 		return "", nil, errors.New("start embedded mysql: empty database name")
 	}
@@ -76,11 +91,13 @@ func MySQL(db string) (dsn string, stop func(), err error) {
 		engine.Close()
 		return "", nil, fmt.Errorf("start embedded mysql: listen: %w", err)
 	}
-	srv, err := server.NewServer(server.Config{
+	g := newGate(wait)
+	srv, err := server.NewServerWithHandler(server.Config{
 		Protocol: "tcp",
 		Address:  ln.Addr().String(),
 		Listener: ln,
-	}, engine, sql.NewContext, memory.NewSessionBuilder(pro), nil)
+	}, engine, sql.NewContext, memory.NewSessionBuilder(pro), nil,
+		func(h wire.Handler) (wire.Handler, error) { return &gatedHandler{Handler: h, gate: g}, nil })
 	if err != nil {
 		ln.Close()
 		engine.Close()
@@ -101,4 +118,113 @@ func MySQL(db string) (dsn string, stop func(), err error) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	return fmt.Sprintf("root@tcp(127.0.0.1:%d)/%s?parseTime=true", port, db), stop, nil
+}
+
+// lockWait is how long a statement waits for another connection's
+// transaction to finish before failing with error 1205.
+const lockWait = 10 * time.Second
+
+// gate lets one connection at a time run statements, from its first
+// statement until its transaction ends: a global lock with serializable
+// isolation, which is what the memory engine needs to be correct. sem holds
+// the one slot; holder is the connection in it.
+type gate struct {
+	sem  chan struct{}
+	wait time.Duration
+
+	mu     sync.Mutex
+	holder *wire.Conn
+}
+
+func newGate(wait time.Duration) *gate {
+	return &gate{sem: make(chan struct{}, 1), wait: wait}
+}
+
+// enter blocks until c holds the gate (at once if it already does).
+func (g *gate) enter(ctx context.Context, c *wire.Conn) error {
+	g.mu.Lock()
+	held := g.holder == c
+	g.mu.Unlock()
+	if held {
+		return nil
+	}
+	t := time.NewTimer(g.wait)
+	defer t.Stop()
+	select {
+	case g.sem <- struct{}{}:
+	case <-t.C:
+		return wire.NewSQLError(wire.ERLockWaitTimeout, "HY000", "Lock wait timeout exceeded; try restarting transaction")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	g.mu.Lock()
+	g.holder = c
+	g.mu.Unlock()
+	return nil
+}
+
+// leave releases the gate if c holds it and is not inside a transaction any
+// more (or always, if force: the connection is gone or was reset). The
+// handler updates c.StatusFlags after every statement, on this goroutine.
+func (g *gate) leave(c *wire.Conn, force bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.holder != c {
+		return
+	}
+	if !force && c.StatusFlags&wire.ServerInTransaction != 0 {
+		return // BEGIN ... still open: keep others out until COMMIT/ROLLBACK
+	}
+	g.holder = nil
+	<-g.sem
+}
+
+// gatedHandler runs every statement of the wrapped handler inside the gate.
+type gatedHandler struct {
+	wire.Handler
+	gate *gate
+}
+
+func (h *gatedHandler) ComQuery(ctx context.Context, c *wire.Conn, query string, cb wire.ResultSpoolFn) error {
+	if err := h.gate.enter(ctx, c); err != nil {
+		return err
+	}
+	defer h.gate.leave(c, false)
+	return h.Handler.ComQuery(ctx, c, query, cb)
+}
+
+func (h *gatedHandler) ComMultiQuery(ctx context.Context, c *wire.Conn, query string, cb wire.ResultSpoolFn) (string, error) {
+	if err := h.gate.enter(ctx, c); err != nil {
+		return "", err
+	}
+	defer h.gate.leave(c, false)
+	return h.Handler.ComMultiQuery(ctx, c, query, cb)
+}
+
+func (h *gatedHandler) ComPrepare(ctx context.Context, c *wire.Conn, query string, p *wire.PrepareData) ([]*querypb.Field, error) {
+	if err := h.gate.enter(ctx, c); err != nil {
+		return nil, err
+	}
+	defer h.gate.leave(c, false)
+	return h.Handler.ComPrepare(ctx, c, query, p)
+}
+
+func (h *gatedHandler) ComStmtExecute(ctx context.Context, c *wire.Conn, p *wire.PrepareData, cb func(*sqltypes.Result) error) error {
+	if err := h.gate.enter(ctx, c); err != nil {
+		return err
+	}
+	defer h.gate.leave(c, false)
+	return h.Handler.ComStmtExecute(ctx, c, p, cb)
+}
+
+func (h *gatedHandler) ComResetConnection(c *wire.Conn) error {
+	// A reset rolls back any open transaction.
+	defer h.gate.leave(c, true)
+	return h.Handler.ComResetConnection(c)
+}
+
+func (h *gatedHandler) ConnectionClosed(c *wire.Conn) {
+	// A dropped connection's transaction is gone; never keep the gate.
+	defer h.gate.leave(c, true)
+	h.Handler.ConnectionClosed(c)
 }

@@ -1,0 +1,76 @@
+package handler
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"seckill/stock"
+)
+
+// purchaseView is the 202 answer. The order id is a decimal string: it is a
+// 64-bit snowflake that JavaScript numbers cannot hold exactly.
+type purchaseView struct {
+	OrderID string `json:"order_id"`
+	Status  string `json:"status"`
+}
+
+// purchase is the hot path: admission, sale window and sold-out flag in
+// process, then one Lua call on the buyer's home shard.
+func (h *Handler) purchase(c *gin.Context) error {
+	id, err := pathID(c)
+	if err != nil {
+		return h.outcome(err)
+	}
+	user := userID(c)
+	ctx := c.Request.Context()
+	release, err := h.Limiter.Acquire(ctx, user)
+	if err != nil {
+		return h.outcome(err)
+	}
+	defer release()
+
+	it, err := h.items.get(ctx, id)
+	if err != nil {
+		return h.outcome(err)
+	}
+	now := h.Now()
+	if now.Before(it.StartsAt) {
+		return h.outcome(errSaleNotStarted)
+	}
+	if it.EndsAt != nil && !now.Before(*it.EndsAt) {
+		return h.outcome(errSaleEnded)
+	}
+	key := c.GetHeader("Idempotency-Key")
+	replay := strconv.FormatInt(id, 10) + "/" + strconv.FormatInt(user, 10) + "/" + key
+	if h.Stock.SoldOut(id) {
+		// No Redis call once sold out, except that a key this process
+		// accepted keeps its answer.
+		if orderID, ok := h.accepted.get(replay); ok {
+			return h.accept(c, orderID)
+		}
+	}
+	orderID, err := h.Stock.Reserve(ctx, stock.Purchase{
+		ItemID: id, UserID: user, Shards: it.Shards, Limit: it.PerUserLimit,
+		Token: key, OrderID: h.IDs.Generate().Int64(),
+	})
+	if err != nil {
+		return h.outcome(err)
+	}
+	h.accepted.add(replay, orderID)
+	return h.accept(c, orderID)
+}
+
+func (h *Handler) accept(c *gin.Context, orderID int64) error {
+	h.metrics.purchases.WithLabelValues("ok").Inc()
+	c.JSON(http.StatusAccepted, purchaseView{OrderID: strconv.FormatInt(orderID, 10), Status: "pending"})
+	return nil
+}
+
+// outcome counts a refused purchase by its code and passes the error on.
+func (h *Handler) outcome(err error) error {
+	p, _ := toProblem(err)
+	h.metrics.purchases.WithLabelValues(p.Code).Inc()
+	return err
+}

@@ -1,0 +1,34 @@
+package handler
+
+import (
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Routes is every route of the API.
+func (h *Handler) Routes() *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.Recovery(), h.metrics.observe)
+	r.NoRoute(func(c *gin.Context) { writeProblem(c, errNotFound) })
+	r.HandleMethodNotAllowed = false
+
+	r.GET("/healthz", h.healthz)
+	r.GET("/readyz", h.handle(h.readyz))
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
+
+	v1 := r.Group("/api/v1")
+	v1.GET("/items/:id", h.handle(h.getItem))
+
+	user := v1.Group("", h.requireUser)
+	user.POST("/items/:id/tokens", h.handle(h.issueToken))
+	user.POST("/items/:id/purchase", h.handle(h.purchase))
+	user.GET("/orders/:id", h.handle(h.getOrder))
+	user.POST("/orders/:id/pay", h.handle(h.pay))
+
+	admin := v1.Group("/admin", h.requireAdmin)
+	admin.POST("/items", h.handle(h.createItem))
+	admin.GET("/items/:id/stats", h.handle(h.stats))
+	admin.POST("/items/:id/rebuild", h.handle(h.rebuild))
+	return r
+}

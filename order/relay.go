@@ -1,0 +1,345 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"seckill/stock"
+)
+
+// RelayConfig tunes a Relay.
+type RelayConfig struct {
+	// Topic receives the reservations.
+	Topic string
+	// Group is the Redis consumer group of the outboxes, shared by every
+	// relay instance. Default "relay".
+	Group string
+	// Consumer names this instance in the group; unique per instance.
+	Consumer string
+	// BatchSize is the most reservations read, and sent in one
+	// SendMessages call, at a time. Default 500.
+	BatchSize int64
+	// ClaimIdle is how long a reservation may stay read but unacknowledged
+	// before any relay takes it over (its relay presumably crashed between
+	// reading and acknowledging). Default 30s.
+	ClaimIdle time.Duration
+	// Interval is the pause after a pass that found nothing. Default 20ms.
+	Interval time.Duration
+	// MaxBackoff caps the exponential pause after failed passes. Default 5s.
+	MaxBackoff time.Duration
+	// Shards returns the shard count of an item. The relay calls it once
+	// per item and then about once a second.
+	Shards func(ctx context.Context, itemID int64) (int, error)
+}
+
+// maxBatches bounds the batches one pass reads from one source of a shard.
+const maxBatches = 16
+
+// Relay moves reservations from the Redis outboxes to Kafka. An entry
+// leaves its outbox only after Kafka acknowledged it, so a crash at any
+// point loses nothing; at worst an entry is sent twice, and the writer
+// inserts it once.
+type Relay struct {
+	st       *stock.Store
+	producer sarama.SyncProducer
+	cfg      RelayConfig
+	log      *slog.Logger
+
+	published prometheus.Counter
+	duration  prometheus.Histogram
+	errors    prometheus.Counter
+	backlog   *prometheus.GaugeVec
+
+	// mu serialises passes; the maps below belong to whoever holds it.
+	mu     sync.Mutex
+	groups map[stock.Outbox]bool
+	shards map[int64]int
+	// retry holds batches that were read, but whose publish failed: they
+	// are pending for this consumer in Redis, and ReadOutbox(">") will not
+	// return them again.
+	retry map[stock.Outbox][]stock.Reservation
+	// unacked holds entries Kafka acknowledged but whose ack in Redis
+	// failed; acking them again beats publishing them again.
+	unacked     map[stock.Outbox][]string
+	refreshedAt time.Time
+	gauged      map[int64]bool
+}
+
+// NewRelay returns a relay from st's outboxes to cfg.Topic through producer,
+// whose config must be mq.ProducerConfig's (idempotent, acks=all).
+func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, reg prometheus.Registerer, log *slog.Logger) (*Relay, error) {
+	switch {
+	case cfg.Topic == "":
+		return nil, errors.New("new relay: no topic")
+	case cfg.Consumer == "":
+		return nil, errors.New("new relay: no consumer name")
+	case cfg.Shards == nil:
+		return nil, errors.New("new relay: no shard count func")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Group == "" {
+		cfg.Group = "relay"
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.ClaimIdle <= 0 {
+		cfg.ClaimIdle = 30 * time.Second
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 20 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	r := &Relay{
+		st: st, producer: producer, cfg: cfg, log: log,
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "seckill_relay_published_total",
+			Help: "Reservations acknowledged by Kafka.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "seckill_relay_publish_duration_seconds",
+			Help:    "Time of one batch send to Kafka.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "seckill_relay_errors_total",
+			Help: "Failed relay steps (Kafka sends, Redis reads and acks).",
+		}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "seckill_outbox_backlog",
+			Help: "Reservations in an item's outboxes not yet acknowledged by Kafka.",
+		}, []string{"item"}),
+		groups:  map[stock.Outbox]bool{},
+		shards:  map[int64]int{},
+		retry:   map[stock.Outbox][]stock.Reservation{},
+		unacked: map[stock.Outbox][]string{},
+		gauged:  map[int64]bool{},
+	}
+	for _, c := range []prometheus.Collector{r.published, r.duration, r.errors, r.backlog} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("new relay: register metrics: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Run relays until ctx is done, then returns nil. A failed pass is retried
+// after an exponential backoff; its entries stay in the outbox meanwhile.
+func (r *Relay) Run(ctx context.Context) error {
+	failures := 0
+	for {
+		n, err := r.DrainOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var wait time.Duration
+		switch {
+		case err != nil:
+			failures++
+			wait = backoff(failures, 50*time.Millisecond, r.cfg.MaxBackoff)
+			r.log.Error("relay pass", "err", err, "retry_in", wait)
+		case n == 0:
+			failures = 0
+			wait = r.cfg.Interval
+		default:
+			failures = 0
+			continue // more may be waiting
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// DrainOnce makes one pass over every shard of every item: it republishes
+// its own failed batches, takes over entries idle for ClaimIdle, and
+// publishes new entries until the outbox is empty (or up to maxBatches
+// batches of each). It returns how many
+// reservations Kafka acknowledged, and stops at the first error.
+func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	items, err := r.st.Items(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("relay: %w", err)
+	}
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			r.errors.Inc()
+		}
+	}()
+	if time.Since(r.refreshedAt) >= time.Second {
+		// Before draining, so the gauge moves while Kafka is down too.
+		r.refreshedAt = time.Now()
+		r.refresh(ctx, items)
+	}
+	for _, id := range items {
+		n, err := r.shardCount(ctx, id)
+		if err != nil {
+			return total, err
+		}
+		for sh := range n {
+			k, err := r.drainShard(ctx, stock.Outbox{ItemID: id, Shard: sh})
+			total += k
+			if err != nil {
+				return total, err
+			}
+		}
+	}
+	return total, nil
+}
+
+// shardCount is the item's cached shard count, fetched on first use and by
+// refresh.
+func (r *Relay) shardCount(ctx context.Context, itemID int64) (int, error) {
+	if n, ok := r.shards[itemID]; ok {
+		return n, nil
+	}
+	n, err := r.cfg.Shards(ctx, itemID)
+	if err != nil {
+		return 0, fmt.Errorf("relay: shards of item %d: %w", itemID, err)
+	}
+	r.shards[itemID] = n
+	return n, nil
+}
+
+// refresh re-reads the shard counts and sets the backlog gauge. Failures
+// only leave stale values; the pass itself reports Redis errors.
+func (r *Relay) refresh(ctx context.Context, items []int64) {
+	present := make(map[int64]bool, len(items))
+	for _, id := range items {
+		present[id] = true
+		if n, err := r.cfg.Shards(ctx, id); err == nil {
+			r.shards[id] = n
+		}
+		n, ok := r.shards[id]
+		if !ok {
+			continue
+		}
+		var sum int64
+		for sh := range n {
+			l, err := r.st.OutboxLen(ctx, stock.Outbox{ItemID: id, Shard: sh})
+			if err != nil {
+				r.log.Error("relay: outbox backlog", "item", id, "err", err)
+				return
+			}
+			sum += l
+		}
+		r.backlog.WithLabelValues(strconv.FormatInt(id, 10)).Set(float64(sum))
+		r.gauged[id] = true
+	}
+	for id := range r.gauged {
+		if !present[id] {
+			r.backlog.DeleteLabelValues(strconv.FormatInt(id, 10))
+			delete(r.gauged, id)
+			delete(r.shards, id)
+		}
+	}
+}
+
+// drainShard relays one outbox; see DrainOnce.
+func (r *Relay) drainShard(ctx context.Context, o stock.Outbox) (int, error) {
+	if !r.groups[o] {
+		if err := r.st.EnsureGroup(ctx, o, r.cfg.Group); err != nil {
+			return 0, fmt.Errorf("relay: %w", err)
+		}
+		r.groups[o] = true
+	}
+	if ids := r.unacked[o]; len(ids) > 0 {
+		if err := r.st.AckOutbox(ctx, o, r.cfg.Group, ids...); err != nil {
+			return 0, fmt.Errorf("relay: %w", err)
+		}
+		delete(r.unacked, o)
+	}
+	sent := 0
+	if b := r.retry[o]; len(b) > 0 {
+		delete(r.retry, o)
+		if err := r.publish(ctx, o, b); err != nil {
+			return sent, err
+		}
+		sent += len(b)
+	}
+	// Entries of a crashed relay first (they are the oldest), then new
+	// ones; each source until it returns a short batch, or for at most
+	// maxBatches batches so one busy shard does not hold up the others.
+	for _, claim := range []bool{true, false} {
+		for range maxBatches {
+			var b []stock.Reservation
+			var err error
+			if claim {
+				b, err = r.st.ClaimOutbox(ctx, o, r.cfg.Group, r.cfg.Consumer, r.cfg.ClaimIdle, r.cfg.BatchSize)
+			} else {
+				b, err = r.st.ReadOutbox(ctx, o, r.cfg.Group, r.cfg.Consumer, r.cfg.BatchSize)
+			}
+			if err != nil {
+				return sent, fmt.Errorf("relay: %w", err)
+			}
+			if len(b) > 0 {
+				if err := r.publish(ctx, o, b); err != nil {
+					return sent, err
+				}
+				sent += len(b)
+			}
+			// A claimed page may come back short yet have a next page
+			// (deleted entries are dropped from it); the next pass gets it.
+			if int64(len(b)) < r.cfg.BatchSize {
+				break
+			}
+		}
+	}
+	return sent, nil
+}
+
+// publish sends a batch in one call and acknowledges it in the outbox only
+// if Kafka acknowledged every message. Otherwise the batch is kept for a
+// retry: nothing leaves the outbox that Kafka does not hold.
+func (r *Relay) publish(ctx context.Context, o stock.Outbox, b []stock.Reservation) error {
+	msgs := make([]*sarama.ProducerMessage, len(b))
+	ids := make([]string, len(b))
+	for i, res := range b {
+		key, value := EncodeReservation(res)
+		msgs[i] = &sarama.ProducerMessage{Topic: r.cfg.Topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)}
+		ids[i] = res.StreamID
+	}
+	start := time.Now()
+	err := r.producer.SendMessages(msgs)
+	r.duration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		// Some messages may have landed; sending them all again only
+		// makes duplicates, which the writer ignores.
+		r.retry[o] = b
+		return fmt.Errorf("relay: publish %d reservations of item %d shard %d: %w", len(b), o.ItemID, o.Shard, err)
+	}
+	r.published.Add(float64(len(b)))
+	// From here Kafka holds the promise; the outbox can let go.
+	if err := r.st.AckOutbox(ctx, o, r.cfg.Group, ids...); err != nil {
+		r.unacked[o] = ids
+		return fmt.Errorf("relay: %w", err)
+	}
+	return nil
+}
+
+// backoff is base doubled per attempt (attempt 1 waits base), capped at max.
+func backoff(attempt int, base, max time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	return min(d, max)
+}

@@ -1,0 +1,304 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Dead-letter reasons, in the "reason" header and the metric label.
+const (
+	// ReasonDecode: the message is not a reservation (ErrInvalidMessage).
+	ReasonDecode = "decode"
+	// ReasonOversell: the MySQL stock guard refused the order.
+	ReasonOversell = "oversell"
+)
+
+// Inserter stores a batch of new orders in one transaction; *Store is one.
+type Inserter interface {
+	InsertBatch(ctx context.Context, orders []Order) (inserted int, refused []Order, err error)
+}
+
+// WriterConfig tunes a Writer.
+type WriterConfig struct {
+	// DLQTopic receives the messages that can never become orders.
+	// Default "seckill.orders.dlq".
+	DLQTopic string
+	// BatchSize is the most messages inserted in one transaction. Default 500.
+	BatchSize int
+	// BatchWait is how long a batch waits to fill after its first message.
+	// Default 50ms.
+	BatchWait time.Duration
+	// OrderTTL is how long a new order stays payable. Required.
+	OrderTTL time.Duration
+	// MaxBackoff caps the pause between retries of a failed batch. Default 5s.
+	MaxBackoff time.Duration
+}
+
+// Writer is the consumer group handler that turns reservation messages into
+// order rows. A partition's offset moves only past messages whose rows are
+// committed in MySQL (or that went to the dead-letter topic), so a crash
+// anywhere makes Kafka redeliver, and redelivery inserts nothing twice.
+type Writer struct {
+	store Inserter
+	dlq   sarama.SyncProducer
+	cfg   WriterConfig
+	log   *slog.Logger
+
+	batchSize prometheus.Histogram
+	commitDur prometheus.Histogram
+	orders    prometheus.Counter
+	refusals  prometheus.Counter
+	dead      *prometheus.CounterVec
+	errs      prometheus.Counter
+	lag       *prometheus.GaugeVec
+}
+
+// NewWriter returns a Writer inserting into store and sending dead letters
+// through dlq (configured with mq.ProducerConfig).
+func NewWriter(store Inserter, dlq sarama.SyncProducer, cfg WriterConfig, reg prometheus.Registerer, log *slog.Logger) (*Writer, error) {
+	if cfg.OrderTTL <= 0 {
+		return nil, fmt.Errorf("new writer: order ttl %v, want > 0", cfg.OrderTTL)
+	}
+	if store == nil || dlq == nil {
+		return nil, errors.New("new writer: store and dlq producer are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DLQTopic == "" {
+		cfg.DLQTopic = "seckill.orders.dlq"
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.BatchWait <= 0 {
+		cfg.BatchWait = 50 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	w := &Writer{
+		store: store, dlq: dlq, cfg: cfg, log: log,
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "seckill_consumer_batch_size",
+			Help:    "Messages per batch handled by the order writer.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		commitDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "seckill_consumer_commit_duration_seconds",
+			Help:    "Time of the successful MySQL transaction of one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		orders: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "seckill_consumer_orders_total",
+			Help: "Order rows inserted by the writer (redeliveries not counted).",
+		}),
+		refusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "seckill_db_guard_refusals_total",
+			Help: "Orders the MySQL stock guard refused: oversell attempts that got past Redis.",
+		}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "seckill_dlq_messages_total",
+			Help: "Messages sent to the dead-letter topic, by reason.",
+		}, []string{"reason"}),
+		errs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "seckill_consumer_errors_total",
+			Help: "Failed attempts at a batch (MySQL or dead-letter send); the batch is retried.",
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "seckill_consumer_lag",
+			Help: "Messages of a partition not yet handled by this writer.",
+		}, []string{"partition"}),
+	}
+	for _, c := range []prometheus.Collector{w.batchSize, w.commitDur, w.orders, w.refusals, w.dead, w.errs, w.lag} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("new writer: register metrics: %w", err)
+		}
+	}
+	// Both reasons show from the start, at 0, so alerts can use rate().
+	w.dead.WithLabelValues(ReasonDecode)
+	w.dead.WithLabelValues(ReasonOversell)
+	return w, nil
+}
+
+// Setup is called at the start of a group session; the writer keeps no
+// per-session state.
+func (w *Writer) Setup(sarama.ConsumerGroupSession) error { return nil }
+
+// Cleanup is called at the end of a group session.
+func (w *Writer) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+// ConsumeClaim handles one partition's messages in batches until the claim
+// or the session ends.
+func (w *Writer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	ctx := sess.Context()
+	for {
+		batch, open := w.collect(ctx, claim.Messages())
+		if len(batch) > 0 && ctx.Err() == nil {
+			if !w.handle(ctx, sess, claim, batch) {
+				// The session ended before the batch was stored: leave it
+				// unmarked, the partition's next owner reads it again.
+				return nil
+			}
+		}
+		if !open || ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// collect waits for a first message, then gathers more until the batch is
+// full or BatchWait passed. open is false once the claim's channel closed.
+func (w *Writer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMessage) (batch []*sarama.ConsumerMessage, open bool) {
+	select {
+	case m, ok := <-msgs:
+		if !ok {
+			return nil, false
+		}
+		batch = append(batch, m)
+	case <-ctx.Done():
+		return nil, true
+	}
+	t := time.NewTimer(w.cfg.BatchWait)
+	defer t.Stop()
+	for len(batch) < w.cfg.BatchSize {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, m)
+		case <-t.C:
+			return batch, true
+		case <-ctx.Done():
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
+// handle stores a batch and then marks it, retrying each step until it
+// succeeds or ctx ends; it reports whether the batch was marked. A batch is
+// never skipped: the alternative to storing it is not marking it.
+func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim, batch []*sarama.ConsumerMessage) bool {
+	w.batchSize.Observe(float64(len(batch)))
+	var (
+		orders      []Order
+		dead        []*sarama.ProducerMessage
+		undecodable int
+		source      = make(map[int64]*sarama.ConsumerMessage, len(batch))
+	)
+	for _, m := range batch {
+		o, err := DecodeOrder(m.Value, w.cfg.OrderTTL)
+		if err != nil {
+			w.log.Error("writer: undecodable message", "partition", m.Partition, "offset", m.Offset, "err", err)
+			dead = append(dead, w.deadLetter(m, ReasonDecode, err))
+			undecodable++
+			continue
+		}
+		if _, dup := source[o.ID]; !dup {
+			orders = append(orders, o)
+		}
+		source[o.ID] = m
+	}
+
+	var refused []Order
+	if len(orders) > 0 {
+		var inserted int
+		ok := w.retry(ctx, "insert orders", func() error {
+			start := time.Now()
+			var err error
+			// One transaction, idempotent on order_id: a rerun after an
+			// unknown outcome (e.g. a lost COMMIT reply) inserts nothing
+			// twice.
+			inserted, refused, err = w.store.InsertBatch(ctx, orders)
+			if err == nil {
+				w.commitDur.Observe(time.Since(start).Seconds())
+			}
+			return err
+		})
+		if !ok {
+			return false
+		}
+		w.orders.Add(float64(inserted))
+		w.refusals.Add(float64(len(refused)))
+		for _, o := range refused {
+			m, ok := source[o.ID]
+			if !ok {
+				continue // InsertBatch returns only orders it was given
+			}
+			w.log.Error("writer: stock guard refused order", "order", o.ID, "item", o.ItemID)
+			dead = append(dead, w.deadLetter(m, ReasonOversell, nil))
+		}
+	}
+	if len(dead) > 0 {
+		// After the insert: the rows are committed, and only the dead
+		// letters stand between the batch and its offset.
+		ok := w.retry(ctx, "send dead letters", func() error { return w.dlq.SendMessages(dead) })
+		if !ok {
+			return false
+		}
+		w.dead.WithLabelValues(ReasonDecode).Add(float64(undecodable))
+		w.dead.WithLabelValues(ReasonOversell).Add(float64(len(dead) - undecodable))
+	}
+
+	// Only now, with every message of the batch stored or dead-lettered,
+	// may the offset move past it. Commit now rather than at the next
+	// auto-commit tick, to keep redelivery after a crash small.
+	last := batch[len(batch)-1]
+	sess.MarkMessage(last, "")
+	sess.Commit()
+	w.lag.WithLabelValues(strconv.Itoa(int(claim.Partition()))).Set(float64(max(claim.HighWaterMarkOffset()-last.Offset-1, 0)))
+	return true
+}
+
+// retry runs fn until it succeeds (true) or ctx ends (false), with a capped
+// exponential backoff between attempts.
+func (w *Writer) retry(ctx context.Context, what string, fn func() error) bool {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		w.errs.Inc()
+		d := backoff(attempt, 50*time.Millisecond, w.cfg.MaxBackoff)
+		w.log.Error("writer: "+what, "attempt", attempt, "retry_in", d, "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// deadLetter is m addressed to the dead-letter topic, with why and where it
+// came from in its headers.
+func (w *Writer) deadLetter(m *sarama.ConsumerMessage, reason string, cause error) *sarama.ProducerMessage {
+	h := []sarama.RecordHeader{
+		{Key: []byte("reason"), Value: []byte(reason)},
+		{Key: []byte("topic"), Value: []byte(m.Topic)},
+		{Key: []byte("partition"), Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
+		{Key: []byte("offset"), Value: strconv.AppendInt(nil, m.Offset, 10)},
+	}
+	if cause != nil {
+		h = append(h, sarama.RecordHeader{Key: []byte("error"), Value: []byte(cause.Error())})
+	}
+	return &sarama.ProducerMessage{
+		Topic:   w.cfg.DLQTopic,
+		Key:     sarama.ByteEncoder(m.Key),
+		Value:   sarama.ByteEncoder(m.Value),
+		Headers: h,
+	}
+}
