@@ -52,7 +52,9 @@ func newProblem(status int, code, detail string) *Problem {
 	return &Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Code: code, Detail: detail}
 }
 
-func invalid(detail string) *Problem { return newProblem(http.StatusBadRequest, CodeInvalidRequest, detail) }
+func invalid(detail string) *Problem {
+	return newProblem(http.StatusBadRequest, CodeInvalidRequest, detail)
+}
 
 // errSaleNotStarted and errSaleEnded are the sale window refusals.
 var (

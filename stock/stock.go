@@ -20,10 +20,10 @@ import (
 // Expected outcomes of a purchase. Anything else Reserve returns is an
 // infrastructure failure.
 var (
-	ErrSoldOut           = errors.New("sold out")
-	ErrAlreadyPurchased  = errors.New("purchase limit reached")
-	ErrTokenInvalid      = errors.New("purchase token invalid")
-	ErrNotReady          = errors.New("stock not in redis")
+	ErrSoldOut            = errors.New("sold out")
+	ErrAlreadyPurchased   = errors.New("purchase limit reached")
+	ErrTokenInvalid       = errors.New("purchase token invalid")
+	ErrNotReady           = errors.New("stock not in redis")
 	ErrPurchaseInProgress = errors.New("purchase in progress")
 )
 
