@@ -13,10 +13,10 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// Version is the Kafka protocol version the clients speak. Idempotent
+// version is the Kafka protocol version the clients speak. Idempotent
 // production needs at least 0.11; 3.x brokers and the embedded one accept
 // it, and CreateTopics v4+ lets the broker pick the replication factor.
-var Version = sarama.V3_6_0_0
+var version = sarama.V3_6_0_0
 
 // ProducerConfig is the configuration of a producer that never loses an
 // acknowledged message and never duplicates one because of its own retries:
@@ -25,7 +25,7 @@ var Version = sarama.V3_6_0_0
 func ProducerConfig(clientID string) *sarama.Config {
 	cfg := sarama.NewConfig()
 	cfg.ClientID = clientID
-	cfg.Version = Version
+	cfg.Version = version
 	cfg.Producer.Idempotent = true
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Net.MaxOpenRequests = 1
@@ -50,7 +50,7 @@ func ProducerConfig(clientID string) *sarama.Config {
 func ConsumerConfig(clientID string, sessionTimeout time.Duration) *sarama.Config {
 	cfg := sarama.NewConfig()
 	cfg.ClientID = clientID
-	cfg.Version = Version
+	cfg.Version = version
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
 	cfg.Consumer.Offsets.AutoCommit.Enable = true
 	cfg.Consumer.Offsets.AutoCommit.Interval = time.Second

@@ -125,7 +125,8 @@ func MySQL(t testing.TB) (string, *sqlx.DB) {
 // for the test and returns its bootstrap addresses.
 func Kafka(t testing.TB, opts ...kfake.Opt) []string {
 	t.Helper()
-	opts = append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)
+	// Short group session timeouts let tests notice a dead member quickly.
+	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatalf("start kfake: %v", err)

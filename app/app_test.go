@@ -1,0 +1,447 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"seckill/app/testenv"
+	"seckill/handler"
+)
+
+const (
+	testAdmin  = "test-admin-token"
+	testSecret = "test-jwt-secret-0123456789"
+)
+
+// testApp is a running app on a free port, with its own Redis prefix and
+// MySQL database.
+type testApp struct {
+	t      *testing.T
+	srv    *Server
+	base   string
+	db     *sqlx.DB
+	client *http.Client
+}
+
+// startApp boots the whole app against the real Redis and MariaDB and an
+// in-process Kafka broker; env overrides the test defaults.
+func startApp(t *testing.T, env map[string]string) *testApp {
+	t.Helper()
+	_, prefix := testenv.Redis(t)
+	dsn, db := testenv.MySQL(t)
+	vars := map[string]string{
+		"SECKILL_HTTP_ADDR":           "127.0.0.1:0",
+		"SECKILL_REDIS_ADDR":          testenv.RedisAddr(),
+		"SECKILL_REDIS_PREFIX":        prefix,
+		"SECKILL_MYSQL_DSN":           dsn,
+		"SECKILL_ADMIN_TOKEN":         testAdmin,
+		"SECKILL_JWT_SECRET":          testSecret,
+		"SECKILL_KAFKA_PARTITIONS":    "4",
+		"SECKILL_LIMIT_USER_RATE":     "1000",
+		"SECKILL_LIMIT_GLOBAL_RATE":   "1000000",
+		"SECKILL_LIMIT_MAX_IN_FLIGHT": "100000",
+	}
+	if _, ok := env["SECKILL_KAFKA_BROKERS"]; !ok {
+		vars["SECKILL_KAFKA_BROKERS"] = strings.Join(testenv.Kafka(t), ",")
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	cfg, err := LoadConfig(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Kafka.SessionTimeout = 2 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatalf("start app: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := srv.Wait(); err != nil {
+			t.Errorf("app stopped with: %v", err)
+		}
+	})
+	return &testApp{t: t, srv: srv, base: "http://" + srv.Addr, db: db,
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}}
+}
+
+// call sends a request and decodes a JSON answer into out (if not nil).
+func (a *testApp) call(method, path, bearer string, body any, hdr map[string]string, out any) (int, http.Header) {
+	a.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		js, _ := json.Marshal(b)
+		rd = bytes.NewReader(js)
+	}
+	req, _ := http.NewRequest(method, a.base+path, rd)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		a.t.Errorf("%s %s: %v", method, path, err)
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			a.t.Errorf("%s %s: decode %q: %v", method, path, data, err)
+		}
+	}
+	return resp.StatusCode, resp.Header
+}
+
+func userToken(t testing.TB, user int64) string {
+	t.Helper()
+	tok, err := handler.SignUserToken([]byte(testSecret), user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+type item struct {
+	ID        int64 `json:"id"`
+	Stock     int64 `json:"stock"`
+	Shards    int   `json:"shards"`
+	Remaining int64 `json:"remaining"`
+}
+
+func (a *testApp) createItem(body map[string]any) item {
+	a.t.Helper()
+	var it item
+	if code, _ := a.call("POST", "/api/v1/admin/items", testAdmin, body, nil, &it); code != http.StatusCreated {
+		a.t.Fatalf("create item: status %d, want 201", code)
+	}
+	return it
+}
+
+func (a *testApp) purchaseToken(itemID int64, jwt string) string {
+	a.t.Helper()
+	var out struct {
+		Token string `json:"token"`
+	}
+	if code, _ := a.call("POST", fmt.Sprintf("/api/v1/items/%d/tokens", itemID), jwt, nil, nil, &out); code != http.StatusCreated {
+		a.t.Fatalf("issue token: status %d, want 201", code)
+	}
+	return out.Token
+}
+
+type answer struct {
+	OrderID string `json:"order_id"`
+	Status  any    `json:"status"`
+	Code    string `json:"code"`
+}
+
+func (a *testApp) purchase(itemID int64, jwt, key string) (int, answer) {
+	var out answer
+	code, _ := a.call("POST", fmt.Sprintf("/api/v1/items/%d/purchase", itemID), jwt, nil, map[string]string{"Idempotency-Key": key}, &out)
+	return code, out
+}
+
+// waitRows waits until the orders table holds want rows.
+func (a *testApp) waitRows(itemID int64, want int, within time.Duration) {
+	a.t.Helper()
+	deadline := time.Now().Add(within)
+	var n int
+	for time.Now().Before(deadline) {
+		if err := a.db.Get(&n, "SELECT COUNT(*) FROM orders WHERE item_id = ?", itemID); err == nil && n >= want {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n != want {
+		a.t.Fatalf("orders rows %d, want %d", n, want)
+	}
+}
+
+func TestContract(t *testing.T) {
+	a := startApp(t, nil)
+	it := a.createItem(map[string]any{"name": "phone", "stock": 2, "shards": 2})
+	if it.ID <= 0 || it.Stock != 2 || it.Shards != 2 || it.Remaining != 2 {
+		t.Fatalf("created item %+v, want id>0 stock 2 shards 2 remaining 2", it)
+	}
+	var got item
+	if code, _ := a.call("GET", fmt.Sprintf("/api/v1/items/%d", it.ID), "", nil, nil, &got); code != 200 || got.Remaining != 2 {
+		t.Errorf("get item: %d %+v, want 200 remaining 2", code, got)
+	}
+
+	u1, u2, u3 := userToken(t, 1), userToken(t, 2), userToken(t, 3)
+	k1 := a.purchaseToken(it.ID, u1)
+	code, first := a.purchase(it.ID, u1, k1)
+	if code != http.StatusAccepted || first.OrderID == "" || first.Status != "pending" {
+		t.Fatalf("purchase: %d %+v, want 202 pending with order id", code, first)
+	}
+	if code, again := a.purchase(it.ID, u1, k1); code != http.StatusAccepted || again != first {
+		t.Errorf("replay: %d %+v, want 202 %+v", code, again, first)
+	}
+	// Second key of the same user: limit 1. Replays say the same.
+	k1b := a.purchaseToken(it.ID, u1)
+	for i := 0; i < 2; i++ {
+		if code, p := a.purchase(it.ID, u1, k1b); code != http.StatusConflict || p.Code != handler.CodePurchaseLimit {
+			t.Errorf("over limit try %d: %d %+v, want 409 purchase_limit", i, code, p)
+		}
+	}
+	k2 := a.purchaseToken(it.ID, u2)
+	for _, tc := range []struct {
+		name, jwt, key string
+		status         int
+		code           string
+	}{
+		{"no key", u3, "", 403, handler.CodeTokenInvalid},
+		{"another user's key", u3, k2, 403, handler.CodeTokenInvalid},
+		{"no user token", "", k2, 401, handler.CodeUnauthorized},
+		{"bad user token", "x.y.z", k2, 401, handler.CodeUnauthorized},
+	} {
+		if code, p := a.purchase(it.ID, tc.jwt, tc.key); code != tc.status || p.Code != tc.code {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, code, p.Code, tc.status, tc.code)
+		}
+	}
+	if code, p := a.purchase(it.ID, u2, k2); code != http.StatusAccepted {
+		t.Fatalf("second buyer: %d %+v, want 202", code, p)
+	}
+	k3 := a.purchaseToken(it.ID, u3)
+	for i := 0; i < 2; i++ {
+		if code, p := a.purchase(it.ID, u3, k3); code != http.StatusConflict || p.Code != handler.CodeSoldOut {
+			t.Errorf("sold out try %d: %d %+v, want 409 sold_out", i, code, p)
+		}
+	}
+	// The first buyer's replay after sell-out still gets the 202.
+	if code, again := a.purchase(it.ID, u1, k1); code != http.StatusAccepted || again != first {
+		t.Errorf("replay after sold out: %d %+v, want 202 %+v", code, again, first)
+	}
+	if code, p := a.purchase(999999, u3, k3); code != http.StatusNotFound || p.Code != handler.CodeNotFound {
+		t.Errorf("unknown item: %d %+v, want 404", code, p)
+	}
+
+	var stats struct {
+		Stock, Remaining, Reserved int64
+		Shards                     []int64
+	}
+	if code, _ := a.call("GET", fmt.Sprintf("/api/v1/admin/items/%d/stats", it.ID), testAdmin, nil, nil, &stats); code != 200 ||
+		stats.Stock != 2 || stats.Remaining != 0 || stats.Reserved != 2 || len(stats.Shards) != 2 {
+		t.Errorf("stats: %d %+v, want stock 2 remaining 0 reserved 2 over 2 shards", code, stats)
+	}
+	if code, _ := a.call("GET", fmt.Sprintf("/api/v1/admin/items/%d/stats", it.ID), u1, nil, nil, nil); code != 401 {
+		t.Errorf("stats as a user: %d, want 401", code)
+	}
+
+	// The order lands in MySQL; its buyer can read and pay it, nobody else can.
+	a.waitRows(it.ID, 2, 20*time.Second)
+	orderPath := "/api/v1/orders/" + first.OrderID
+	var o answer
+	if code, _ := a.call("GET", orderPath, u1, nil, nil, &o); code != 200 || o.OrderID != first.OrderID || o.Status != "pending" {
+		t.Errorf("get order: %d %+v, want 200 pending", code, o)
+	}
+	if code, _ := a.call("GET", orderPath, u2, nil, nil, &o); code != 404 {
+		t.Errorf("another user's order: %d, want 404", code)
+	}
+	if code, _ := a.call("POST", orderPath+"/pay", u2, nil, nil, &o); code != 404 {
+		t.Errorf("pay another user's order: %d, want 404", code)
+	}
+	if code, _ := a.call("POST", orderPath+"/pay", u1, nil, nil, &o); code != 200 || o.Status != "paid" {
+		t.Errorf("pay: %d %+v, want 200 paid", code, o)
+	}
+	if code, _ := a.call("POST", orderPath+"/pay", u1, nil, nil, &o); code != 409 || o.Code != handler.CodeAlreadyPaid {
+		t.Errorf("pay twice: %d %+v, want 409 already_paid", code, o)
+	}
+
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, _ := a.call("GET", path, "", nil, nil, nil); code != 200 {
+			t.Errorf("GET %s: %d, want 200", path, code)
+		}
+	}
+}
+
+// TestBadInputChangesNothing sends malformed and out-of-range requests: each
+// gets a 4xx problem and neither MySQL nor Redis changes.
+func TestBadInputChangesNothing(t *testing.T) {
+	a := startApp(t, nil)
+	it := a.createItem(map[string]any{"name": "ok", "stock": 5})
+	u := userToken(t, 9)
+	count := func() (items, orders int) {
+		a.db.Get(&items, "SELECT COUNT(*) FROM items")
+		a.db.Get(&orders, "SELECT COUNT(*) FROM orders")
+		return
+	}
+	items0, orders0 := count()
+	rdb, _ := testenv.Redis(t)
+	// Every key but the outbox streams, whose consumer groups the relay
+	// creates in the background.
+	redisKeys := func() int {
+		n := 0
+		for _, k := range rdb.Keys(context.Background(), a.srv.cfg.Redis.Prefix+":*").Val() {
+			if !strings.HasSuffix(k, ":outbox") {
+				n++
+			}
+		}
+		return n
+	}
+	keys0 := redisKeys()
+
+	expiredJWT, _ := handler.SignUserToken([]byte(testSecret), 9, -time.Minute)
+	tests := []struct {
+		name, method, path, bearer string
+		body                       any
+		status                     int
+		code                       string
+	}{
+		{"malformed json", "POST", "/api/v1/admin/items", testAdmin, `{"name":`, 400, handler.CodeInvalidRequest},
+		{"unknown field", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"colour":"red"}`, 400, handler.CodeInvalidRequest},
+		{"negative stock", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":-1}`, 400, handler.CodeInvalidRequest},
+		{"huge stock", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":10000000000}`, 400, handler.CodeInvalidRequest},
+		{"missing stock", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x"}`, 400, handler.CodeInvalidRequest},
+		{"shards 0", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"shards":0}`, 400, handler.CodeInvalidRequest},
+		{"shards 1025", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"shards":1025}`, 400, handler.CodeInvalidRequest},
+		{"limit 0", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"per_user_limit":0}`, 400, handler.CodeInvalidRequest},
+		{"ends before start", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"2030-01-02T00:00:00Z","ends_at":"2030-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
+		{"bad time", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"tomorrow"}`, 400, handler.CodeInvalidRequest},
+		{"no admin token", "POST", "/api/v1/admin/items", "", `{"name":"x","stock":1}`, 401, handler.CodeUnauthorized},
+		{"user as admin", "POST", "/api/v1/admin/items", u, `{"name":"x","stock":1}`, 401, handler.CodeUnauthorized},
+		{"unknown item", "GET", "/api/v1/items/424242", "", nil, 404, handler.CodeNotFound},
+		{"non-numeric id", "GET", "/api/v1/items/abc", "", nil, 400, handler.CodeInvalidRequest},
+		{"token for unknown item", "POST", "/api/v1/items/424242/tokens", u, nil, 404, handler.CodeNotFound},
+		{"expired user token", "POST", fmt.Sprintf("/api/v1/items/%d/tokens", it.ID), expiredJWT, nil, 401, handler.CodeUnauthorized},
+		{"purchase unknown item", "POST", "/api/v1/items/424242/purchase", u, nil, 404, handler.CodeNotFound},
+		{"unknown purchase token", "POST", fmt.Sprintf("/api/v1/items/%d/purchase", it.ID), u, nil, 403, handler.CodeTokenInvalid},
+		{"unknown order", "GET", "/api/v1/orders/123", u, nil, 404, handler.CodeNotFound},
+		{"unknown route", "GET", "/nope", "", nil, 404, handler.CodeNotFound},
+	}
+	for _, tc := range tests {
+		var p struct {
+			Code   string `json:"code"`
+			Status int    `json:"status"`
+		}
+		hdr := map[string]string{"Content-Type": "application/json"}
+		if strings.HasSuffix(tc.path, "/purchase") {
+			hdr["Idempotency-Key"] = "0123456789abcdef0123456789abcdef"
+		}
+		code, h := a.call(tc.method, tc.path, tc.bearer, tc.body, hdr, &p)
+		if code != tc.status || p.Code != tc.code || p.Status != tc.status {
+			t.Errorf("%s: got %d %+v, want %d %q", tc.name, code, p, tc.status, tc.code)
+		}
+		if ct := h.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+			t.Errorf("%s: content type %q, want application/problem+json", tc.name, ct)
+		}
+	}
+	if items, orders := count(); items != items0 || orders != orders0 {
+		t.Errorf("bad input changed MySQL: items %d->%d, orders %d->%d", items0, items, orders0, orders)
+	}
+	if keys := redisKeys(); keys != keys0 {
+		t.Errorf("bad input changed Redis: %d keys, want %d", keys, keys0)
+	}
+}
+
+// race has buyers get their purchase tokens, then releases every purchase
+// at once. It returns the accepted order ids by user.
+func (a *testApp) race(itemID int64, buyers int, firstUser int64) map[int64]string {
+	a.t.Helper()
+	jwts := make([]string, buyers)
+	keys := make([]string, buyers)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range buyers {
+		jwts[i] = userToken(a.t, firstUser+int64(i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			keys[i] = a.purchaseToken(itemID, jwts[i])
+		}()
+	}
+	wg.Wait()
+	var mu sync.Mutex
+	accepted := map[int64]string{}
+	start := make(chan struct{})
+	for i := range buyers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			code, p := a.purchase(itemID, jwts[i], keys[i])
+			switch {
+			case code == http.StatusAccepted:
+				mu.Lock()
+				defer mu.Unlock()
+				if _, dup := accepted[firstUser+int64(i)]; dup {
+					a.t.Errorf("user %d accepted twice", firstUser+int64(i))
+				}
+				accepted[firstUser+int64(i)] = p.OrderID
+			case code == http.StatusConflict && p.Code == handler.CodeSoldOut:
+			default:
+				a.t.Errorf("purchase: %d %+v, want 202 or 409 sold_out", code, p)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return accepted
+}
+
+// checkOrders asserts that MySQL holds exactly the accepted orders.
+func (a *testApp) checkOrders(itemID int64, accepted map[int64]string, stock int64) {
+	a.t.Helper()
+	a.waitRows(itemID, len(accepted), 60*time.Second)
+	var rows []struct {
+		OrderID int64 `db:"order_id"`
+		UserID  int64 `db:"user_id"`
+	}
+	if err := a.db.Select(&rows, "SELECT order_id, user_id FROM orders WHERE item_id = ?", itemID); err != nil {
+		a.t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for _, r := range rows {
+		if seen[r.UserID] {
+			a.t.Errorf("user %d has two orders", r.UserID)
+		}
+		seen[r.UserID] = true
+		if accepted[r.UserID] != strconv.FormatInt(r.OrderID, 10) {
+			a.t.Errorf("order %d of user %d was not a 202 answer (accepted %q)", r.OrderID, r.UserID, accepted[r.UserID])
+		}
+	}
+	var sold int64
+	a.db.Get(&sold, "SELECT sold FROM items WHERE id = ?", itemID)
+	if sold != int64(len(accepted)) || sold > stock {
+		a.t.Errorf("items.sold %d, want %d (<= stock %d)", sold, len(accepted), stock)
+	}
+}
+
+// TestSaleEndToEnd: 5,000 buyers race an item of stock 1,000; exactly 1,000
+// orders reach MySQL, one per accepted buyer.
+func TestSaleEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
+	a := startApp(t, nil)
+	const stock, buyers = 1000, 5000
+	it := a.createItem(map[string]any{"name": "flash", "stock": stock, "shards": 8})
+	accepted := a.race(it.ID, buyers, 100_000)
+	if len(accepted) != stock {
+		t.Fatalf("accepted %d, want exactly %d", len(accepted), stock)
+	}
+	a.checkOrders(it.ID, accepted, stock)
+}

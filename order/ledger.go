@@ -1,0 +1,489 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/bsm/redislock"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"seckill/stock"
+)
+
+// ledgerLease names the lease of the reconciler; distinct from the
+// sweeper's, so the two jobs may run on different instances.
+const ledgerLease = "ledger"
+
+// rebuildBatch is how many unreturned orders Rebuild settles per round.
+const rebuildBatch = 1000
+
+// ErrNotSettled: Rebuild gave up because orders kept moving between Redis,
+// Kafka and MySQL for its whole wait. The item's sales stay stopped (every
+// shard at 0); run Rebuild again once the pipeline is quiet.
+var ErrNotSettled = errors.New("order pipeline did not settle")
+
+// LedgerConfig tunes a Ledger. Zero fields take their defaults.
+type LedgerConfig struct {
+	// LeaseTTL is how long a lease outlives a silent holder (default 10s).
+	LeaseTTL time.Duration
+	// RebuildWait bounds how long Rebuild waits for the sweeper lease and
+	// for the pipeline to settle (default 30s).
+	RebuildWait time.Duration
+	// RebuildSettle is how long the outbox and the active order count must
+	// stay unchanged before Rebuild trusts them (default 2s).
+	RebuildSettle time.Duration
+	// RebuildPoll is the pause between two looks at them (default 100ms).
+	RebuildPoll time.Duration
+}
+
+// LedgerStats is one reconciliation of an item. The accounting identity is
+//
+//	stock = remaining + outbox + in_flight + active + unreturned
+//
+// where in_flight are reservations that left the outbox and are not in MySQL
+// yet (in Kafka). It cannot be measured, so Drift is the rest of the
+// identity: it equals in_flight while orders travel and must be 0 when the
+// pipeline is idle.
+type LedgerStats struct {
+	// Stock is the item's stock (MySQL).
+	Stock int64 `json:"stock"`
+	// Remaining is the sum of the shards' counts in Redis; Shards has each
+	// one, -1 where the key is missing.
+	Remaining int64   `json:"remaining"`
+	Shards    []int64 `json:"shards"`
+	// Outbox counts reservations still in the Redis outboxes.
+	Outbox int64 `json:"outbox"`
+	// Pending, Paid, Cancelled count orders in MySQL; Returned counts the
+	// cancelled ones whose unit is back in Redis, Unreturned the others.
+	Pending    int64 `json:"pending"`
+	Paid       int64 `json:"paid"`
+	Cancelled  int64 `json:"cancelled"`
+	Returned   int64 `json:"returned"`
+	Unreturned int64 `json:"unreturned"`
+	// Active is Pending + Paid.
+	Active int64 `json:"active"`
+	// InFlight is the estimate of reservations in Kafka: Drift when positive.
+	InFlight int64 `json:"in_flight"`
+	// Drift is stock - remaining - outbox - active - unreturned.
+	Drift int64 `json:"drift"`
+	// Oversold is how far orders passed the stock: active - stock in MySQL,
+	// or the units below zero on any Redis shard, whichever is larger.
+	Oversold int64 `json:"oversold"`
+}
+
+// Ledger reconciles Redis, the outbox and MySQL, exports the drift and
+// oversell gauges, and rebuilds an item's Redis stock from MySQL.
+type Ledger struct {
+	stock  *stock.Store
+	orders *Store
+	cfg    LedgerConfig
+	log    *slog.Logger
+	// sweep hands back units of other items' cancelled orders that Rebuild
+	// finds while it holds the sweeper lease.
+	sweep *Sweeper
+
+	drift     *prometheus.GaugeVec
+	oversold  *prometheus.GaugeVec
+	remaining *prometheus.GaugeVec
+
+	mu   sync.Mutex
+	last map[int64]LedgerStats // previous reconciliation per item
+}
+
+// NewLedger returns a Ledger and registers its gauges on reg (nil: none).
+// At most one cfg is used; without one the defaults apply.
+func NewLedger(st *stock.Store, orders *Store, reg prometheus.Registerer, log *slog.Logger, cfg ...LedgerConfig) (*Ledger, error) {
+	var c LedgerConfig
+	if len(cfg) > 0 {
+		c = cfg[0]
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
+	if c.RebuildWait <= 0 {
+		c.RebuildWait = 30 * time.Second
+	}
+	if c.RebuildSettle <= 0 {
+		c.RebuildSettle = 2 * time.Second
+	}
+	if c.RebuildPoll <= 0 {
+		c.RebuildPoll = 100 * time.Millisecond
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	sw, err := NewSweeper(st, orders, SweeperConfig{Batch: rebuildBatch, LeaseTTL: c.LeaseTTL}, reg, log)
+	if err != nil {
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	l := &Ledger{stock: st, orders: orders, cfg: c, log: log, sweep: sw, last: map[int64]LedgerStats{}}
+	if l.drift, err = registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "seckill_stock_drift",
+		Help: "Units missing (+) or counted twice (-) between Redis, the outbox and MySQL; exported once it stays unchanged with no order moving.",
+	}, []string{"item"})); err != nil {
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	if l.oversold, err = registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "seckill_oversold",
+		Help: "Units sold beyond the stock (MySQL active orders over stock, or Redis shards below zero).",
+	}, []string{"item"})); err != nil {
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	if l.remaining, err = registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "seckill_stock_remaining",
+		Help: "Units left in each Redis stock shard (-1: the shard key is missing).",
+	}, []string{"item", "shard"})); err != nil {
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	return l, nil
+}
+
+// Stats reconciles the item once; the value is a LedgerStats.
+func (l *Ledger) Stats(ctx context.Context, it Item) (any, error) {
+	return l.Reconcile(ctx, it)
+}
+
+// Reconcile reads the item's Redis side, then its MySQL side, and balances
+// them. Redis is read first, in one transaction: a unit moves from Redis to
+// MySQL (reserve -> outbox -> Kafka -> orders), so reading upstream first
+// can count a unit twice for a moment (drift < 0) but never hides one behind
+// a later read.
+func (l *Ledger) Reconcile(ctx context.Context, it Item) (LedgerStats, error) {
+	snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
+	if err != nil {
+		return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
+	}
+	c, err := l.orders.Counts(ctx, it.ID)
+	if err != nil {
+		return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
+	}
+	s := LedgerStats{
+		Stock: c.Stock, Remaining: snap.Remaining, Shards: snap.Shards, Outbox: snap.Outbox,
+		Pending: c.Pending, Paid: c.Paid, Cancelled: c.Cancelled, Returned: c.Returned,
+		Unreturned: c.Cancelled - c.Returned,
+		Active:     c.Pending + c.Paid,
+	}
+	s.Drift = s.Stock - s.Remaining - s.Outbox - s.Active - s.Unreturned
+	s.InFlight = max(s.Drift, 0)
+	s.Oversold = max(s.Active-s.Stock, snap.Below, 0)
+	return s, nil
+}
+
+// Run reconciles every item each interval and exports the gauges, until ctx
+// is done; then it returns nil. Only the instance holding the ledger lease
+// computes and exports; it keeps the lease while it lives, and drops its
+// series when it loses it, so a stale value never lingers.
+func (l *Ledger) Run(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	for {
+		lock, err := l.stock.Lease(ctx, ledgerLease, l.cfg.LeaseTTL, 0)
+		switch {
+		case err == nil:
+			holdLease(ctx, lock, l.cfg.LeaseTTL, l.log, func(ctx context.Context) {
+				t := time.NewTicker(interval)
+				defer t.Stop()
+				for {
+					l.reconcileAll(ctx)
+					select {
+					case <-ctx.Done():
+						return
+					case <-t.C:
+					}
+				}
+			})
+			l.forget()
+		case errors.Is(err, redislock.ErrNotObtained):
+			// Another instance reconciles.
+		case ctx.Err() == nil:
+			l.log.Error("ledger: take lease", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}
+
+// reconcileAll reconciles and exports every item once.
+func (l *Ledger) reconcileAll(ctx context.Context) {
+	items, err := l.orders.Items(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.log.Error("ledger: list items", "err", err)
+		}
+		return
+	}
+	for _, it := range items {
+		s, err := l.Reconcile(ctx, it)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.log.Error("ledger: reconcile", "item", it.ID, "err", err)
+			}
+			continue
+		}
+		l.export(it.ID, s)
+	}
+}
+
+// export sets the item's gauges. Drift is exported only once it repeats
+// with no order moving in between: while orders travel it is just the
+// units in Kafka, and a busy sale would otherwise look like lost stock.
+func (l *Ledger) export(itemID int64, s LedgerStats) {
+	item := strconv.FormatInt(itemID, 10)
+	l.mu.Lock()
+	prev, ok := l.last[itemID]
+	l.last[itemID] = s
+	l.mu.Unlock()
+	var drift int64
+	if ok && s.Drift != 0 && s.Drift == prev.Drift && !moved(prev, s) {
+		drift = s.Drift
+	}
+	l.drift.WithLabelValues(item).Set(float64(drift))
+	l.oversold.WithLabelValues(item).Set(float64(s.Oversold))
+	for i, n := range s.Shards {
+		l.remaining.WithLabelValues(item, strconv.Itoa(i)).Set(float64(n))
+	}
+}
+
+// moved reports whether any unit moved between two reconciliations.
+func moved(a, b LedgerStats) bool {
+	return a.Remaining != b.Remaining || a.Outbox != b.Outbox || a.Pending != b.Pending ||
+		a.Paid != b.Paid || a.Cancelled != b.Cancelled || a.Returned != b.Returned
+}
+
+// forget drops every exported series and the reconciliation history.
+func (l *Ledger) forget() {
+	l.drift.Reset()
+	l.oversold.Reset()
+	l.remaining.Reset()
+	l.mu.Lock()
+	l.last = map[int64]LedgerStats{}
+	l.mu.Unlock()
+}
+
+// Rebuild rewrites the item's Redis stock and per-user counts from MySQL
+// (after Redis lost its keys, or on demand). It never writes a lagging
+// count:
+//
+//  1. It takes the sweeper lease, so no cancelled unit comes back during
+//     the rebuild, and sets every shard to 0, so no purchase takes one:
+//     from then on no unit can appear in or leave the shards except by us.
+//  2. It waits until the outbox and MySQL's active count stay unchanged
+//     (the relay and the writer delivered what was in flight), or fails
+//     with ErrNotSettled after RebuildWait, leaving the sales stopped.
+//  3. Cancelled orders whose unit is not back yet are counted as back and
+//     recorded so in Redis, so a later Return cannot add them twice.
+//  4. remaining = stock - active - outbox, spread with stock.Split; the
+//     per-user counts are active orders plus outbox reservations per user.
+//  5. It writes the counts, then the shards (sales resume), and clears the
+//     sold-out flags everywhere.
+//
+// A unit in the outbox and already in MySQL (delivered, not yet acked) is
+// subtracted twice: the safe direction, one unit unsold.
+func (l *Ledger) Rebuild(ctx context.Context, it Item) error {
+	lock, err := l.stock.Lease(ctx, sweeperLease, l.cfg.LeaseTTL, l.cfg.RebuildWait)
+	if err != nil {
+		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+	}
+	holdLease(ctx, lock, l.cfg.LeaseTTL, l.log, func(lctx context.Context) {
+		err = l.rebuild(lctx, it)
+		if err != nil && lctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("rebuild item %d: sweeper lease lost: %w", it.ID, err)
+		}
+	})
+	return err
+}
+
+func (l *Ledger) rebuild(ctx context.Context, it Item) error {
+	if it.Shards < 1 {
+		return fmt.Errorf("rebuild item %d: %d shards", it.ID, it.Shards)
+	}
+	// 1. Stop sales.
+	if err := l.stock.SetShards(ctx, it.ID, make([]int64, it.Shards)); err != nil {
+		return fmt.Errorf("rebuild item %d: stop sales: %w", it.ID, err)
+	}
+	deadline := time.Now().Add(l.cfg.RebuildWait)
+	for {
+		// 2. Wait for the pipeline to settle.
+		outbox, active, err := l.settle(ctx, it, deadline)
+		if err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		// 3. Unreturned units count as back.
+		if err := l.settleUnreturned(ctx, it); err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		// 4. Count, upstream first (see Reconcile).
+		snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
+		if err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		res, err := l.stock.PendingReservations(ctx, it.ID, it.Shards)
+		if err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		c, err := l.orders.Counts(ctx, it.ID)
+		if err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		byUser, err := l.orders.ActiveByUser(ctx, it.ID)
+		if err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		if snap.Outbox != outbox || c.Pending+c.Paid != active {
+			// Something moved after all: settle again.
+			if time.Now().After(deadline) {
+				return fmt.Errorf("rebuild item %d: %w", it.ID, ErrNotSettled)
+			}
+			continue
+		}
+		for _, r := range res {
+			byUser[r.UserID]++
+		}
+		remaining := c.Stock - active - outbox
+		if remaining < 0 {
+			l.log.Error("rebuild: item is oversold, keeping its sales stopped",
+				"item", it.ID, "stock", c.Stock, "active", active, "outbox", outbox)
+			remaining = 0
+		}
+		// 5. Limits first, then stock: sales resume only with the per-user
+		// counts in place. A lost lease stops us before sales resume.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		if err := l.stock.SetBought(ctx, it.ID, it.Shards, byUser); err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		if err := l.stock.SetShards(ctx, it.ID, stock.Split(remaining, it.Shards)); err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		l.stock.ClearSoldOut(it.ID)
+		if err := l.stock.PublishRestock(ctx, it.ID); err != nil {
+			l.log.Warn("rebuild: publish restock", "item", it.ID, "err", err)
+		}
+		l.log.Info("rebuild: item stock rebuilt", "item", it.ID, "stock", c.Stock,
+			"active", active, "outbox", outbox, "remaining", remaining)
+		return nil
+	}
+}
+
+// settle polls the item's outbox length and active order count until both
+// stayed unchanged for RebuildSettle, and returns them; ErrNotSettled once
+// deadline passes. With sales stopped the outbox only shrinks (the relay)
+// and active only grows (the writer), so an unchanged pair means nothing is
+// being delivered.
+func (l *Ledger) settle(ctx context.Context, it Item, deadline time.Time) (outbox, active int64, err error) {
+	type pair struct{ outbox, active int64 }
+	var last pair
+	var since time.Time
+	for first := true; ; first = false {
+		snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
+		if err != nil {
+			return 0, 0, err
+		}
+		c, err := l.orders.Counts(ctx, it.ID)
+		if err != nil {
+			return 0, 0, err
+		}
+		cur := pair{snap.Outbox, c.Pending + c.Paid}
+		now := time.Now()
+		switch {
+		case first || cur != last:
+			last, since = cur, now
+		case now.Sub(since) >= l.cfg.RebuildSettle:
+			return cur.outbox, cur.active, nil
+		}
+		if now.After(deadline) {
+			return 0, 0, fmt.Errorf("%w: outbox %d, active %d after %v", ErrNotSettled, cur.outbox, cur.active, l.cfg.RebuildWait)
+		}
+		t := time.NewTimer(l.cfg.RebuildPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, 0, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// settleUnreturned finishes every cancelled order whose unit is not marked
+// back. The item's own are recorded as returned in Redis without adding the
+// unit (the rebuilt count includes it); other items' are returned as the
+// sweeper would, since Rebuild holds the sweeper lease. Either way they are
+// then marked in MySQL, which is what lets the paging below end.
+func (l *Ledger) settleUnreturned(ctx context.Context, it Item) error {
+	for {
+		orders, err := l.orders.Unreturned(ctx, rebuildBatch)
+		if err != nil {
+			return err
+		}
+		var units []stock.Unit
+		var ids []int64
+		var others []Order
+		for _, o := range orders {
+			if o.ItemID != it.ID {
+				others = append(others, o)
+				continue
+			}
+			units = append(units, stock.Unit{OrderID: o.ID, UserID: o.UserID, Shard: o.Shard})
+			ids = append(ids, o.ID)
+		}
+		// Redis first: once marked in MySQL nobody would record them.
+		if err := l.stock.SkipReturns(ctx, it.ID, it.Shards, units); err != nil {
+			return err
+		}
+		if err := l.orders.MarkReturned(ctx, ids...); err != nil {
+			return err
+		}
+		_, marked, err := l.sweep.giveBack(ctx, others)
+		if err != nil {
+			return err
+		}
+		if len(orders) < rebuildBatch {
+			return nil
+		}
+		if len(ids)+marked == 0 {
+			return errors.New("settle unreturned orders: no progress")
+		}
+	}
+}
+
+// RebuildAll rebuilds every item whose shard keys are all missing from
+// Redis (Redis lost its data); meant for serve start. An item missing only
+// some shards is logged, not rebuilt: purchases touching those shards fail
+// with stock.ErrNotReady until an operator rebuilds it.
+func (l *Ledger) RebuildAll(ctx context.Context) error {
+	items, err := l.orders.Items(ctx)
+	if err != nil {
+		return fmt.Errorf("rebuild all: %w", err)
+	}
+	var errs []error
+	for _, it := range items {
+		snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("rebuild all: %w", err))
+			continue
+		}
+		switch {
+		case snap.Present == it.Shards:
+			continue
+		case snap.Present > 0:
+			l.log.Warn("rebuild all: item misses some stock shards in redis",
+				"item", it.ID, "present", snap.Present, "shards", it.Shards)
+			continue
+		}
+		l.log.Warn("rebuild all: item stock missing in redis, rebuilding", "item", it.ID)
+		if err := l.Rebuild(ctx, it); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

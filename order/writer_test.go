@@ -1,0 +1,435 @@
+package order_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/go-sql-driver/mysql"
+	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"seckill/app/testenv"
+	"seckill/migrations"
+	"seckill/mq"
+	"seckill/order"
+	"seckill/stock"
+)
+
+// writerKafka is a broker with an orders topic and a dead-letter topic.
+type writerKafka struct {
+	brokers     []string
+	topic, dlq  string
+	producer    sarama.SyncProducer
+	parts       int32
+	groupPrefix string
+}
+
+func writerSetup(t *testing.T) writerKafka {
+	t.Helper()
+	k := writerKafka{
+		brokers: testenv.Kafka(t),
+		topic:   testenv.Topic("orders"), dlq: testenv.Topic("orders.dlq"),
+		parts: 3, groupPrefix: "writer-" + testenv.ID(),
+	}
+	err := mq.EnsureTopics(context.Background(), k.brokers, mq.ProducerConfig("test"), map[string]int32{k.topic: k.parts, k.dlq: 1})
+	if err != nil {
+		t.Fatalf("ensure topics: %v", err)
+	}
+	k.producer = relayProducer(t, k.brokers)
+	return k
+}
+
+func writerNew(t *testing.T, store order.Inserter, k writerKafka) (*order.Writer, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	w, err := order.NewWriter(store, k.producer, order.WriterConfig{
+		DLQTopic: k.dlq, BatchSize: 16, BatchWait: 20 * time.Millisecond,
+		OrderTTL: relayOrderTTL, MaxBackoff: 200 * time.Millisecond,
+	}, reg, quietLog())
+	if err != nil {
+		t.Fatalf("new writer: %v", err)
+	}
+	return w, reg
+}
+
+// writerItem creates an item in MySQL.
+func writerItem(t *testing.T, s *order.Store, stockN int64) order.Item {
+	t.Helper()
+	it, err := s.CreateItem(context.Background(), order.Item{
+		Name: "phone", Stock: stockN, Shards: 2, PerUserLimit: 1, StartsAt: time.Now(),
+	})
+	if err != nil {
+		t.Fatalf("create item: %v", err)
+	}
+	return it
+}
+
+// writerReservations returns n reservations of the item with order ids
+// from first on.
+func writerReservations(itemID, first int64, n int) []stock.Reservation {
+	out := make([]stock.Reservation, n)
+	for i := range out {
+		id := first + int64(i)
+		out[i] = stock.Reservation{OrderID: id, ItemID: itemID, UserID: 5000 + id, Shard: int(id % 2), Home: int(id % 2), At: time.Now()}
+	}
+	return out
+}
+
+func writerSend(t *testing.T, k writerKafka, rs []stock.Reservation) {
+	t.Helper()
+	msgs := make([]*sarama.ProducerMessage, len(rs))
+	for i, r := range rs {
+		key, value := order.EncodeReservation(r)
+		msgs[i] = &sarama.ProducerMessage{Topic: k.topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)}
+	}
+	if err := k.producer.SendMessages(msgs); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+func writerSendRaw(t *testing.T, k writerKafka, key, value string) {
+	t.Helper()
+	_, _, err := k.producer.SendMessage(&sarama.ProducerMessage{Topic: k.topic, Key: sarama.StringEncoder(key), Value: sarama.StringEncoder(value)})
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// writerRun runs handler h in consumer group `group` until stop is called;
+// stop closes the group like a process that exits.
+func writerRun(t *testing.T, k writerKafka, group string, h sarama.ConsumerGroupHandler) (stop func()) {
+	t.Helper()
+	g, err := sarama.NewConsumerGroup(k.brokers, group, mq.ConsumerConfig("test", 6*time.Second))
+	if err != nil {
+		t.Fatalf("consumer group: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mq.RunGroup(ctx, g, []string{k.topic}, h, quietLog()) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunGroup: got %v, want nil", err)
+		}
+		if err := g.Close(); err != nil {
+			t.Errorf("close group: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// writerOffsets returns the group's committed offset and the end offset of
+// every partition of the topic (-1: nothing committed).
+func writerOffsets(t *testing.T, k writerKafka, group string) (committed, end []int64) {
+	t.Helper()
+	client, err := sarama.NewClient(k.brokers, mq.ConsumerConfig("test-offsets", 0))
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	defer client.Close()
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatalf("admin: %v", err)
+	}
+	parts := make([]int32, k.parts)
+	for i := range parts {
+		parts[i] = int32(i)
+	}
+	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{k.topic: parts})
+	if err != nil {
+		t.Fatalf("group offsets: %v", err)
+	}
+	for _, p := range parts {
+		c := int64(-1)
+		if b := resp.GetBlock(k.topic, p); b != nil {
+			c = b.Offset
+		}
+		e, err := client.GetOffset(k.topic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatalf("end offset: %v", err)
+		}
+		committed, end = append(committed, c), append(end, e)
+	}
+	return committed, end
+}
+
+// writerCaughtUp reports whether the group committed every partition up to
+// its end (an empty partition counts as caught up).
+func writerCaughtUp(t *testing.T, k writerKafka, group string) bool {
+	t.Helper()
+	committed, end := writerOffsets(t, k, group)
+	for i := range end {
+		if end[i] > 0 && committed[i] != end[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func writerRows(t *testing.T, db *sqlx.DB, itemID int64) int64 {
+	t.Helper()
+	var n int64
+	if err := db.Get(&n, "SELECT COUNT(*) FROM orders WHERE item_id = ?", itemID); err != nil {
+		t.Fatalf("count orders: %v", err)
+	}
+	return n
+}
+
+func writerSold(t *testing.T, s *order.Store, itemID int64) int64 {
+	t.Helper()
+	it, err := s.Item(context.Background(), itemID)
+	if err != nil {
+		t.Fatalf("get item: %v", err)
+	}
+	return it.Sold
+}
+
+// TestWriterInsertsOnce: N messages make N rows, and the same messages
+// delivered again make none.
+func TestWriterInsertsOnce(t *testing.T) {
+	k := writerSetup(t)
+	_, db := testenv.MySQL(t)
+	store := order.NewStore(db)
+	it := writerItem(t, store, 1000)
+	const n = 60
+	rs := writerReservations(it.ID, 1, n)
+	w, reg := writerNew(t, store, k)
+	group := k.groupPrefix
+	writerRun(t, k, group, w)
+
+	writerSend(t, k, rs)
+	eventually(t, 20*time.Second, "first delivery stored and committed", func() bool {
+		return writerRows(t, db, it.ID) == n && writerCaughtUp(t, k, group)
+	})
+	writerSend(t, k, rs) // a redelivery, as after a relay crash
+	eventually(t, 20*time.Second, "redelivery committed", func() bool { return writerCaughtUp(t, k, group) })
+
+	if got := writerRows(t, db, it.ID); got != n {
+		t.Errorf("rows after redelivery: got %d, want %d", got, n)
+	}
+	if got := writerSold(t, store, it.ID); got != n {
+		t.Errorf("items.sold after redelivery: got %d, want %d", got, n)
+	}
+	for _, tc := range []struct {
+		metric string
+		want   float64
+	}{
+		{"seckill_consumer_orders_total", n},
+		{"seckill_consumer_lag", 0},
+		{"seckill_db_guard_refusals_total", 0},
+		{"seckill_dlq_messages_total", 0},
+		{"seckill_consumer_errors_total", 0},
+	} {
+		if got := metricValue(t, reg, tc.metric); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.metric, got, tc.want)
+		}
+	}
+	if got := metricValue(t, reg, "seckill_consumer_batch_size"); got < 2 {
+		t.Errorf("batches observed: got %v, want >= 2", got)
+	}
+	if got := metricValue(t, reg, "seckill_consumer_commit_duration_seconds"); got < 2 {
+		t.Errorf("transactions observed: got %v, want >= 2", got)
+	}
+}
+
+// forgetfulSession drops marks and commits: the process dies after the
+// rows are committed in MySQL and before Kafka hears of it.
+type forgetfulSession struct{ sarama.ConsumerGroupSession }
+
+func (forgetfulSession) MarkMessage(*sarama.ConsumerMessage, string) {}
+func (forgetfulSession) Commit()                                      {}
+
+type forgetful struct{ *order.Writer }
+
+func (f forgetful) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerGroupClaim) error {
+	return f.Writer.ConsumeClaim(forgetfulSession{s}, c)
+}
+
+func TestWriterCrashBeforeMark(t *testing.T) {
+	k := writerSetup(t)
+	_, db := testenv.MySQL(t)
+	store := order.NewStore(db)
+	it := writerItem(t, store, 1000)
+	const n = 40
+	writerSend(t, k, writerReservations(it.ID, 1, n))
+	group := k.groupPrefix
+
+	w1, _ := writerNew(t, store, k)
+	stop := writerRun(t, k, group, forgetful{w1})
+	eventually(t, 20*time.Second, "rows stored by the first writer", func() bool { return writerRows(t, db, it.ID) == n })
+	stop()
+	committed, _ := writerOffsets(t, k, group)
+	for p, c := range committed {
+		if c != -1 {
+			t.Fatalf("partition %d committed at %d by a writer that never marked, want -1", p, c)
+		}
+	}
+
+	// The restarted writer reads everything again.
+	w2, reg2 := writerNew(t, store, k)
+	writerRun(t, k, group, w2)
+	eventually(t, 20*time.Second, "restarted writer caught up", func() bool { return writerCaughtUp(t, k, group) })
+	if got := writerRows(t, db, it.ID); got != n {
+		t.Errorf("rows after restart: got %d, want %d", got, n)
+	}
+	if got := writerSold(t, store, it.ID); got != n {
+		t.Errorf("items.sold after restart: got %d, want %d", got, n)
+	}
+	if got := metricValue(t, reg2, "seckill_consumer_orders_total"); got != 0 {
+		t.Errorf("rows inserted by the restarted writer: got %v, want 0", got)
+	}
+	if got := metricValue(t, reg2, "seckill_consumer_batch_size"); got < 1 {
+		t.Errorf("batches handled by the restarted writer: got %v, want >= 1", got)
+	}
+}
+
+// TestWriterMySQLDown: the writer's database does not exist at first; the
+// writer retries, commits no offset, and stores everything once it does.
+func TestWriterMySQLDown(t *testing.T) {
+	k := writerSetup(t)
+	_, _ = testenv.MySQL(t) // skips or fails here if MySQL is unreachable
+	cfg, err := mysql.ParseDSN(testenv.MySQLDSN())
+	if err != nil {
+		t.Fatalf("parse dsn: %v", err)
+	}
+	root, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatalf("open mysql: %v", err)
+	}
+	name := "seckill_t" + testenv.ID()
+	cfg.DBName = name
+	db, err := sqlx.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatalf("open %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		db.Close()
+		root.Exec("DROP DATABASE IF EXISTS " + name)
+		root.Close()
+	})
+	store := order.NewStore(db)
+
+	// The first item of a fresh database gets id 1.
+	const itemID, n = 1, 30
+	writerSend(t, k, writerReservations(itemID, 1, n))
+	w, reg := writerNew(t, store, k)
+	group := k.groupPrefix
+	writerRun(t, k, group, w)
+
+	eventually(t, 20*time.Second, "failed inserts", func() bool {
+		return metricValue(t, reg, "seckill_consumer_errors_total") >= 3
+	})
+	committed, _ := writerOffsets(t, k, group)
+	for p, c := range committed {
+		if c != -1 {
+			t.Fatalf("partition %d committed at %d while MySQL was down, want -1", p, c)
+		}
+	}
+
+	ctx := context.Background()
+	if _, err := root.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	if err := migrations.Up(ctx, db.DB); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	if it := writerItem(t, store, 100); it.ID != itemID {
+		t.Fatalf("item id: got %d, want %d", it.ID, itemID)
+	}
+	eventually(t, 20*time.Second, "all rows after MySQL is back", func() bool {
+		return writerRows(t, db, itemID) == n && writerCaughtUp(t, k, group)
+	})
+	if got := metricValue(t, reg, "seckill_consumer_orders_total"); got != n {
+		t.Errorf("orders_total: got %v, want %d", got, n)
+	}
+}
+
+// TestWriterDeadLetters: undecodable messages and orders the MySQL stock
+// guard refuses go to the dead-letter topic; the rest land.
+func TestWriterDeadLetters(t *testing.T) {
+	k := writerSetup(t)
+	_, db := testenv.MySQL(t)
+	store := order.NewStore(db)
+	it := writerItem(t, store, 3)
+	w, reg := writerNew(t, store, k)
+	group := k.groupPrefix
+	writerRun(t, k, group, w)
+
+	// Fill the stock first, so the guard refuses exactly the extra orders
+	// however the writer batches them.
+	writerSend(t, k, writerReservations(it.ID, 1, 3))
+	eventually(t, 20*time.Second, "stock filled", func() bool {
+		return writerRows(t, db, it.ID) == 3 && writerCaughtUp(t, k, group)
+	})
+	writerSendRaw(t, k, "x", "not json")
+	writerSend(t, k, writerReservations(it.ID, 4, 2)) // orders 4 and 5: past the stock
+	writerSendRaw(t, k, fmt.Sprint(it.ID), `{"order_id":"0","item_id":1,"user_id":1,"shard":0,"home":0,"reserved_at":"2030-01-01T00:00:00Z"}`)
+	eventually(t, 20*time.Second, "all handled", func() bool { return writerCaughtUp(t, k, group) })
+
+	if got := writerRows(t, db, it.ID); got != 3 {
+		t.Errorf("rows: got %d, want 3", got)
+	}
+	if got := writerSold(t, store, it.ID); got != 3 {
+		t.Errorf("items.sold: got %d, want 3", got)
+	}
+	byReason := map[string][]string{}
+	for _, m := range readTopic(t, k.brokers, k.dlq) {
+		reason := ""
+		for _, h := range m.Headers {
+			if string(h.Key) == "reason" {
+				reason = string(h.Value)
+			}
+		}
+		v := string(m.Value)
+		if reason == order.ReasonOversell {
+			o, err := order.DecodeOrder(m.Value, relayOrderTTL)
+			if err != nil {
+				t.Fatalf("oversell dead letter: got %v, want a reservation", err)
+			}
+			v = fmt.Sprint(o.ID)
+		}
+		byReason[reason] = append(byReason[reason], v)
+	}
+	for reason := range byReason {
+		slices.Sort(byReason[reason])
+	}
+	want := map[string][]string{
+		order.ReasonDecode:   {"not json", `{"order_id":"0","item_id":1,"user_id":1,"shard":0,"home":0,"reserved_at":"2030-01-01T00:00:00Z"}`},
+		order.ReasonOversell: {"4", "5"},
+	}
+	if fmt.Sprint(byReason) != fmt.Sprint(want) {
+		t.Errorf("dead letters by reason: got %v, want %v", byReason, want)
+	}
+	for _, tc := range []struct {
+		metric string
+		labels []string
+		want   float64
+	}{
+		{"seckill_db_guard_refusals_total", nil, 2},
+		{"seckill_dlq_messages_total", []string{"reason", order.ReasonDecode}, 2},
+		{"seckill_dlq_messages_total", []string{"reason", order.ReasonOversell}, 2},
+		{"seckill_consumer_orders_total", nil, 3},
+	} {
+		if got := metricValue(t, reg, tc.metric, tc.labels...); got != tc.want {
+			t.Errorf("%s%v: got %v, want %v", tc.metric, tc.labels, got, tc.want)
+		}
+	}
+}
+
+func TestNewWriterNeedsTTL(t *testing.T) {
+	_, err := order.NewWriter(nil, nil, order.WriterConfig{}, prometheus.NewRegistry(), quietLog())
+	if err == nil {
+		t.Fatal("NewWriter without an order TTL: got nil error, want one")
+	}
+}

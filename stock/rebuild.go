@@ -1,0 +1,150 @@
+package stock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/bsm/redislock"
+	"github.com/redis/go-redis/v9"
+)
+
+// Lease takes the named lease (a bsm/redislock lock under the store's
+// prefix) for ttl, so one instance at a time does a job such as sweeping.
+// It retries for up to wait (0: one try) and then fails with an error
+// matching redislock.ErrNotObtained. The holder must Refresh it before ttl
+// runs out and Release it when done.
+func (s *Store) Lease(ctx context.Context, name string, ttl, wait time.Duration) (*redislock.Lock, error) {
+	opt := &redislock.Options{RetryStrategy: redislock.NoRetry()}
+	octx := ctx
+	if wait > 0 {
+		opt.RetryStrategy = redislock.LinearBackoff(min(wait/10+time.Millisecond, 100*time.Millisecond))
+		var cancel context.CancelFunc
+		octx, cancel = context.WithTimeout(ctx, wait)
+		defer cancel()
+	}
+	lock, err := redislock.New(s.rdb).Obtain(octx, s.prefix+":lease:"+name, ttl, opt)
+	if err != nil && wait > 0 && ctx.Err() == nil && octx.Err() != nil {
+		// Only our own wait ran out: the lease is held elsewhere.
+		err = redislock.ErrNotObtained
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lease %s: %w", name, err)
+	}
+	return lock, nil
+}
+
+// Snapshot is the Redis side of one item, read at one moment.
+type Snapshot struct {
+	// Shards is each shard's count; -1 where the key is missing.
+	Shards []int64
+	// Present is how many shard keys exist (0: Redis lost the item).
+	Present int
+	// Below is how many units the present shards hold below zero, summed
+	// (0 unless something oversold).
+	Below int64
+	// Remaining is the sum of the present shards' counts.
+	Remaining int64
+	// Outbox is the number of reservations in the shards' outboxes.
+	Outbox int64
+}
+
+// Snapshot reads every shard's count and outbox length of the item in one
+// MULTI, so a unit moving from a shard into its outbox (a purchase) is seen
+// on exactly one side. (On Redis Cluster the transaction is per shard, which
+// is where such a move happens.)
+func (s *Store) Snapshot(ctx context.Context, itemID int64, shards int) (Snapshot, error) {
+	pipe := s.rdb.TxPipeline()
+	gets := make([]*redis.StringCmd, shards)
+	lens := make([]*redis.IntCmd, shards)
+	for i := range shards {
+		k := s.keys(itemID, i)
+		gets[i] = pipe.Get(ctx, k.Stock())
+		lens[i] = pipe.XLen(ctx, k.Outbox())
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Snapshot{}, fmt.Errorf("snapshot of item %d: %w", itemID, err)
+	}
+	snap := Snapshot{Shards: make([]int64, shards)}
+	for i := range shards {
+		n, err := gets[i].Int64()
+		switch {
+		case errors.Is(err, redis.Nil):
+			snap.Shards[i] = -1
+		case err != nil:
+			return Snapshot{}, fmt.Errorf("snapshot of item %d shard %d: %w", itemID, i, err)
+		default:
+			snap.Shards[i] = n
+			snap.Present++
+			snap.Remaining += n
+			if n < 0 {
+				snap.Below -= n
+			}
+		}
+		l, err := lens[i].Result()
+		if err != nil {
+			return Snapshot{}, fmt.Errorf("snapshot of item %d outbox %d: %w", itemID, i, err)
+		}
+		snap.Outbox += l
+	}
+	return snap, nil
+}
+
+// SetBought overwrites the per-user counts of the item with byUser (user id
+// to units held), each on the user's home shard. Rebuild uses it after
+// Redis lost them; call it while the item's sales are stopped.
+func (s *Store) SetBought(ctx context.Context, itemID int64, shards int, byUser map[int64]int64) error {
+	perShard := make([][]any, shards)
+	users := make([]int64, 0, len(byUser))
+	for u := range byUser {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	for _, u := range users {
+		if n := byUser[u]; n > 0 {
+			h := HomeShard(u, shards)
+			perShard[h] = append(perShard[h], u, n)
+		}
+	}
+	for i, args := range perShard {
+		key := s.keys(itemID, i).Bought()
+		// One MULTI per shard: no purchase sees the hash half written.
+		pipe := s.rdb.TxPipeline()
+		pipe.Del(ctx, key)
+		for chunk := range slices.Chunk(args, 2000) {
+			pipe.HSet(ctx, key, chunk...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("set bought of item %d shard %d: %w", itemID, i, err)
+		}
+	}
+	return nil
+}
+
+// Unit is the unit of one cancelled order: the shard it came from and the
+// buyer whose slot it held.
+type Unit struct {
+	OrderID int64
+	UserID  int64
+	Shard   int
+}
+
+// SkipReturns records the units as already returned and their buyers' slots
+// as already freed, without touching any count: Return of these orders
+// becomes a no-op. Rebuild uses it for cancelled orders whose unit it counts
+// in the stock it writes, so a later Return cannot add the unit twice.
+func (s *Store) SkipReturns(ctx context.Context, itemID int64, shards int, units []Unit) error {
+	for chunk := range slices.Chunk(units, 1000) {
+		pipe := s.rdb.Pipeline()
+		for _, u := range chunk {
+			pipe.SAdd(ctx, s.keys(itemID, u.Shard).Returned(), u.OrderID)
+			pipe.SAdd(ctx, s.keys(itemID, HomeShard(u.UserID, shards)).Freed(), u.OrderID)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("skip returns of item %d: %w", itemID, err)
+		}
+	}
+	return nil
+}
