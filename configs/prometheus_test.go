@@ -165,7 +165,7 @@ func TestPrometheusDashboardQueries(t *testing.T) {
 			}
 		}
 		ruleProblems = prom.ruleProblems(t, alerts)
-		for _, name := range []string{"route"} {
+		for _, name := range []string{"item", "route"} {
 			v, ok := vars[name]
 			if !ok {
 				varProblems = append(varProblems, fmt.Sprintf("variable %s: got missing from the dashboard, want present", name))
@@ -646,7 +646,7 @@ func loadDashboardQueries(t *testing.T) ([]promQuery, map[string]variable) {
 	walk = func(ps []panel) {
 		for _, p := range ps {
 			for _, tg := range p.Targets {
-				if tg.Hide || strings.TrimSpace(tg.Expr) == "" || regexp.MustCompile(`oversold|drift|stock_remaining|sweeper|returned`).MatchString(tg.Expr) {
+				if tg.Hide || strings.TrimSpace(tg.Expr) == "" {
 					continue
 				}
 				out = append(out, promQuery{where: fmt.Sprintf("panel %q target %s", p.Title, tg.RefID), expr: tg.Expr})
