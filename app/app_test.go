@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"seckill/app/testenv"
 	"seckill/handler"
@@ -77,7 +80,7 @@ func startApp(t *testing.T, env map[string]string) *testApp {
 		}
 	})
 	return &testApp{t: t, srv: srv, base: "http://" + srv.Addr, db: db,
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}}
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}}
 }
 
 // call sends a request and decodes a JSON answer into out (if not nil).
@@ -444,4 +447,102 @@ func TestSaleEndToEnd(t *testing.T) {
 		t.Fatalf("accepted %d, want exactly %d", len(accepted), stock)
 	}
 	a.checkOrders(it.ID, accepted, stock)
+}
+
+// TestKafkaDownPurchasesStillLand: Kafka unreachable during the sale, so
+// purchases are accepted into the outbox; when it comes up, all land.
+func TestKafkaDownPurchasesStillLand(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // nothing listens there yet: Kafka is down
+	a := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": fmt.Sprintf("127.0.0.1:%d", port)})
+	const stock = 50
+	it := a.createItem(map[string]any{"name": "kafka-down", "stock": stock, "shards": 4})
+	accepted := a.race(it.ID, 80, 500_000)
+	if len(accepted) != stock {
+		t.Fatalf("accepted %d with Kafka down, want %d", len(accepted), stock)
+	}
+	var n int
+	a.db.Get(&n, "SELECT COUNT(*) FROM orders")
+	if n != 0 {
+		t.Fatalf("orders %d before Kafka is up, want 0", n)
+	}
+	// Kafka comes up on the address the app keeps trying.
+	testenv.Kafka(t, kfake.Ports(port))
+	a.checkOrders(it.ID, accepted, stock)
+}
+
+// TestDevMode runs `seckill dev` with nothing but the process itself and
+// executes the curl commands it prints.
+func TestDevMode(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl not installed")
+	}
+	var out syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	env := map[string]string{"SECKILL_HTTP_ADDR": "127.0.0.1:0", "SECKILL_LOG_LEVEL": "error"}
+	go func() { done <- Run(ctx, []string{"dev"}, func(k string) string { return env[k] }, &out) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev stopped with: %v", err)
+		}
+	}()
+	var script []string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && len(script) == 0 {
+		time.Sleep(200 * time.Millisecond)
+		text := out.String()
+		if !strings.Contains(text, "metrics | grep") {
+			continue
+		}
+		for _, line := range strings.Split(text, "\n") {
+			l := strings.TrimSpace(line)
+			if strings.HasPrefix(l, "export ") || strings.HasPrefix(l, "curl ") || strings.HasPrefix(l, "TOKEN=") || strings.HasPrefix(l, "ORDER=") {
+				script = append(script, l)
+			}
+		}
+	}
+	if len(script) < 8 {
+		t.Fatalf("dev printed %d commands, want at least 8:\n%s", len(script), out.String())
+	}
+	// Give the order time to reach the embedded MySQL before it is read.
+	var shell []string
+	for _, l := range script {
+		shell = append(shell, l, "echo")
+		if strings.HasPrefix(l, "ORDER=") {
+			shell = append(shell, "sleep 2")
+		}
+	}
+	got, err := exec.Command("bash", "-euo", "pipefail", "-c", strings.Join(shell, "\n")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("commands failed: %v\n%s", err, got)
+	}
+	for _, want := range []string{`"remaining":100`, `"status":"pending"`, `"status":"paid"`, `"reserved":1`, `seckill_purchases_total{outcome="ok"} 1`} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("output lacks %s:\n%s", want, got)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test together.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

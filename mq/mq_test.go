@@ -116,10 +116,14 @@ func TestProduceConsume(t *testing.T) {
 	c := &collector{seen: map[string]int{}, done: make(chan struct{}), want: n}
 	runCtx, cancel := context.WithCancel(ctx)
 	res := make(chan error, 1)
-	go func() { res <- mq.RunGroup(runCtx, g, []string{topic}, c, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		res <- mq.RunGroup(runCtx, g, []string{topic}, c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
 	select {
 	case <-c.done:
 	case <-time.After(20 * time.Second):
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		t.Fatalf("consumed %d messages in 20s, want %d", c.n, n)
 	}
 	cancel()

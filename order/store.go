@@ -146,24 +146,25 @@ func (s *Store) Order(ctx context.Context, id int64) (Order, error) {
 // Every order given is, when err is nil, either in MySQL or in refused:
 //   - A redelivered order (its order_id already stored) inserts nothing and
 //     does not move items.sold again.
-//   - An item's rows are written only if items.sold + n stays within its
+//   - An item's new rows are written only if items.sold + n stays within its
 //     stock (n: rows of the item actually inserted). Otherwise none of them
 //     is, and they are returned in refused; so are rows of an unknown item
-//     and rows missing an id, item or time. Refused rows that turn out to be
-//     stored already (a redelivery) are not returned.
+//     and rows missing an id, item or time. Rows already stored are never
+//     refused.
 //
 // Deadlocks and lock wait timeouts rerun the whole transaction. On error
 // nothing was written by this call and the caller must not commit the Kafka
 // offsets of the batch.
 func (s *Store) InsertBatch(ctx context.Context, orders []Order) (inserted int, refused []Order, err error) {
 	// Group valid rows by item, sorted by (item, order_id), dropping
-	// duplicates within the batch: every writer takes its row locks in the
-	// same order, which keeps deadlocks between concurrent batches rare.
+	// duplicates within the batch: every writer takes its locks in the same
+	// order, which keeps deadlocks between concurrent batches rare.
+	var invalid []Order
 	byItem := map[int64][]Order{}
 	seen := make(map[int64]bool, len(orders))
 	for _, o := range orders {
 		if o.ID <= 0 || o.ItemID <= 0 || o.Shard < 0 || o.CreatedAt.IsZero() || o.ExpiresAt.IsZero() {
-			refused = append(refused, o)
+			invalid = append(invalid, o)
 			continue
 		}
 		if seen[o.ID] {
@@ -178,27 +179,50 @@ func (s *Store) InsertBatch(ctx context.Context, orders []Order) (inserted int, 
 		slices.SortFunc(rows, func(a, b Order) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	slices.Sort(items)
+	if len(items) == 0 {
+		return 0, invalid, nil
+	}
 
-	excluded := map[int64]bool{}
+	excluded := map[int64]bool{} // items whose guard failed after their rows were written
 	for {
 		var failed []int64
 		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-			failed, inserted = failed[:0], 0 // a rerun starts over
-			added := make(map[int64]int64, len(items))
+			failed, inserted, refused = nil, 0, nil // a rerun starts over
+			// Lock the items rows first, in id order. Every writer does, so
+			// writers of one item take turns and the item's stored orders
+			// cannot change under us: the count of new rows below is exact
+			// and an item over its stock is refused before anything is
+			// written. (Refusing by rolling back an insert is only the
+			// fallback: go-mysql-server's memory engine, used in dev mode,
+			// corrupts secondary indexes when it rolls back inserts.)
+			// FOR UPDATE is a locking read, so the snapshot of the plain
+			// reads below is taken only after every lock is held.
+			state, err := lockItems(ctx, tx, items)
+			if err != nil {
+				return err
+			}
 			for _, id := range items {
-				if excluded[id] {
-					continue
-				}
-				n, err := insertOrders(ctx, tx, byItem[id])
+				stored, err := existing(ctx, tx, byItem[id])
 				if err != nil {
 					return err
 				}
-				added[id] = n
-			}
-			// Guards run after all inserts, in item order: the hot items
-			// rows stay locked only from here to COMMIT.
-			for _, id := range items {
-				n := added[id]
+				var fresh []Order
+				for _, o := range byItem[id] {
+					if !stored[o.ID] {
+						fresh = append(fresh, o)
+					}
+				}
+				st, known := state[id]
+				if !known || excluded[id] || st.Sold+int64(len(fresh)) > st.Stock {
+					refused = append(refused, fresh...)
+					continue
+				}
+				// INSERT IGNORE all the same: the order_id primary key, not
+				// the count above, is what makes a redelivery a no-op.
+				n, err := insertOrders(ctx, tx, fresh)
+				if err != nil {
+					return err
+				}
 				if n == 0 {
 					continue // nothing new: sold must not move
 				}
@@ -223,8 +247,8 @@ func (s *Store) InsertBatch(ctx context.Context, orders []Order) (inserted int, 
 			return nil
 		})
 		if errors.Is(err, errRedo) {
-			// Rolled back: run again without the refused items. Each
-			// round excludes at least one more item, so this ends.
+			// Rolled back: run again refusing those items. Each round
+			// excludes at least one more item, so this ends.
 			for _, id := range failed {
 				excluded[id] = true
 			}
@@ -233,27 +257,35 @@ func (s *Store) InsertBatch(ctx context.Context, orders []Order) (inserted int, 
 		if err != nil {
 			return 0, nil, fmt.Errorf("insert batch of %d orders: %w", len(orders), err)
 		}
-		break
+		return inserted, append(invalid, refused...), nil
 	}
+}
 
-	var out []Order
-	for _, id := range items {
-		if excluded[id] {
-			out = append(out, byItem[id]...)
-		}
+// itemState is what the stock guard needs of an item.
+type itemState struct {
+	Sold  int64 `db:"sold"`
+	Stock int64 `db:"stock"`
+}
+
+// lockItems locks the rows of the given items (ascending ids) until the
+// transaction ends and returns their state; unknown items are absent.
+func lockItems(ctx context.Context, tx *sqlx.Tx, ids []int64) (map[int64]itemState, error) {
+	q, args, err := sqlx.In("SELECT id, sold, stock FROM items WHERE id IN (?) ORDER BY id FOR UPDATE", ids)
+	if err != nil {
+		return nil, fmt.Errorf("lock items: %w", err)
 	}
-	if len(out) > 0 {
-		stored, err := s.existing(ctx, out)
-		if err != nil {
-			return 0, nil, fmt.Errorf("insert batch of %d orders: %w", len(orders), err)
-		}
-		for _, o := range out {
-			if !stored[o.ID] {
-				refused = append(refused, o)
-			}
-		}
+	var rows []struct {
+		ID int64 `db:"id"`
+		itemState
 	}
-	return inserted, refused, nil
+	if err := tx.SelectContext(ctx, &rows, q, args...); err != nil {
+		return nil, fmt.Errorf("lock items: %w", err)
+	}
+	out := make(map[int64]itemState, len(rows))
+	for _, r := range rows {
+		out[r.ID] = r.itemState
+	}
+	return out, nil
 }
 
 // insertOrders inserts rows with INSERT IGNORE and returns how many were new:
@@ -285,19 +317,19 @@ func insertOrders(ctx context.Context, tx *sqlx.Tx, rows []Order) (int64, error)
 }
 
 // existing returns which of the orders are stored.
-func (s *Store) existing(ctx context.Context, orders []Order) (map[int64]bool, error) {
+func existing(ctx context.Context, q sqlx.QueryerContext, orders []Order) (map[int64]bool, error) {
 	stored := map[int64]bool{}
 	for chunk := range slices.Chunk(orders, insertChunk) {
 		ids := make([]int64, len(chunk))
 		for i, o := range chunk {
 			ids[i] = o.ID
 		}
-		q, args, err := sqlx.In("SELECT order_id FROM orders WHERE order_id IN (?)", ids)
+		query, args, err := sqlx.In("SELECT order_id FROM orders WHERE order_id IN (?)", ids)
 		if err != nil {
 			return nil, fmt.Errorf("find stored orders: %w", err)
 		}
 		var found []int64
-		if err := s.db.SelectContext(ctx, &found, q, args...); err != nil {
+		if err := sqlx.SelectContext(ctx, q, &found, query, args...); err != nil {
 			return nil, fmt.Errorf("find stored orders: %w", err)
 		}
 		for _, id := range found {

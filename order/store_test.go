@@ -684,26 +684,7 @@ func TestInsertBatchDeadlockVictim(t *testing.T) {
 	a := storeItem(t, s, 10)
 	heavy := storeItem(t, s, 1000)
 	exp := storeT0.Add(time.Hour)
-
-	// The other transaction locks item a's row and writes 50 rows, so that
-	// InnoDB, which rolls back the smaller transaction, picks InsertBatch.
-	other, err := db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatalf("begin: %v", err)
-	}
-	defer other.Rollback()
-	if _, err := other.Exec("UPDATE items SET stock = stock + 1 WHERE id = ?", a.ID); err != nil {
-		t.Fatalf("lock item: %v", err)
-	}
-	for _, o := range storeOrders(heavy.ID, 1000, 50, exp) {
-		if _, err := other.Exec("INSERT INTO orders (order_id, item_id, user_id, shard, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-			o.ID, o.ItemID, o.UserID, o.Shard, o.CreatedAt, o.ExpiresAt); err != nil {
-			t.Fatalf("insert heavy rows: %v", err)
-		}
-	}
-
-	var deadlocksBefore int64
-	storeDeadlocks := func() int64 {
+	deadlocks := func() int64 {
 		var name string
 		var n int64
 		if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").Scan(&name, &n); err != nil {
@@ -711,7 +692,22 @@ func TestInsertBatchDeadlockVictim(t *testing.T) {
 		}
 		return n
 	}
-	deadlocksBefore = storeDeadlocks()
+	deadlocksBefore := deadlocks()
+
+	// Another transaction, bypassing the store, writes 50 rows (so InnoDB,
+	// which rolls back the smaller transaction, picks InsertBatch) and
+	// order 1, which InsertBatch is about to insert.
+	other, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	defer other.Rollback()
+	for _, o := range append(storeOrders(heavy.ID, 1000, 50, exp), storeOrders(a.ID, 1, 1, exp)...) {
+		if _, err := other.Exec("INSERT INTO orders (order_id, item_id, user_id, shard, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+			o.ID, o.ItemID, o.UserID, o.Shard, o.CreatedAt, o.ExpiresAt); err != nil {
+			t.Fatalf("insert rows: %v", err)
+		}
+	}
 
 	type result struct {
 		n       int
@@ -720,7 +716,7 @@ func TestInsertBatchDeadlockVictim(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		// Inserts order 1 (locking it), then waits for item a's row.
+		// Locks item a, then waits for the other transaction's order 1.
 		n, refused, err := s.InsertBatch(ctx, storeOrders(a.ID, 1, 1, exp))
 		done <- result{n, refused, err}
 	}()
@@ -738,12 +734,11 @@ func TestInsertBatchDeadlockVictim(t *testing.T) {
 	}
 	for deadline := time.Now().Add(10 * time.Second); waiting() == 0; time.Sleep(150 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("InsertBatch never waited for the item lock")
+			t.Fatalf("InsertBatch never waited for order 1")
 		}
 	}
-	// Now close the cycle: wait for the order row InsertBatch holds.
-	var found []int64
-	if err := other.Select(&found, "SELECT order_id FROM orders WHERE order_id = 1 FOR UPDATE"); err != nil {
+	// Close the cycle: wait for the item row InsertBatch holds.
+	if _, err := other.Exec("UPDATE items SET stock = stock + 1 WHERE id = ?", a.ID); err != nil {
 		t.Fatalf("the other transaction was the deadlock victim (%v); want InsertBatch to be", err)
 	}
 	if err := other.Rollback(); err != nil {
@@ -760,7 +755,7 @@ func TestInsertBatchDeadlockVictim(t *testing.T) {
 	if g := storeCount(t, db, "order_id = 1"); g != 1 {
 		t.Errorf("rows of order 1: got %d, want 1", g)
 	}
-	if g := storeDeadlocks() - deadlocksBefore; g < 1 {
+	if g := deadlocks() - deadlocksBefore; g < 1 {
 		t.Errorf("deadlocks during the test: got %d, want at least 1", g)
 	}
 }

@@ -182,7 +182,9 @@ func (s *Sweeper) Sweep(ctx context.Context) (Swept, error) {
 		if rerr != nil {
 			return res, fmt.Errorf("sweep: %w", rerr)
 		}
-		if len(orders) < s.cfg.Batch {
+		// Not "fewer than a batch": a concurrent payment or sweeper can
+		// win some of a full batch of candidates while more are waiting.
+		if len(orders) == 0 {
 			break
 		}
 	}

@@ -406,9 +406,10 @@ func TestSweepConcurrentSweepersReturnOnce(t *testing.T) {
 				waitFor(t, 10*time.Second, "40 units returned", func() bool {
 					return total("seckill_stock_returned_total") >= 40
 				})
+				cancel() // Run returns only when its ctx is done
 			}
-			cancel()
 			wg.Wait()
+			cancel()
 
 			if got := total("seckill_stock_returned_total"); got != 40 {
 				t.Errorf("units returned over all sweepers: got %v, want 40", got)

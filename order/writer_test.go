@@ -248,7 +248,7 @@ func TestWriterInsertsOnce(t *testing.T) {
 type forgetfulSession struct{ sarama.ConsumerGroupSession }
 
 func (forgetfulSession) MarkMessage(*sarama.ConsumerMessage, string) {}
-func (forgetfulSession) Commit()                                      {}
+func (forgetfulSession) Commit()                                     {}
 
 type forgetful struct{ *order.Writer }
 

@@ -6,7 +6,12 @@
 package.path = debug.getinfo(1, "S").source:match("^@(.*/)") .. "?.lua;" .. package.path
 local common = require("common")
 
-local req = wrk.format("GET", "/hello")
+local req = nil
+
+-- Requests are formatted in init: wrk sets the Host header just before it.
+function init(args)
+  req = wrk.format("GET", "/hello")
+end
 
 function request()
   return req

@@ -12,9 +12,11 @@ local common = require("common")
 
 local reqs, n, i = {}, 0, 0
 local pace = nil
-local healthz = wrk.format("GET", "/healthz")
+local healthz = nil
 
+-- Requests are formatted in init: wrk sets the Host header just before it.
 function init(args)
+  healthz = wrk.format("GET", "/healthz")
   local path, item = args[1], args[2]
   local rate, nthreads = tonumber(args[3] or "0"), tonumber(args[4] or "1")
   if rate > 0 then
