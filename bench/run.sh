@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# bench/run.sh: the one-command benchmark behind `make bench`.
+#
+# It builds bin/seckill and runs it against this machine's Redis and MariaDB
+# (a key prefix and a database of its own, removed at the end) with the
+# embedded Kafka broker, then:
+#   1. k6 purchase spike, mixed clients and sold-out flood (bench/k6),
+#   2. wrk on the purchase flow (users pre-made by bench/cmd/prep), on the
+#      sold-out path, and on a bare Gin hello (bench/ceiling) with the same
+#      wrk settings,
+#   3. waits for every accepted order to reach MySQL and checks the promises
+#      there (no oversell, no user twice, items.sold == rows),
+# and prints one results table. Knobs are the env variables below.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+BIN=$ROOT/bin
+
+K6_VERSION=${K6_VERSION:-v1.8.1}
+K6_DURATION=${K6_DURATION:-15}                 # seconds per k6 scenario
+K6_PURCHASE_RATE=${K6_PURCHASE_RATE:-2000}     # new buyers/s (each: token + purchase)
+K6_MIXED_RATE=${K6_MIXED_RATE:-400}            # buyers/s (each: 6 requests)
+K6_SOLDOUT_RATE=${K6_SOLDOUT_RATE:-5000}       # purchases/s on a sold-out item
+K6_P99_MS=${K6_P99_MS:-20}                     # k6 threshold on purchase p99
+WRK_THREADS=${WRK_THREADS:-2}
+WRK_CONNS=${WRK_CONNS:-64}
+WRK_DURATION=${WRK_DURATION:-10}               # seconds per wrk run
+WRK_PURCHASE_RATE=${WRK_PURCHASE_RATE:-10000}  # offered purchases/s (paced)
+SERVER_GOMAXPROCS=${SERVER_GOMAXPROCS:-2}      # seckill and the ceiling server
+LOADGEN_GOMAXPROCS=${LOADGEN_GOMAXPROCS:-2}    # k6 and prep
+PORT=${BENCH_PORT:-18080}
+CEILING_PORT=${BENCH_CEILING_PORT:-18081}
+REDIS_HOST=${BENCH_REDIS_HOST:-127.0.0.1}
+REDIS_PORT=${BENCH_REDIS_PORT:-6379}
+MYSQL_HOST=${BENCH_MYSQL_HOST:-127.0.0.1}
+MYSQL_PORT=${BENCH_MYSQL_PORT:-3306}
+MYSQL_USER=${BENCH_MYSQL_USER:-root}
+
+RUN_ID=seckill_bench_$(date +%Y%m%d%H%M%S)_$$
+BASE=http://127.0.0.1:$PORT
+ADMIN_TOKEN=bench-admin-$RANDOM$RANDOM$RANDOM
+JWT_SECRET=bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+WORK=$(mktemp -d "/tmp/$RUN_ID.XXXX")
+SERVER_PID=""
+CEILING_PID=""
+STARTED=$(date +%s)
+
+log() { printf '[bench %3ds] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+now() { date +%s.%N; }
+
+sql() { mysql --protocol=tcp -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -N -B "$@"; }
+rcli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
+
+stop_pid() { # stop_pid PID NAME: SIGTERM, then SIGKILL after 20s
+  local pid=$1
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "$2 did not stop in 20s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_pid "$CEILING_PID" ceiling
+  stop_pid "$SERVER_PID" seckill
+  sql -e "DROP DATABASE IF EXISTS \`$RUN_ID\`" 2>/dev/null || log "could not drop database $RUN_ID"
+  # Keys are deleted in batches; SCAN never blocks Redis for long.
+  rcli --scan --pattern "$RUN_ID:*" 2>/dev/null | xargs -r -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" unlink >/dev/null 2>&1 || true
+  if [[ $rc -ne 0 && -d $WORK ]]; then
+    log "logs kept in $WORK (seckill.log, k6-*.log, wrk-*.txt)"
+    rm -f "$WORK/users.txt"
+  else
+    rm -rf "$WORK"
+  fi
+  log "cleaned up (database and Redis prefix $RUN_ID removed)"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools
+need_apt() { # need_apt CMD PACKAGE
+  command -v "$1" >/dev/null && return 0
+  [[ $EUID -eq 0 ]] || die "$1 is missing: install the $2 package"
+  log "installing $2"
+  apt-get install -y -q "$2" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$2" >/dev/null; } ||
+    die "apt-get install $2 failed"
+}
+need_apt wrk wrk
+need_apt jq jq
+need_apt mysql mariadb-client
+need_apt redis-cli redis-tools
+if [[ ! -x $BIN/k6 ]]; then
+  log "installing k6 $K6_VERSION into bin/ (one-time, a few minutes)"
+  GOBIN=$BIN go install "go.k6.io/k6@$K6_VERSION"
+fi
+[[ $(ulimit -n) == unlimited || $(ulimit -n) -ge 65536 ]] || ulimit -n 65536 2>/dev/null || true
+
+log "building bin/seckill, bin/bench-prep, bin/bench-ceiling"
+go build -o "$BIN/seckill" .
+go build -o "$BIN/bench-prep" ./bench/cmd/prep
+go build -o "$BIN/bench-ceiling" ./bench/ceiling
+
+rcli ping >/dev/null || die "Redis $REDIS_HOST:$REDIS_PORT is not reachable"
+sql -e 'SELECT 1' >/dev/null || die "MariaDB $MYSQL_HOST:$MYSQL_PORT is not reachable as $MYSQL_USER"
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$LOAD_BEFORE" 'BEGIN { exit !(l > 1.0) }'; then
+  log "WARNING: load average is $LOAD_BEFORE before the run: other work shares these $(nproc) cores"
+fi
+
+# ---------------------------------------------------------------- server
+log "starting seckill on $BASE (Redis prefix and database $RUN_ID, embedded Kafka, GOMAXPROCS=$SERVER_GOMAXPROCS)"
+# The limiter gets rates far above any load this machine can make: it is
+# admission control, not what this bench measures.
+env GOMAXPROCS="$SERVER_GOMAXPROCS" \
+  SECKILL_HTTP_ADDR="127.0.0.1:$PORT" \
+  SECKILL_REDIS_ADDR="$REDIS_HOST:$REDIS_PORT" \
+  SECKILL_REDIS_PREFIX="$RUN_ID" \
+  SECKILL_MYSQL_DSN="$MYSQL_USER@tcp($MYSQL_HOST:$MYSQL_PORT)/$RUN_ID?parseTime=true" \
+  SECKILL_KAFKA_BROKERS=embedded \
+  SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
+  SECKILL_JWT_SECRET="$JWT_SECRET" \
+  SECKILL_LIMIT_GLOBAL_RATE=10000000 \
+  SECKILL_LIMIT_USER_RATE=1000000 \
+  SECKILL_LIMIT_MAX_IN_FLIGHT=16384 \
+  SECKILL_LOG_LEVEL=warn \
+  "$BIN/seckill" serve >"$WORK/seckill.log" 2>&1 &
+SERVER_PID=$!
+for i in $(seq 1 150); do
+  curl -fsS "$BASE/readyz" >/dev/null 2>&1 && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$WORK/seckill.log" >&2; die "seckill exited at start"; }
+  [[ $i -lt 150 ]] || die "seckill not ready after 30s"
+  sleep 0.2
+done
+
+create_item() { # create_item NAME STOCK -> id
+  curl -fsS -X POST "$BASE/api/v1/admin/items" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' \
+    -d "{\"name\":\"$1\",\"stock\":$2,\"shards\":8,\"per_user_limit\":1}" | jq -er .id
+}
+metric_sum() { # metric_sum REGEX: sum of the /metrics samples whose name{labels} matches
+  curl -fsS "$BASE/metrics" | awk -v re="$1" '$0 !~ /^#/ && $1 ~ re { s += $2 } END { printf "%d\n", s }'
+}
+accepted_total() { metric_sum '^seckill_purchases_total\{outcome="ok"\}$'; }
+order_rows() { sql "$RUN_ID" -e 'SELECT COUNT(*) FROM orders'; }
+
+# wait_drain NAME T0 T1: waits until MySQL holds a row for every purchase the
+# server accepted, and sets DRAIN_<NAME>_RATE (rows/s from T0) and
+# DRAIN_<NAME>_LAG (seconds after T1, the end of the load).
+ROWS_BEFORE=0
+wait_drain() {
+  local name=$1 t0=$2 t1=$3 want rows t
+  want=$(accepted_total)
+  for _ in $(seq 1 600); do
+    rows=$(order_rows)
+    [[ $rows -ge $want ]] && break
+    sleep 0.1
+  done
+  t=$(now)
+  if [[ $rows -lt $want ]]; then
+    log "$name: only $rows of $want accepted orders reached MySQL after 60s"
+    DRAIN_OK=no
+  fi
+  printf -v "DRAIN_${name}_RATE" '%s' "$(awk -v n=$((rows - ROWS_BEFORE)) -v a="$t0" -v b="$t" 'BEGIN { printf "%.0f", n / (b - a) }')"
+  printf -v "DRAIN_${name}_LAG" '%s' "$(awk -v a="$t1" -v b="$t" 'BEGIN { printf "%.2f", b - a }')"
+  ROWS_BEFORE=$rows
+}
+DRAIN_OK=yes
+
+# k6 SCRIPT ITEM RATE: runs one k6 scenario; its summary lands in $WORK/k6-SCRIPT.json.
+K6_RC_purchase=0 K6_RC_mixed=0 K6_RC_soldout=0
+run_k6() {
+  local script=$1 item=$2 rate=$3 rc=0
+  log "k6 $script: item $item, $rate it/s for ${K6_DURATION}s"
+  GOMAXPROCS=$LOADGEN_GOMAXPROCS "$BIN/k6" run -q --no-color \
+    -e BASE_URL="$BASE" -e ITEM_ID="$item" -e RATE="$rate" -e DURATION="${K6_DURATION}s" \
+    -e P99_MS="$K6_P99_MS" -e SECKILL_JWT_SECRET="$JWT_SECRET" -e SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
+    -e SUMMARY_JSON="$WORK/k6-$script.json" \
+    "bench/k6/$script.js" >"$WORK/k6-$script.out" 2>"$WORK/k6-$script.log" || rc=$?
+  sed -n '/^== /,$p' "$WORK/k6-$script.out" >&2
+  [[ -s $WORK/k6-$script.json ]] || { tail -20 "$WORK/k6-$script.log" >&2; die "k6 $script wrote no summary (exit $rc)"; }
+  # 99: thresholds crossed. That is a result to report, not a harness failure.
+  [[ $rc -eq 0 || $rc -eq 99 ]] || die "k6 $script exited $rc"
+  printf -v "K6_RC_$script" '%s' "$rc"
+}
+k6v() { jq -r "$2" "$WORK/k6-$1.json"; }
+
+# run_wrk NAME URL SCRIPT ARGS...: one wrk run with the shared settings.
+run_wrk() {
+  local name=$1 url=$2 script=$3
+  shift 3
+  log "wrk $name: -t$WRK_THREADS -c$WRK_CONNS -d${WRK_DURATION}s $url"
+  wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${WRK_DURATION}s" --timeout 5s -s "bench/wrk/$script" "$url" -- "$@" \
+    >"$WORK/wrk-$name.txt" 2>&1 || { cat "$WORK/wrk-$name.txt" >&2; die "wrk $name failed"; }
+  grep -q '^WRK ' "$WORK/wrk-$name.txt" || { cat "$WORK/wrk-$name.txt" >&2; die "wrk $name printed no result"; }
+  grep '^WRK ' "$WORK/wrk-$name.txt" >&2
+}
+wrkv() { grep '^WRK ' "$WORK/wrk-$1.txt" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+
+# ---------------------------------------------------------------- k6
+ITEM_K6=$(create_item "k6 purchase spike" $((K6_PURCHASE_RATE * K6_DURATION)))
+ITEM_MIXED=$(create_item "k6 mixed clients" $((K6_MIXED_RATE * K6_DURATION * 2)))
+ITEM_SOLDOUT=$(create_item "sold out" 0)
+
+T0=$(now)
+run_k6 purchase "$ITEM_K6" "$K6_PURCHASE_RATE"
+T1=$(now)
+wait_drain K6 "$T0" "$T1"
+
+run_k6 mixed "$ITEM_MIXED" "$K6_MIXED_RATE"
+wait_drain MIXED "$T1" "$(now)"
+
+run_k6 soldout "$ITEM_SOLDOUT" "$K6_SOLDOUT_RATE"
+
+# ---------------------------------------------------------------- wrk
+# Enough users for the paced rate over the whole run; a thread that runs
+# out stops rather than replay a token.
+WRK_USERS=$((WRK_PURCHASE_RATE * WRK_DURATION * 105 / 100 + WRK_CONNS))
+ITEM_WRK=$(create_item "wrk purchase" "$WRK_USERS")
+log "prep: $WRK_USERS users with purchase tokens for item $ITEM_WRK"
+GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_WRK" \
+  -n "$WRK_USERS" -workers 64 -out "$WORK/users.txt" >&2
+
+T0=$(now)
+run_wrk purchase "$BASE" purchase.lua "$WORK/users.txt" "$ITEM_WRK" "$WRK_PURCHASE_RATE" "$WRK_THREADS"
+T1=$(now)
+wait_drain WRK "$T0" "$T1"
+
+run_wrk soldout "$BASE" soldout.lua "$WORK/users.txt" "$ITEM_SOLDOUT" "$WRK_THREADS"
+
+GOMAXPROCS=$SERVER_GOMAXPROCS "$BIN/bench-ceiling" -addr "127.0.0.1:$CEILING_PORT" >"$WORK/ceiling.log" 2>&1 &
+CEILING_PID=$!
+for i in $(seq 1 50); do
+  curl -fsS "http://127.0.0.1:$CEILING_PORT/hello" >/dev/null 2>&1 && break
+  [[ $i -lt 50 ]] || die "ceiling server did not start"
+  sleep 0.1
+done
+run_wrk ceiling "http://127.0.0.1:$CEILING_PORT" hello.lua
+stop_pid "$CEILING_PID" ceiling
+CEILING_PID=""
+
+# ---------------------------------------------------------------- invariants
+log "checking invariants in MySQL"
+ACCEPTED_SERVER=$(accepted_total)
+ROWS=$(order_rows)
+GUARD_REFUSALS=$(metric_sum '^seckill_db_guard_refusals_total$')
+if curl -fsS "$BASE/metrics" | grep -q '^seckill_oversold'; then
+  OVERSOLD_METRIC=$(metric_sum '^seckill_oversold')
+else
+  OVERSOLD_METRIC="n/a (no seckill_oversold metric)"
+fi
+
+FAILS=()
+check() { # check CONDITION-DESCRIPTION COMMAND...
+  local what=$1
+  shift
+  "$@" || FAILS+=("$what")
+}
+# One row per item: id, stock, per-user limit, items.sold, active rows, all rows.
+sql "$RUN_ID" -e "
+  SELECT i.id, i.stock, i.per_user_limit, i.sold,
+         COALESCE(SUM(o.status IN ('pending','paid')), 0), COUNT(o.order_id)
+  FROM items i LEFT JOIN orders o ON o.item_id = i.id
+  GROUP BY i.id, i.stock, i.per_user_limit, i.sold ORDER BY i.id" >"$WORK/items.tsv"
+OVERSOLD_DB=$(awk '{ if ($5 > $2) s += $5 - $2 } END { print s + 0 }' "$WORK/items.tsv")
+SOLD_MISMATCH=$(awk '$4 != $5 { n++ } END { print n + 0 }' "$WORK/items.tsv")
+OVER_LIMIT=$(sql "$RUN_ID" -e "
+  SELECT COUNT(*) FROM (
+    SELECT o.user_id, o.item_id FROM orders o JOIN items i ON i.id = o.item_id
+    WHERE o.status IN ('pending','paid')
+    GROUP BY o.user_id, o.item_id, i.per_user_limit HAVING COUNT(*) > i.per_user_limit) x")
+rows_of() { awk -v id="$1" '$1 == id { print $6 }' "$WORK/items.tsv"; }
+
+K6_ACCEPTED=$(k6v purchase .accepted)
+MIXED_ACCEPTED=$(k6v mixed .accepted)
+SOLDOUT_ACCEPTED=$(( $(k6v soldout .accepted) + $(wrkv soldout s202) ))
+WRK_ACCEPTED=$(wrkv purchase s202)
+check "orders rows == k6 purchase accepted ($(rows_of "$ITEM_K6") vs $K6_ACCEPTED)" test "$(rows_of "$ITEM_K6")" -eq "$K6_ACCEPTED"
+check "orders rows == k6 mixed accepted ($(rows_of "$ITEM_MIXED") vs $MIXED_ACCEPTED)" test "$(rows_of "$ITEM_MIXED")" -eq "$MIXED_ACCEPTED"
+# wrk counts only answers that arrived before its clock stopped: up to one
+# request per connection was still in flight and may have been accepted.
+check "wrk accepted <= orders rows <= wrk accepted + connections ($WRK_ACCEPTED, $(rows_of "$ITEM_WRK"))" \
+  awk -v a="$WRK_ACCEPTED" -v r="$(rows_of "$ITEM_WRK")" -v c="$WRK_CONNS" 'BEGIN { exit !(a <= r && r <= a + c) }'
+check "no order on the sold-out item (client saw $SOLDOUT_ACCEPTED, MySQL has $(rows_of "$ITEM_SOLDOUT"))" \
+  test "$(rows_of "$ITEM_SOLDOUT")" -eq 0 -a "$SOLDOUT_ACCEPTED" -eq 0
+check "orders rows == 202s the server sent ($ROWS vs $ACCEPTED_SERVER)" test "$ROWS" -eq "$ACCEPTED_SERVER"
+check "orders rows <= stock for every item" test "$OVERSOLD_DB" -eq 0
+check "items.sold == active rows for every item ($SOLD_MISMATCH items differ)" test "$SOLD_MISMATCH" -eq 0
+check "no user over the per-user limit ($OVER_LIMIT users)" test "$OVER_LIMIT" -eq 0
+check "every accepted order drained into MySQL" test "$DRAIN_OK" = yes
+check "no 5xx or network errors" test \
+  "$(($(k6v purchase .errors) + $(k6v mixed .errors) + $(k6v soldout .errors) + $(wrkv purchase s5xx) + $(wrkv purchase net_errors) + $(wrkv soldout s5xx) + $(wrkv soldout net_errors)))" -eq 0
+
+# ---------------------------------------------------------------- table
+fmt0() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
+fmt2() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
+verdict() { awk -v c="$1" 'BEGIN { exit !(c) }' && echo "met" || echo "MISSED"; }
+RATIO=$(awk -v a="$(wrkv soldout rps)" -v b="$(wrkv ceiling rps)" 'BEGIN { printf "%.2f", a / b }')
+WRK_ACC_RATE=$(awk -v n="$WRK_ACCEPTED" -v d="$(wrkv purchase duration_s)" 'BEGIN { printf "%.0f", n / d }')
+K6_ROW() { # K6_ROW SCRIPT LABEL OFFERED-UNIT
+  printf '%-30s %10s %9s %9s %8s %8s %8s %8s  %s\n' "$2" "$(k6v "$1" .offered_rate)$3" \
+    "$(fmt0 "$(k6v "$1" .qps)")" "$(fmt0 "$(k6v "$1" .accepted_per_s)")" \
+    "$(fmt2 "$(k6v "$1" .purchase_ms.p50)")" "$(fmt2 "$(k6v "$1" .purchase_ms.p95)")" "$(fmt2 "$(k6v "$1" .purchase_ms.p99)")" \
+    "$(k6v "$1" .errors)" "$(k6v "$1" 'if .thresholds_ok then "thresholds ok" else "thresholds FAILED" end')"
+}
+WRK_ROW() { # WRK_ROW NAME LABEL OFFERED ACCEPTED/S NOTE
+  printf '%-30s %10s %9s %9s %8s %8s %8s %8s  %s\n' "$2" "$3" "$(fmt0 "$(wrkv "$1" rps)")" "$4" \
+    "$(fmt2 "$(wrkv "$1" p50_ms)")" "$(fmt2 "$(wrkv "$1" p95_ms)")" "$(fmt2 "$(wrkv "$1" p99_ms)")" \
+    "$(($(wrkv "$1" s5xx) + $(wrkv "$1" net_errors)))" "$5"
+}
+LINE=$(printf '%.0s-' $(seq 1 118))
+{
+  echo
+  echo "$LINE"
+  printf 'seckill bench  %s  %s cores, load before %s  server GOMAXPROCS=%s  k6 GOMAXPROCS=%s  wrk -t%s -c%s -d%ss\n' \
+    "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "$LOAD_BEFORE" "$SERVER_GOMAXPROCS" "$LOADGEN_GOMAXPROCS" "$WRK_THREADS" "$WRK_CONNS" "$WRK_DURATION"
+  echo "$LINE"
+  printf '%-30s %10s %9s %9s %8s %8s %8s %8s  %s\n' scenario offered 'req/s' 'accept/s' 'p50 ms' 'p95 ms' 'p99 ms' errors note
+  K6_ROW purchase "k6 purchase (token+buy)" " it/s"
+  K6_ROW mixed "k6 mixed (dbl-click/retry/403)" " it/s"
+  K6_ROW soldout "k6 sold-out" " it/s"
+  WRK_ROW purchase "wrk purchase (paced)" "${WRK_PURCHASE_RATE} r/s" "$WRK_ACC_RATE" "$WRK_ACCEPTED accepted"
+  WRK_ROW soldout "wrk sold-out" "max" 0 "$(wrkv soldout sold_out) sold_out answers"
+  WRK_ROW ceiling "wrk bare-Gin ceiling" "max" - "same wrk settings"
+  echo "$LINE"
+  printf '%-48s %s\n' "orders drained/s (k6 purchase phase)" "$DRAIN_K6_RATE/s, all in MySQL ${DRAIN_K6_LAG}s after the load"
+  printf '%-48s %s\n' "orders drained/s (wrk purchase phase)" "$DRAIN_WRK_RATE/s, all in MySQL ${DRAIN_WRK_LAG}s after the load"
+  printf '%-48s %s\n' "sold-out QPS / bare-Gin QPS (wrk)" "$RATIO ($(fmt0 "$(wrkv soldout rps)") / $(fmt0 "$(wrkv ceiling rps)"))  target >= 0.90: $(verdict "$RATIO >= 0.9")"
+  printf '%-48s %s\n' "purchase target (>=10k accepted/s, p99<=20ms)" \
+    "wrk: $WRK_ACC_RATE/s at $WRK_PURCHASE_RATE r/s offered, p99 $(fmt2 "$(wrkv purchase p99_ms)") ms: $(verdict "$WRK_ACC_RATE >= 10000 && $(wrkv purchase p99_ms) <= 20")"
+  printf '%-48s %s\n' "oversold (MySQL: rows beyond stock)" "$OVERSOLD_DB"
+  printf '%-48s %s\n' "oversold (seckill_oversold metric)" "$OVERSOLD_METRIC"
+  printf '%-48s %s\n' "DB stock-guard refusals" "$GUARD_REFUSALS"
+  printf '%-48s %s\n' "orders in MySQL / 202s sent by the server" "$ROWS / $ACCEPTED_SERVER"
+  if [[ ${#FAILS[@]} -eq 0 ]]; then
+    printf '%-48s %s\n' "invariants" "OK (rows == accepted <= stock, no user twice, items.sold == rows)"
+  else
+    for f in "${FAILS[@]}"; do printf '%-48s %s\n' "invariant FAILED" "$f"; done
+  fi
+  echo "$LINE"
+} | tee "$WORK/table.txt"
+log "done in $(($(date +%s) - STARTED))s"
+[[ ${#FAILS[@]} -eq 0 ]]

@@ -1,0 +1,201 @@
+package handler
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bwmarrin/snowflake"
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"seckill/app/testenv"
+	"seckill/limiter"
+	"seckill/order"
+	"seckill/stock"
+)
+
+const (
+	benchAdmin  = "admin"
+	benchSecret = "bench-secret-0123456789"
+)
+
+// countHook counts commands sent to Redis.
+type countHook struct{ n atomic.Int64 }
+
+func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+type fixture struct {
+	engine *gin.Engine
+	stock  *stock.Store
+	hook   *countHook
+	item   order.Item
+}
+
+func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
+	tb.Helper()
+	rdb, prefix := testenv.Redis(tb)
+	_, db := testenv.MySQL(tb)
+	hook := &countHook{}
+	rdb.AddHook(hook)
+	st := stock.NewStore(rdb, stock.Config{Prefix: prefix})
+	orders := order.NewStore(db)
+	node, _ := snowflake.NewNode(1)
+	reg := prometheus.NewRegistry()
+	lim := limiter.New(limiter.Config{MaxInFlight: 4096, AcquireWait: 50 * time.Millisecond}, reg)
+	tb.Cleanup(lim.Close)
+	h, err := New(Deps{Stock: st, Orders: orders, Limiter: lim, IDs: node, AdminToken: benchAdmin,
+		JWTSecret: benchSecret, Registry: reg})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	it, err := orders.CreateItem(ctx, order.Item{Name: "bench", Stock: stockUnits, Shards: shards, PerUserLimit: 1,
+		StartsAt: time.Now().Add(-time.Minute)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := st.Warm(ctx, it.ID, it.Stock, it.Shards); err != nil {
+		tb.Fatal(err)
+	}
+	return &fixture{engine: h.Routes(), stock: st, hook: hook, item: it}
+}
+
+// buyer is a user with a signed JWT and a purchase token.
+type buyer struct{ jwt, key string }
+
+func (f *fixture) buyers(tb testing.TB, n int, firstUser int64) []buyer {
+	tb.Helper()
+	out := make([]buyer, n)
+	var wg sync.WaitGroup
+	const workers = 16
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				u := firstUser + int64(i)
+				jwt, _ := SignUserToken([]byte(benchSecret), u, time.Hour)
+				key, _, err := f.stock.IssueToken(context.Background(), f.item.ID, u, f.item.Shards)
+				if err != nil {
+					tb.Error(err)
+					return
+				}
+				out[i] = buyer{jwt, key}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (f *fixture) purchase(b buyer) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, fmt.Sprintf("/api/v1/items/%d/purchase", f.item.ID), nil)
+	req.Header.Set("Authorization", "Bearer "+b.jwt)
+	req.Header.Set("Idempotency-Key", b.key)
+	w := httptest.NewRecorder()
+	f.engine.ServeHTTP(w, req)
+	return w
+}
+
+// TestPurchaseIsOneRoundTrip: in the common case (home shard has stock) a
+// purchase sends exactly one command to Redis; once sold out, none.
+func TestPurchaseIsOneRoundTrip(t *testing.T) {
+	f := newFixture(t, 64, 1)
+	bs := f.buyers(t, 70, 1)
+	if w := f.purchase(bs[0]); w.Code != http.StatusAccepted { // loads the script and the item cache
+		t.Fatalf("warm-up purchase: %d %s", w.Code, w.Body)
+	}
+	for i := 1; i < 64; i++ {
+		before := f.hook.n.Load()
+		if w := f.purchase(bs[i]); w.Code != http.StatusAccepted {
+			t.Fatalf("purchase %d: %d %s", i, w.Code, w.Body)
+		}
+		if got := f.hook.n.Load() - before; got != 1 {
+			t.Fatalf("purchase %d made %d Redis calls, want 1", i, got)
+		}
+	}
+	if w := f.purchase(bs[64]); w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), `"sold_out"`) {
+		t.Fatalf("after the last unit: %d %s, want 409 sold_out", w.Code, w.Body)
+	}
+	before := f.hook.n.Load()
+	for i := 65; i < 70; i++ {
+		if w := f.purchase(bs[i]); w.Code != http.StatusConflict {
+			t.Fatalf("sold-out purchase: %d %s", w.Code, w.Body)
+		}
+	}
+	if got := f.hook.n.Load() - before; got != 0 {
+		t.Errorf("sold-out purchases made %d Redis calls, want 0", got)
+	}
+}
+
+func runParallel(b *testing.B, f *fixture, bs []buyer, want int) {
+	var next atomic.Int64
+	var mu sync.Mutex
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		local := make([]time.Duration, 0, 1024)
+		for pb.Next() {
+			i := next.Add(1) - 1
+			t0 := time.Now()
+			w := f.purchase(bs[i%int64(len(bs))])
+			local = append(local, time.Since(t0))
+			if w.Code != want {
+				b.Errorf("purchase: %d %s, want %d", w.Code, w.Body, want)
+				return
+			}
+		}
+		mu.Lock()
+		lat = append(lat, local...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	}
+}
+
+// BenchmarkPurchase is the accepted purchase through the Gin handler chain
+// (auth, limiter, item cache, one Lua call) against the real Redis.
+func BenchmarkPurchase(b *testing.B) {
+	f := newFixture(b, int64(b.N)+1, 8)
+	bs := f.buyers(b, b.N, 1)
+	b.SetParallelism(16)
+	runParallel(b, f, bs, http.StatusAccepted)
+}
+
+// BenchmarkPurchaseSoldOut is the refused purchase once the local sold-out
+// flag is set: no Redis call.
+func BenchmarkPurchaseSoldOut(b *testing.B) {
+	f := newFixture(b, 0, 8)
+	bs := f.buyers(b, 256, 1)
+	f.purchase(bs[0]) // learns the item is sold out
+	b.SetParallelism(16)
+	runParallel(b, f, bs, http.StatusConflict)
+}
