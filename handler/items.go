@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"seckill/order"
+	"seckill/stock"
 )
 
 // Input bounds of an item.
@@ -102,7 +103,10 @@ func (r createItemRequest) item(now time.Time) (order.Item, error) {
 // itemView is an item as the API shows it.
 type itemView struct {
 	order.Item
-	Remaining int64 `json:"remaining"`
+	// Sold hides the cached MySQL count, which is stale by design here;
+	// remaining is the live number.
+	Sold      *int64 `json:"sold,omitempty"`
+	Remaining int64  `json:"remaining"`
 	SoldOut   bool  `json:"sold_out"`
 }
 
@@ -145,7 +149,11 @@ func (h *Handler) getItem(c *gin.Context) error {
 	}
 	var total int64
 	for _, n := range rem {
-		total += max(n, 0)
+		if n < 0 {
+			// Redis lost the shard: unknown, not sold out.
+			return stock.ErrNotReady
+		}
+		total += n
 	}
 	c.JSON(http.StatusOK, itemView{Item: it, Remaining: total, SoldOut: total == 0})
 	return nil

@@ -16,6 +16,7 @@ func (h *Handler) Routes() *gin.Engine {
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.handle(h.readyz))
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
+	r.GET("/openapi.yaml", h.openAPI)
 
 	v1 := r.Group("/api/v1")
 	v1.GET("/items/:id", h.handle(h.getItem))

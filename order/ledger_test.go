@@ -432,7 +432,7 @@ func TestLedgerRunExportsGauges(t *testing.T) {
 // A busy pipeline is not drift: while units keep moving the exported drift
 // stays 0 even though the identity is off by the units in flight.
 func TestLedgerDriftNeedsNoProgress(t *testing.T) {
-	e := lifeSetup(t, 200, 2, 1)
+	e := lifeSetup(t, 5000, 2, 1)
 	it := e.item
 	item := strconv.FormatInt(it.ID, 10)
 	reg := prometheus.NewRegistry()
@@ -440,19 +440,22 @@ func TestLedgerDriftNeedsNoProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	const interval = 250 * time.Millisecond
 	ctx, stop := context.WithCancel(e.ctx)
 	done := make(chan error, 1)
-	go func() { done <- led.Run(ctx, 30*time.Millisecond) }()
+	go func() { done <- led.Run(ctx, interval) }()
 	defer func() {
 		stop()
 		<-done
 	}()
-	// Each round: a purchase, then its reservation "in Kafka" (left the
-	// outbox, not in MySQL yet), so the identity is off by one while
-	// purchases keep coming.
+	// Purchases whose reservations go "into Kafka" (leave the outbox, not
+	// in MySQL yet) for several intervals: the identity is off by the units
+	// in flight while they keep coming.
 	var seen []float64
-	for u := int64(1); u <= 150; u++ {
-		if err := e.buy(t, e.st, it, u); err != nil {
+	var bought int64
+	for end := time.Now().Add(4 * interval); time.Now().Before(end); {
+		bought++
+		if err := e.buy(t, e.st, it, bought); err != nil {
 			t.Fatal(err)
 		}
 		res, err := e.st.PendingReservations(e.ctx, it.ID, it.Shards)
@@ -460,21 +463,21 @@ func TestLedgerDriftNeedsNoProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range res {
-			if err := e.st.EnsureGroup(e.ctx, stock.Outbox{ItemID: it.ID, Shard: r.Shard}, "test"); err != nil {
+			o := stock.Outbox{ItemID: it.ID, Shard: r.Shard}
+			if err := e.st.EnsureGroup(e.ctx, o, "test"); err != nil {
 				t.Fatal(err)
 			}
-			if err := e.st.AckOutbox(e.ctx, stock.Outbox{ItemID: it.ID, Shard: r.Shard}, "test", r.StreamID); err != nil {
+			if err := e.st.AckOutbox(e.ctx, o, "test", r.StreamID); err != nil {
 				t.Fatal(err)
 			}
 		}
-		time.Sleep(time.Millisecond)
 		seen = append(seen, counter(t, reg, "seckill_stock_drift", map[string]string{"item": item}))
 	}
-	if slices.ContainsFunc(seen, func(v float64) bool { return v > 0 }) {
-		t.Errorf("drift while units move: got %v, want 0 (or no series) throughout", seen)
+	if i := slices.IndexFunc(seen, func(v float64) bool { return v > 0 }); i >= 0 {
+		t.Errorf("drift while units move: got %v after %d purchases, want 0 (or no series) throughout", seen[i], i+1)
 	}
-	// Stuck with 150 in flight: now it is drift.
+	// Stuck with every unit in flight: now it is drift.
 	waitFor(t, 5*time.Second, "stuck drift exported", func() bool {
-		return counter(t, reg, "seckill_stock_drift", map[string]string{"item": item}) == 150
+		return counter(t, reg, "seckill_stock_drift", map[string]string{"item": item}) == float64(bought)
 	})
 }
