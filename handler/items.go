@@ -107,7 +107,7 @@ type itemView struct {
 	// remaining is the live number.
 	Sold      *int64 `json:"sold,omitempty"`
 	Remaining int64  `json:"remaining"`
-	SoldOut   bool  `json:"sold_out"`
+	SoldOut   bool   `json:"sold_out"`
 }
 
 func (h *Handler) createItem(c *gin.Context) error {
