@@ -546,3 +546,68 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+type ledger struct {
+	Remaining, Outbox, Pending, Paid, Cancelled, Returned, Active, Drift, Oversold int64
+}
+
+func (a *testApp) ledger(itemID int64) ledger {
+	a.t.Helper()
+	var s struct{ Ledger ledger }
+	if code, _ := a.call("GET", fmt.Sprintf("/api/v1/admin/items/%d/stats", itemID), testAdmin, nil, nil, &s); code != 200 {
+		a.t.Fatalf("stats: %d", code)
+	}
+	return s.Ledger
+}
+
+// TestLifecycleEndToEnd: unpaid orders expire through the running app's
+// sweeper, their units sell again, paid ones stay; the ledger balances.
+func TestLifecycleEndToEnd(t *testing.T) {
+	a := startApp(t, map[string]string{"SECKILL_ORDER_TTL": "2s", "SECKILL_SWEEP_INTERVAL": "200ms"})
+	it := a.createItem(map[string]any{"name": "ttl", "stock": 3, "shards": 2})
+	accepted := a.race(it.ID, 5, 700_000)
+	if len(accepted) != 3 {
+		t.Fatalf("accepted %d, want 3", len(accepted))
+	}
+	a.waitRows(it.ID, 3, 20*time.Second)
+	// One buyer pays in time.
+	var payer int64
+	for u, id := range accepted {
+		payer = u
+		var o answer
+		if code, _ := a.call("POST", "/api/v1/orders/"+id+"/pay", userToken(t, u), nil, nil, &o); code != 200 {
+			t.Fatalf("pay: %d %+v", code, o)
+		}
+		break
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	var l ledger
+	for time.Now().Before(deadline) {
+		if l = a.ledger(it.ID); l.Cancelled == 2 && l.Returned == 2 && l.Remaining == 2 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if l.Cancelled != 2 || l.Returned != 2 || l.Remaining != 2 || l.Paid != 1 || l.Drift != 0 || l.Oversold != 0 {
+		t.Fatalf("after expiry: %+v, want 2 cancelled and returned, 2 remaining, 1 paid, drift 0, oversold 0", l)
+	}
+	// A late payment of a cancelled order is refused.
+	for u, id := range accepted {
+		if u == payer {
+			continue
+		}
+		var o answer
+		if code, _ := a.call("POST", "/api/v1/orders/"+id+"/pay", userToken(t, u), nil, nil, &o); code != 409 || o.Code != handler.CodeOrderCancelled {
+			t.Errorf("late pay: %d %+v, want 409 order_cancelled", code, o)
+		}
+	}
+	// The returned units sell again, and no more.
+	again := a.race(it.ID, 4, 800_000)
+	if len(again) != 2 {
+		t.Fatalf("accepted %d after the return, want 2", len(again))
+	}
+	a.waitRows(it.ID, 5, 20*time.Second)
+	if l := a.ledger(it.ID); l.Drift != 0 || l.Oversold != 0 || l.Active != 3 {
+		t.Errorf("final ledger %+v, want active 3, drift 0, oversold 0", l)
+	}
+}

@@ -180,7 +180,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		it, err := s.Orders.Item(ctx, itemID)
 		return it.Shards, err
 	}
-	parts, err := s.lifecycle(rdb, reg, owner, shards)
+	parts, err := s.lifecycle(ctx, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -211,8 +211,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	wctx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	g, gctx := errgroup.WithContext(wctx)
 	g.Go(func() error { return node.keep(gctx, log) })
-	// TODO restock watch
-	g.Go(func() error { return s.runKafka(gctx, reg, owner, shards, parts) })
+	g.Go(func() error { return s.runKafka(gctx, reg, owner, shards) })
 	parts.start(g, gctx)
 
 	go func() {
@@ -242,7 +241,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 // runKafka connects to Kafka (retrying while it is down: purchases keep
 // landing in the outboxes meanwhile), then runs the relay and the consumers
 // until ctx ends. It flushes the producer before closing it.
-func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner string, shards func(context.Context, int64) (int, error), parts *parts) error {
+func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner string, shards func(context.Context, int64) (int, error)) error {
 	cfg := s.cfg
 	pcfg := mq.ProducerConfig("seckill-" + owner)
 	var producer sarama.SyncProducer

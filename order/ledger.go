@@ -287,12 +287,20 @@ func (l *Ledger) forget() {
 //     sold-out flags everywhere.
 //
 // A unit in the outbox and already in MySQL (delivered, not yet acked) is
-// subtracted twice: the safe direction, one unit unsold.
+// subtracted twice: the safe direction, one unit unsold. Orders stuck in
+// Kafka while the writer is down look settled and are not counted; when
+// they arrive, MySQL's stock guard refuses any that would oversell.
+//
+// Once it has the lease, Rebuild runs to the end even if ctx is cancelled
+// (a dropped admin request must not leave the sales stopped), bounded by
+// twice RebuildWait plus a margin.
 func (l *Ledger) Rebuild(ctx context.Context, it Item) error {
 	lock, err := l.stock.Lease(ctx, sweeperLease, l.cfg.LeaseTTL, l.cfg.RebuildWait)
 	if err != nil {
 		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*l.cfg.RebuildWait+30*time.Second)
+	defer cancel()
 	holdLease(ctx, lock, l.cfg.LeaseTTL, l.log, func(lctx context.Context) {
 		err = l.rebuild(lctx, it)
 		if err != nil && lctx.Err() != nil && ctx.Err() == nil {
