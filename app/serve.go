@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
 	"seckill/app/embedded"
@@ -71,12 +72,17 @@ func (s *Server) backends() error {
 		cfg.Redis.Addr = addr
 	}
 	if cfg.MySQL.DSN == Embedded {
+		// go-mysql-server logs every connection through the global logrus.
+		logrus.SetLevel(logrus.ErrorLevel)
 		dsn, stop, err := embedded.MySQL("seckill")
 		if err != nil {
 			return err
 		}
 		s.onClose(stop)
 		cfg.MySQL.DSN = dsn
+		// It has no row locks: one connection makes every conditional
+		// update (pay, cancel, the stock guard) atomic.
+		cfg.MySQL.MaxOpenConns = 1
 	}
 	if len(cfg.Kafka.Brokers) == 1 && cfg.Kafka.Brokers[0] == Embedded {
 		brokers, stop, err := embedded.Kafka()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -705,24 +704,63 @@ func TestMySQLBehaviour(t *testing.T) {
 				if err == nil {
 					t.Fatalf("insert of a duplicate: got nil error, want one")
 				}
-				for _, q := range []string{
-					"SELECT COUNT(*) FROM orders WHERE order_id = ?",
-					"SELECT COUNT(*) FROM orders WHERE item_id = ? AND order_id = ?",
-					"SELECT COUNT(*) FROM orders WHERE item_id = ? AND status = 'pending' AND order_id = ?",
-					"SELECT COUNT(*) FROM orders WHERE status = 'pending' AND expires_at > ? AND order_id = ?",
-					"SELECT COUNT(*) FROM orders WHERE user_id = ? AND order_id = ?",
+				// Each query is answered through a different index; none
+				// names order_id, or the primary key would answer it.
+				var exp time.Time
+				if err := db.GetContext(ctx, &exp, "SELECT expires_at FROM orders WHERE order_id = ?", base+50); err != nil {
+					t.Fatalf("expires_at: %v", err)
+				}
+				for _, tc := range []struct {
+					q    string
+					args []any
+				}{
+					{"SELECT COUNT(*) FROM orders WHERE item_id = ?", []any{item}},
+					{"SELECT COUNT(*) FROM orders WHERE item_id = ? AND status = 'pending'", []any{item}},
+					{"SELECT COUNT(*) FROM orders WHERE status = 'pending' AND expires_at = ?", []any{exp}},
+					{"SELECT COUNT(*) FROM orders WHERE user_id = ?", []any{base + 50}},
 				} {
-					args := []any{base + 50}
-					switch {
-					case strings.Contains(q, "item_id"):
-						args = []any{item, base + 50}
-					case strings.Contains(q, "expires_at"):
-						args = []any{now.Add(-time.Hour), base + 50}
-					case strings.Contains(q, "user_id"):
-						args = []any{base + 50, base + 50}
-					}
 					var n int
-					if err := db.GetContext(ctx, &n, q, args...); err != nil {
+					if err := db.GetContext(ctx, &n, tc.q, tc.args...); err != nil {
+						t.Fatalf("%s: %v", tc.q, err)
+					}
+					if n != 1 {
+						t.Errorf("%s %v: got %d rows, want 1", tc.q, tc.args, n)
+					}
+				}
+			})
+
+			t.Run("unique index after rollback", func(t *testing.T) {
+				stmts := []string{
+					`CREATE TABLE uq (id BIGINT NOT NULL, code BIGINT NOT NULL, grp BIGINT NOT NULL,
+					  PRIMARY KEY (id), UNIQUE KEY ux_code (code), KEY kx_grp (grp))`,
+					"INSERT INTO uq VALUES (50, 500, 1)",
+				}
+				for _, q := range stmts {
+					if _, err := db.ExecContext(ctx, q); err != nil {
+						t.Fatalf("%s: %v", q, err)
+					}
+				}
+				tx, err := db.BeginTxx(ctx, nil)
+				if err != nil {
+					t.Fatalf("begin: %v", err)
+				}
+				if _, err := tx.ExecContext(ctx, "INSERT INTO uq VALUES (10, 100, 1)"); err != nil {
+					t.Fatalf("insert in tx: %v", err)
+				}
+				if err := tx.Rollback(); err != nil {
+					t.Fatalf("rollback: %v", err)
+				}
+				_, err = db.ExecContext(ctx, "INSERT INTO uq VALUES (60, 500, 1)")
+				var me *mysql.MySQLError
+				if !errors.As(err, &me) || me.Number != 1062 {
+					t.Errorf("insert of a duplicate unique code: got %v, want MySQL error 1062", err)
+				}
+				for _, q := range []string{
+					"SELECT COUNT(*) FROM uq WHERE code = 500",
+					"SELECT COUNT(*) FROM uq WHERE grp = 1",
+				} {
+					var n int
+					if err := db.GetContext(ctx, &n, q); err != nil {
 						t.Fatalf("%s: %v", q, err)
 					}
 					if n != 1 {
@@ -840,6 +878,43 @@ func TestMySQLOrderStore(t *testing.T) {
 			byShard, err := s.ActiveByShard(ctx, it.ID)
 			if err != nil || byShard[1] != 2 || len(byShard) != 1 {
 				t.Errorf("ActiveByShard: got (%v, %v), want map[1:2]", byShard, err)
+			}
+
+			// Concurrent writers, as several consumer instances: exactly
+			// stock orders land, the rest are refused, and every index
+			// still finds them (Counts reads by item).
+			hot, err := s.CreateItem(ctx, order.Item{Name: "hot", Stock: 10, Shards: 4, PerUserLimit: 1, StartsAt: now})
+			if err != nil {
+				t.Fatalf("CreateItem: %v", err)
+			}
+			var (
+				wg              sync.WaitGroup
+				ins, ref, errsN atomic.Int64
+			)
+			start := make(chan struct{})
+			for i := range 30 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					o := order.Order{ID: 1000 + int64(i), ItemID: hot.ID, UserID: int64(i), Shard: i % 4, CreatedAt: now, ExpiresAt: later}
+					n, refused, err := s.InsertBatch(ctx, []order.Order{o})
+					if err != nil {
+						errsN.Add(1)
+						return
+					}
+					ins.Add(int64(n))
+					ref.Add(int64(len(refused)))
+				}()
+			}
+			close(start)
+			wg.Wait()
+			if ins.Load() != 10 || ref.Load() != 20 || errsN.Load() != 0 {
+				t.Errorf("concurrent InsertBatch: got %d inserted, %d refused, %d errors; want 10, 20, 0", ins.Load(), ref.Load(), errsN.Load())
+			}
+			c, err = s.Counts(ctx, hot.ID)
+			if want := (order.Counts{Pending: 10, Sold: 10, Stock: 10}); err != nil || c != want {
+				t.Errorf("Counts after concurrent inserts: got (%+v, %v), want %+v", c, err, want)
 			}
 		})
 	}

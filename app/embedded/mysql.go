@@ -28,7 +28,7 @@ const lockWait = 10 * time.Second
 // "root@tcp(127.0.0.1:PORT)/db?parseTime=true". Apply the schema with
 // migrations.Up as against a real server.
 //
-// Two defects of the in-memory engine are worked around here:
+// Three defects of the in-memory engine are worked around here:
 //   - It commits a transaction by writing back every table it touched, so
 //     concurrent transactions silently lose each other's rows. Statements
 //     therefore run one transaction at a time (see gate); one that waits
@@ -37,12 +37,17 @@ const lockWait = 10 * time.Second
 //     InnoDB, a plain read also waits for an open transaction.
 //   - A rolled-back write can leave the committed table's secondary indexes
 //     pointing at the wrong rows, so index lookups miss rows. After any
-//     transaction that rolled back or failed, the secondary indexes are
+//     transaction that rolled back or failed, unique secondary indexes are
 //     rebuilt before the next statement runs.
+//   - Every write costs time proportional to rows x secondary indexes (a
+//     single UPDATE of a 10,000-row orders table took 2.8s). Non-unique
+//     secondary indexes change no result, only speed, so they are dropped
+//     after every CREATE/ALTER: queries scan instead.
 //
 // Also unlike MariaDB, DATETIME(3) rounds sub-millisecond input instead of
 // truncating it; callers that truncate in Go (order.Store does) see no
-// difference.
+// difference. Writes still slow down as tables grow (10,000 orders took
+// about 14s to insert): dev mode is for trying the system, not for load.
 func MySQL(db string) (dsn string, stop func(), err error) {
 	return startMySQL(db, lockWait)
 }
@@ -69,7 +74,7 @@ func startMySQL(db string, wait time.Duration) (dsn string, stop func(), err err
 	g := &gate{
 		sem:    make(chan struct{}, 1),
 		wait:   wait,
-		repair: func() error { return rebuildIndexes(engine, pro, db) },
+		repair: func() error { return fixIndexes(engine, pro, db) },
 	}
 	srv, err := server.NewServerWithHandler(server.Config{
 		Protocol: "tcp",
@@ -110,10 +115,10 @@ type gate struct {
 
 	mu     sync.Mutex
 	holder *wire.Conn
-	// dirty: the holder's transaction may have rolled back writes, so the
-	// indexes are rebuilt before anyone else runs.
+	// dirty: the holder's transaction may have rolled back writes, or
+	// changed the schema, so the indexes are fixed before anyone else runs.
 	dirty bool
-	// broken is set when a rebuild failed: the indexes can no longer be
+	// broken is set when fixing failed: the indexes can no longer be
 	// trusted, so every later statement fails rather than answer wrongly.
 	broken error
 }
@@ -151,29 +156,29 @@ func (g *gate) enter(ctx context.Context, c *wire.Conn) error {
 // leave ends a statement of c. It keeps the gate while c is inside a
 // transaction (the handler updates c.StatusFlags after every statement, on
 // this goroutine) unless force: the connection is gone or was reset, and
-// its transaction with it. rolledBack says the statement failed or was a
-// ROLLBACK. The error is that of a failed index rebuild.
-func (g *gate) leave(c *wire.Conn, rolledBack, force bool) error {
+// its transaction with it. dirty says the statement failed, was a ROLLBACK
+// or changed the schema. The error is that of a failed index fix.
+func (g *gate) leave(c *wire.Conn, dirty, force bool) error {
 	g.mu.Lock()
 	if g.holder != c {
 		g.mu.Unlock()
 		return nil
 	}
-	if rolledBack {
+	if dirty {
 		g.dirty = true
 	}
 	if !force && c.StatusFlags&wire.ServerInTransaction != 0 {
 		g.mu.Unlock()
 		return nil // BEGIN ... still open: keep others out until it ends
 	}
-	dirty := g.dirty || force
+	dirty = g.dirty || force
 	g.mu.Unlock()
 
-	// Still holding sem: nobody else runs while the indexes are rebuilt.
+	// Still holding sem: nobody else runs while the indexes are fixed.
 	var err error
 	if dirty {
 		if err = g.repair(); err != nil {
-			err = fmt.Errorf("embedded mysql: rebuild indexes after rollback: %w", err)
+			err = fmt.Errorf("embedded mysql: fix indexes: %w", err)
 		}
 	}
 	g.mu.Lock()
@@ -193,18 +198,47 @@ type gatedHandler struct {
 }
 
 // done ends a statement: err is the statement's own error, which wins over
-// a rebuild error.
-func (h *gatedHandler) done(c *wire.Conn, err error, rollback bool) error {
-	if lerr := h.gate.leave(c, err != nil || rollback, false); err == nil {
+// an index fix error.
+func (h *gatedHandler) done(c *wire.Conn, err error, query string) error {
+	if lerr := h.gate.leave(c, err != nil || needsFix(query), false); err == nil {
 		err = lerr
 	}
 	return err
 }
 
-// isRollback reports whether query is a ROLLBACK statement.
-func isRollback(query string) bool {
-	q := strings.TrimSpace(query)
-	return len(q) >= 8 && strings.EqualFold(q[:8], "ROLLBACK")
+// needsFix reports whether query is a ROLLBACK, which may leave broken
+// indexes behind, or a CREATE or ALTER, which may add indexes.
+func needsFix(query string) bool {
+	q := skipComments(query)
+	for _, kw := range []string{"ROLLBACK", "CREATE", "ALTER"} {
+		if len(q) >= len(kw) && strings.EqualFold(q[:len(kw)], kw) {
+			return true
+		}
+	}
+	return false
+}
+
+// skipComments drops leading white space and SQL comments from q.
+func skipComments(q string) string {
+	for {
+		q = strings.TrimSpace(q)
+		switch {
+		case strings.HasPrefix(q, "--"), strings.HasPrefix(q, "#"):
+			i := strings.IndexByte(q, '\n')
+			if i < 0 {
+				return ""
+			}
+			q = q[i+1:]
+		case strings.HasPrefix(q, "/*"):
+			i := strings.Index(q, "*/")
+			if i < 0 {
+				return ""
+			}
+			q = q[i+2:]
+		default:
+			return q
+		}
+	}
 }
 
 func (h *gatedHandler) ComQuery(ctx context.Context, c *wire.Conn, query string, cb wire.ResultSpoolFn) error {
@@ -212,7 +246,7 @@ func (h *gatedHandler) ComQuery(ctx context.Context, c *wire.Conn, query string,
 		return err
 	}
 	err := h.Handler.ComQuery(ctx, c, query, cb)
-	return h.done(c, err, isRollback(query))
+	return h.done(c, err, query)
 }
 
 func (h *gatedHandler) ComMultiQuery(ctx context.Context, c *wire.Conn, query string, cb wire.ResultSpoolFn) (string, error) {
@@ -220,7 +254,7 @@ func (h *gatedHandler) ComMultiQuery(ctx context.Context, c *wire.Conn, query st
 		return "", err
 	}
 	rest, err := h.Handler.ComMultiQuery(ctx, c, query, cb)
-	return rest, h.done(c, err, isRollback(query))
+	return rest, h.done(c, err, query)
 }
 
 func (h *gatedHandler) ComPrepare(ctx context.Context, c *wire.Conn, query string, p *wire.PrepareData) ([]*querypb.Field, error) {
@@ -228,7 +262,7 @@ func (h *gatedHandler) ComPrepare(ctx context.Context, c *wire.Conn, query strin
 		return nil, err
 	}
 	f, err := h.Handler.ComPrepare(ctx, c, query, p)
-	return f, h.done(c, err, false)
+	return f, h.done(c, err, "")
 }
 
 func (h *gatedHandler) ComStmtExecute(ctx context.Context, c *wire.Conn, p *wire.PrepareData, cb func(*sqltypes.Result) error) error {
@@ -236,7 +270,7 @@ func (h *gatedHandler) ComStmtExecute(ctx context.Context, c *wire.Conn, p *wire
 		return err
 	}
 	err := h.Handler.ComStmtExecute(ctx, c, p, cb)
-	return h.done(c, err, false)
+	return h.done(c, err, p.PrepareStmt)
 }
 
 func (h *gatedHandler) ComResetConnection(c *wire.Conn) error {
@@ -254,11 +288,11 @@ func (h *gatedHandler) ConnectionClosed(c *wire.Conn) {
 	h.gate.leave(c, true, true)
 }
 
-// rebuildIndexes drops and re-creates every secondary index of database db
-// from the committed rows. The memory engine's table copies share index
-// entries with the committed table, and a rolled-back write may have moved
-// them; a rebuilt index owns fresh entries.
-func rebuildIndexes(e *sqle.Engine, pro *memory.DbProvider, db string) error {
+// fixIndexes drops every non-unique secondary index of database db and
+// rebuilds every unique one from the committed rows. The memory engine's
+// table copies share index entries with the committed table, and a
+// rolled-back write may have moved them; a rebuilt index owns fresh entries.
+func fixIndexes(e *sqle.Engine, pro *memory.DbProvider, db string) error {
 	ctx := sql.NewContext(context.Background(), sql.WithSession(memory.NewSession(sql.NewBaseSession(), pro)))
 	ctx.SetCurrentDatabase(db)
 	rows, err := query(ctx, e, `SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART
@@ -293,14 +327,13 @@ func rebuildIndexes(e *sqle.Engine, pro *memory.DbProvider, db string) error {
 	for _, table := range tables {
 		var specs []string
 		for _, ix := range byTable[table] {
-			add := "ADD INDEX "
+			specs = append(specs, "DROP INDEX "+quote(ix.name))
 			if ix.unique {
-				add = "ADD UNIQUE INDEX "
+				specs = append(specs, "ADD UNIQUE INDEX "+quote(ix.name)+" ("+strings.Join(ix.cols, ", ")+")")
 			}
-			specs = append(specs, "DROP INDEX "+quote(ix.name), add+quote(ix.name)+" ("+strings.Join(ix.cols, ", ")+")")
 		}
 		if _, err := query(ctx, e, "ALTER TABLE "+quote(table)+" "+strings.Join(specs, ", ")); err != nil {
-			return fmt.Errorf("rebuild indexes of %s: %w", table, err)
+			return fmt.Errorf("fix indexes of %s: %w", table, err)
 		}
 	}
 	return nil
