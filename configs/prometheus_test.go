@@ -77,7 +77,7 @@ func TestPrometheusDashboardQueries(t *testing.T) {
 		"SECKILL_KAFKA_BROKERS":  app.Embedded,
 		"SECKILL_ADMIN_TOKEN":    adminToken,
 		"SECKILL_JWT_SECRET":     jwtSecret,
-		"SECKILL_ORDER_TTL":      "2s",
+		"SECKILL_ORDER_TTL":      "1m", // no expiry during the sale: exactly stock units sell
 		"SECKILL_SWEEP_INTERVAL": "200ms",
 		// Global admission stays wide open; the per-user bucket keeps its
 		// default so one greedy user below is rate limited.
