@@ -476,6 +476,21 @@ func TestKafkaDownPurchasesStillLand(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("orders %d before Kafka is up, want 0", n)
 	}
+	// Accepted but not in MySQL: readable from the outbox, not payable yet.
+	for u, id := range accepted {
+		var o struct {
+			Status   string `json:"status"`
+			InOutbox bool   `json:"in_outbox"`
+			Code     string `json:"code"`
+		}
+		if code, _ := a.call("GET", "/api/v1/orders/"+id, userToken(t, u), nil, nil, &o); code != 200 || o.Status != "pending" || !o.InOutbox {
+			t.Errorf("order in the outbox: %d %+v, want 200 pending in_outbox", code, o)
+		}
+		if code, h := a.call("POST", "/api/v1/orders/"+id+"/pay", userToken(t, u), nil, nil, &o); code != 409 || o.Code != handler.CodeOrderPending || h.Get("Retry-After") == "" {
+			t.Errorf("pay before the order landed: %d %+v, want 409 order_pending with Retry-After", code, o)
+		}
+		break
+	}
 	// Kafka comes up on the address the app keeps trying.
 	testenv.Kafka(t, kfake.Ports(port))
 	a.checkOrders(it.ID, accepted, stock)
