@@ -10,7 +10,7 @@
 import exec from 'k6/execution';
 import { check } from 'k6';
 import {
-  env, metrics, arrivalScenario, summaryTrendStats, setupRun, signJWT, issueToken, purchase, countOutcome, summary,
+  env, arrivalScenario, summaryTrendStats, setupRun, signJWT, issueToken, purchase, countOutcome, summary,
 } from './lib.js';
 
 function seconds(d) {

@@ -1,13 +1,17 @@
 // soldout.js: the crowd that keeps clicking after the sale sold out. The
-// item has no stock (or ITEM_ID names one already sold out); setup() makes
-// one real purchase so the instance learns it is sold out, after which every
-// purchase must be a fast 409 sold_out that does not touch Redis.
+// item has no stock (or ITEM_ID names one already sold out). The crowd holds
+// purchase tokens it got before the sell-out: setup() issues POOL of them
+// (default 500) and every iteration clicks with one. The first click that
+// walks every shard sets the instance's sold-out flag; after that every
+// purchase must be a fast 409 sold_out that does not touch Redis. (A fresh
+// token is what re-teaches the flag after the instance forgets it, as it
+// does every 30s: a made-up key would be a 403 from Redis instead.)
 //
 //   k6 run -e BASE_URL=... -e RATE=3000 -e DURATION=15s bench/k6/soldout.js
 import exec from 'k6/execution';
 import { check } from 'k6';
 import {
-  env, metrics, arrivalScenario, summaryTrendStats, setupRun, signJWT, issueToken, purchase, countOutcome, summary,
+  env, arrivalScenario, summaryTrendStats, setupRun, signJWT, issueToken, purchase, countOutcome, summary,
 } from './lib.js';
 
 export const options = {
@@ -22,25 +26,36 @@ export const options = {
   setupTimeout: '30s',
 };
 
+const poolSize = parseInt(__ENV.POOL || '500', 10);
+
 export function setup() {
   const data = setupRun('k6 sold out', { stock: 0, shards: 8, per_user_limit: 1 });
+  data.pool = [];
+  for (let i = 1; i <= poolSize; i++) {
+    const user = data.idBase + i;
+    const token = issueToken(data.itemID, signJWT(user));
+    if (!token) {
+      throw new Error(`setup: no purchase token for user ${user}`);
+    }
+    data.pool.push({ user: user, token: token });
+  }
   // One real attempt walks every shard, finds them empty and sets the
   // instance's sold-out flag (behind a load balancer, each instance learns
   // it from its own first attempt).
-  const jwt = signJWT(data.idBase);
-  const token = issueToken(data.itemID, jwt);
-  const r = purchase(data.itemID, jwt, token || 'none', { phase: 'setup' });
+  const first = data.pool[0];
+  const r = purchase(data.itemID, signJWT(first.user), first.token, { phase: 'setup' });
   if (r.code !== 'sold_out') {
     throw new Error(`priming purchase: got status ${r.status} code ${r.code}, want 409 sold_out`);
   }
   return data;
 }
 
+const jwts = {}; // per VU: user -> signed JWT
+
 export default function (data) {
-  // A fresh user with a key of their own; the key is not checked once the
-  // item is known sold out, so no token round trip is needed.
-  const user = data.idBase + exec.scenario.iterationInTest + 1;
-  const r = purchase(data.itemID, signJWT(user), `k6-${user}`);
+  const p = data.pool[exec.scenario.iterationInTest % data.pool.length];
+  jwts[p.user] = jwts[p.user] || signJWT(p.user);
+  const r = purchase(data.itemID, jwts[p.user], p.token);
   countOutcome(r);
   check(r, { 'sold out answered 409 sold_out': (x) => x.code === 'sold_out' });
 }

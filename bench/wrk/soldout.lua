@@ -1,7 +1,10 @@
 -- soldout.lua: the sold-out path under wrk, as fast as the connections go.
--- Requests cycle over a pool of users (JWTs from bench/cmd/prep's file)
--- with keys of their own; the item must be sold out already, so every
--- answer should be 409 sold_out without a Redis call.
+-- Requests cycle over a pool of users holding purchase tokens for the
+-- sold-out item ("<jwt> <token>" lines from bench/cmd/prep, run before the
+-- item sold out or on an item with no stock). Every answer should be 409
+-- sold_out, from the instance's sold-out flag without a Redis call. Real
+-- tokens matter: the flag is re-learned (after the instance forgets it, as
+-- it does every 30s) only by a purchase with a valid unused token.
 --
 --   wrk -t2 -c64 -d10s -s bench/wrk/soldout.lua http://127.0.0.1:18080 -- users.txt ITEM THREADS
 --
@@ -16,13 +19,10 @@ function init(args)
   local path, item, nthreads = args[1], args[2], tonumber(args[3] or "1")
   local url = "/api/v1/items/" .. item .. "/purchase"
   for _, l in ipairs(common.lines(path, tid, nthreads)) do
-    local jwt = l:match("^(%S+)")
+    local jwt, tok = l:match("^(%S+) (%S+)$")
     if jwt then
       n = n + 1
-      reqs[n] = wrk.format("POST", url, {
-        ["Authorization"] = "Bearer " .. jwt,
-        ["Idempotency-Key"] = string.format("wrk-%d-%d", tid, n),
-      })
+      reqs[n] = wrk.format("POST", url, { ["Authorization"] = "Bearer " .. jwt, ["Idempotency-Key"] = tok })
       if n >= pool then
         break
       end
