@@ -31,8 +31,18 @@ func SignUserToken(secret []byte, userID int64, ttl time.Duration) (string, erro
 	}).SignedString(secret)
 }
 
-// parseUser verifies a user token and returns its user id.
+// verifiedUser is a user token that passed verification, until it expires.
+type verifiedUser struct {
+	id  int64
+	exp time.Time
+}
+
+// parseUser verifies a user token and returns its user id. A token already
+// verified is only checked for expiry: same bytes, same signature.
 func (h *Handler) parseUser(tok string) (int64, error) {
+	if v, ok := h.users.get(tok); ok && h.Now().Before(v.exp) {
+		return v.id, nil
+	}
 	var claims jwt.RegisteredClaims
 	_, err := h.parser.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return h.jwtSecret, nil })
 	if err != nil {
@@ -42,6 +52,7 @@ func (h *Handler) parseUser(tok string) (int64, error) {
 	if err != nil || id <= 0 {
 		return 0, errors.New("sub is not a positive user id")
 	}
+	h.users.add(tok, verifiedUser{id: id, exp: claims.ExpiresAt.Time})
 	return id, nil
 }
 

@@ -64,34 +64,34 @@ func (c *itemCache) put(it order.Item) {
 	c.mu.Unlock()
 }
 
-// acceptedKeys remembers purchase tokens this process accepted, so that a
-// replayed key still gets its 202 after the local sold-out flag stopped
-// sending purchases to Redis. Two generations bound its memory.
-type acceptedKeys struct {
-	mu        sync.Mutex
+// genCache is a bounded map: when the current generation is full it becomes
+// the previous one and the one before is dropped, so memory stays bounded
+// without tracking recency. Readers take a read lock only.
+type genCache[K comparable, V any] struct {
+	mu        sync.RWMutex
 	max       int
-	cur, prev map[string]int64
+	cur, prev map[K]V
 }
 
-func newAcceptedKeys(max int) *acceptedKeys {
-	return &acceptedKeys{max: max, cur: map[string]int64{}, prev: map[string]int64{}}
+func newGenCache[K comparable, V any](max int) *genCache[K, V] {
+	return &genCache[K, V]{max: max, cur: map[K]V{}, prev: map[K]V{}}
 }
 
-func (a *acceptedKeys) add(key string, orderID int64) {
-	a.mu.Lock()
-	if len(a.cur) >= a.max {
-		a.prev, a.cur = a.cur, make(map[string]int64, a.max)
+func (g *genCache[K, V]) add(k K, v V) {
+	g.mu.Lock()
+	if len(g.cur) >= g.max {
+		g.prev, g.cur = g.cur, make(map[K]V, g.max)
 	}
-	a.cur[key] = orderID
-	a.mu.Unlock()
+	g.cur[k] = v
+	g.mu.Unlock()
 }
 
-func (a *acceptedKeys) get(key string) (int64, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if id, ok := a.cur[key]; ok {
-		return id, true
+func (g *genCache[K, V]) get(k K) (V, bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if v, ok := g.cur[k]; ok {
+		return v, true
 	}
-	id, ok := a.prev[key]
-	return id, ok
+	v, ok := g.prev[k]
+	return v, ok
 }

@@ -52,7 +52,14 @@ type Handler struct {
 	parser     *jwt.Parser
 	jwtSecret  []byte
 	adminToken []byte
-	accepted   *acceptedKeys
+	// accepted remembers purchase keys this process accepted, so that a
+	// replayed key keeps its 202 after the local sold-out flag stopped
+	// sending purchases to Redis.
+	accepted *genCache[string, int64]
+	// users remembers verified user tokens: a flash sale sees the same
+	// token many times, and HMAC plus JSON decoding is most of the cost of
+	// a refused purchase.
+	users *genCache[string, verifiedUser]
 }
 
 // New builds the handler and registers its metrics.
@@ -74,10 +81,11 @@ func New(d Deps) (*Handler, error) {
 		Deps:       d,
 		items:      newItemCache(d.Orders, d.Now),
 		metrics:    m,
-		parser:     jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired()),
+		parser:     jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(d.Now)),
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
-		accepted:   newAcceptedKeys(1 << 16),
+		accepted:   newGenCache[string, int64](1 << 16),
+		users:      newGenCache[string, verifiedUser](1 << 16),
 	}, nil
 }
 

@@ -199,3 +199,28 @@ func BenchmarkPurchaseSoldOut(b *testing.B) {
 	b.SetParallelism(16)
 	runParallel(b, f, bs, http.StatusConflict)
 }
+
+func TestUserTokenCacheHonoursExpiry(t *testing.T) {
+	now := time.Now()
+	h, err := New(Deps{AdminToken: "a", JWTSecret: benchSecret, Registry: prometheus.NewRegistry(), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := SignUserToken([]byte(benchSecret), 7, time.Minute)
+	for i := 0; i < 2; i++ { // verified, then from the cache
+		if id, err := h.parseUser(tok); err != nil || id != 7 {
+			t.Fatalf("parse %d: got %d, %v; want 7, nil", i, id, err)
+		}
+	}
+	now = now.Add(2 * time.Minute)
+	if _, ok := h.users.get(tok); !ok {
+		t.Fatal("token not cached")
+	}
+	if id, err := h.parseUser(tok); err == nil {
+		t.Errorf("expired cached token: got user %d, want an error", id)
+	}
+	forged := tok[:len(tok)-2] + "xx"
+	if _, err := h.parseUser(forged); err == nil {
+		t.Error("forged signature accepted")
+	}
+}
