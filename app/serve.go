@@ -167,7 +167,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	s.onClose(func() { db.Close() })
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := errors.Join(reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))); err != nil {
+		return nil, err
+	}
 
 	node, err := leaseNode(ctx, rdb, cfg.Redis.Prefix, owner, 30*time.Second)
 	if err != nil {
@@ -175,11 +178,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	}
 	s.Stock = stock.NewStore(rdb, stock.Config{Prefix: cfg.Redis.Prefix, TokenTTL: cfg.Order.TokenTTL})
 	s.Orders = order.NewStore(db)
-	lim := limiter.New(limiter.Config{
+	lim, err := limiter.New(limiter.Config{
 		GlobalRate: cfg.Limiter.GlobalRate, GlobalBurst: cfg.Limiter.GlobalBurst,
 		UserRate: cfg.Limiter.UserRate, UserBurst: cfg.Limiter.UserBurst,
 		MaxInFlight: cfg.Limiter.MaxInFlight, AcquireWait: cfg.Limiter.AcquireWait,
 	}, reg)
+	if err != nil {
+		return nil, err
+	}
 	s.onClose(lim.Close)
 
 	shards := func(ctx context.Context, itemID int64) (int, error) {

@@ -62,7 +62,10 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 	orders := order.NewStore(db)
 	node, _ := snowflake.NewNode(1)
 	reg := prometheus.NewRegistry()
-	lim := limiter.New(limiter.Config{MaxInFlight: 4096, AcquireWait: 50 * time.Millisecond}, reg)
+	lim, err := limiter.New(limiter.Config{MaxInFlight: 4096, AcquireWait: 50 * time.Millisecond}, reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	tb.Cleanup(lim.Close)
 	h, err := New(Deps{Stock: st, Orders: orders, Limiter: lim, IDs: node, AdminToken: benchAdmin,
 		JWTSecret: benchSecret, Registry: reg})

@@ -130,25 +130,26 @@ type slot struct {
 }
 
 // New returns a Limiter for cfg and registers its metrics on reg (nil: not
-// registered). If reg already holds the same metrics, for example from a
-// second Limiter, those are shared. New panics if reg rejects the metrics for
-// any other reason (a conflicting metric of the same name), a programming
-// error that shows at start-up.
+// registered); it fails if reg already holds them.
 //
 // When per-user limiting is enabled New starts a janitor goroutine that
 // evicts idle buckets; Close stops it.
-func New(cfg Config, reg prometheus.Registerer) *Limiter {
+func New(cfg Config, reg prometheus.Registerer) (*Limiter, error) {
 	return newLimiter(cfg, reg, time.Now)
 }
 
 // newLimiter is New with an injectable clock, for tests.
-func newLimiter(cfg Config, reg prometheus.Registerer, now func() time.Time) *Limiter {
+func newLimiter(cfg Config, reg prometheus.Registerer, now func() time.Time) (*Limiter, error) {
 	if cfg.UserIdle <= 0 {
 		cfg.UserIdle = defaultUserIdle
 	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	l := &Limiter{
+		m:    m,
 		cfg:  cfg,
-		m:    newMetrics(reg),
 		now:  now,
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
@@ -170,7 +171,7 @@ func newLimiter(cfg Config, reg prometheus.Registerer, now func() time.Time) *Li
 	} else {
 		close(l.done)
 	}
-	return l
+	return l, nil
 }
 
 // Acquire admits one purchase by userID or says why not. On success the
@@ -301,43 +302,31 @@ type metrics struct {
 	limit    prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) metrics {
-	rejections := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+func newMetrics(reg prometheus.Registerer) (metrics, error) {
+	rejections := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "seckill_limiter_rejections_total",
 		Help: "Purchases rejected by admission control, by reason (global, user, inflight).",
-	}, []string{"reason"}))
-	inflight := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	}, []string{"reason"})
+	inflight := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "seckill_inflight_purchases",
 		Help: "Purchases admitted and not yet released.",
-	}))
-	limit := register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	})
+	limit := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "seckill_inflight_limit",
 		Help: "Maximum purchases in flight at once (0: unbounded).",
-	}))
+	})
+	if reg != nil {
+		for _, c := range []prometheus.Collector{rejections, inflight, limit} {
+			if err := reg.Register(c); err != nil {
+				return metrics{}, fmt.Errorf("limiter: register metrics: %w", err)
+			}
+		}
+	}
 	return metrics{
 		rejectGlobal:   rejections.WithLabelValues(ReasonGlobal),
 		rejectUser:     rejections.WithLabelValues(ReasonUser),
 		rejectInFlight: rejections.WithLabelValues(ReasonInFlight),
 		inflight:       inflight,
 		limit:          limit,
-	}
-}
-
-// register registers c on reg, or returns the collector already registered
-// under the same description.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	panic(fmt.Sprintf("limiter: register metrics: %v", err))
+	}, nil
 }

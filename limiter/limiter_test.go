@@ -40,7 +40,10 @@ func newTest(t *testing.T, cfg Config, now func() time.Time) (*Limiter, *prometh
 	if now == nil {
 		now = time.Now
 	}
-	l := newLimiter(cfg, reg, now)
+	l, err := newLimiter(cfg, reg, now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(l.Close)
 	return l, reg
 }
@@ -418,7 +421,7 @@ func TestEvictIdleShrinksMap(t *testing.T) {
 }
 
 func TestJanitorEvictsAndStops(t *testing.T) {
-	l := New(Config{UserRate: 1000, UserBurst: 1, UserIdle: 20 * time.Millisecond}, nil)
+	l, _ := New(Config{UserRate: 1000, UserBurst: 1, UserIdle: 20 * time.Millisecond}, nil)
 	for id := range int64(50) {
 		release, err := l.Acquire(t.Context(), id)
 		if err != nil {
@@ -504,19 +507,17 @@ seckill_limiter_rejections_total{reason="user"} 2
 	}
 }
 
-func TestNewSharesMetricsOnOneRegistry(t *testing.T) {
+func TestNewRefusesTakenMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	a := New(Config{UserRate: 0.001, UserBurst: 1}, reg)
-	defer a.Close()
-	b := New(Config{UserRate: 0.001, UserBurst: 1}, reg) // must not panic
-	defer b.Close()
-	for _, l := range []*Limiter{a, b} {
-		mustAcquire(t, l, 1)()
-		if _, err := l.Acquire(t.Context(), 1); !errors.Is(err, ErrLimited) {
-			t.Fatalf("Acquire: got error %v, want ErrLimited", err)
-		}
+	a, err := New(Config{UserRate: 1, UserBurst: 1}, reg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	assertMetric(t, reg, `seckill_limiter_rejections_total{reason="user"}`, 2)
+	defer a.Close()
+	if b, err := New(Config{UserRate: 1, UserBurst: 1}, reg); err == nil {
+		b.Close()
+		t.Error("second limiter on one registry: got nil error, want a registration error")
+	}
 }
 
 func TestUnlimited(t *testing.T) {
@@ -598,7 +599,7 @@ func assertMetric(t *testing.T, reg *prometheus.Registry, series string, want fl
 // BenchmarkAcquireRelease measures the hot path for existing users spread
 // over all shards, with limits high enough that nothing is rejected.
 func BenchmarkAcquireRelease(b *testing.B) {
-	l := New(Config{
+	l, _ := New(Config{
 		GlobalRate: 1e12, GlobalBurst: 1 << 30,
 		UserRate: 1e12, UserBurst: 1 << 30,
 		MaxInFlight: 4096, AcquireWait: time.Second,
@@ -632,7 +633,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 // BenchmarkAcquireReleaseNewUsers measures the cost when every request is a
 // user not seen before (bucket creation plus map growth).
 func BenchmarkAcquireReleaseNewUsers(b *testing.B) {
-	l := New(Config{
+	l, _ := New(Config{
 		GlobalRate: 1e12, GlobalBurst: 1 << 30,
 		UserRate: 1e12, UserBurst: 1 << 30,
 		MaxInFlight: 4096, AcquireWait: time.Second,
