@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"seckill/app"
+	"seckill/app/testenv"
+)
+
+const testSecret = "prep-test-secret-0123456789"
+
+func TestSignUser(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name    string
+		secret  string
+		ttl     time.Duration
+		wantErr bool
+	}{
+		{"valid", testSecret, time.Hour, false},
+		{"other secret", "another-secret-0123456789", time.Hour, true},
+		{"expired", testSecret, -time.Minute, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, err := SignUser([]byte(testSecret), 42, now, tt.ttl)
+			if err != nil {
+				t.Fatalf("SignUser: %v", err)
+			}
+			// The options the API's parser uses (handler.New).
+			p := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
+			var claims jwt.RegisteredClaims
+			_, err = p.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return []byte(tt.secret), nil })
+			if gotErr := err != nil; gotErr != tt.wantErr {
+				t.Fatalf("parse error: got %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && claims.Subject != "42" {
+				t.Errorf("sub: got %q, want %q", claims.Subject, "42")
+			}
+		})
+	}
+}
+
+// TestRunAgainstApp runs prep against the real app and buys with a line of
+// its output: the file is what wrk replays, so it must hold working users.
+func TestRunAgainstApp(t *testing.T) {
+	_, prefix := testenv.Redis(t)
+	dsn, _ := testenv.MySQL(t)
+	vars := map[string]string{
+		"SECKILL_HTTP_ADDR":     "127.0.0.1:0",
+		"SECKILL_REDIS_ADDR":    testenv.RedisAddr(),
+		"SECKILL_REDIS_PREFIX":  prefix,
+		"SECKILL_MYSQL_DSN":     dsn,
+		"SECKILL_KAFKA_BROKERS": strings.Join(testenv.Kafka(t), ","),
+		"SECKILL_ADMIN_TOKEN":   "prep-test-admin",
+		"SECKILL_JWT_SECRET":    testSecret,
+	}
+	cfg, err := app.LoadConfig(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := app.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		t.Fatalf("start app: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := srv.Wait(); err != nil {
+			t.Errorf("app stopped with: %v", err)
+		}
+	})
+	base := "http://" + srv.Addr
+
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/admin/items",
+		strings.NewReader(`{"name":"prep test","stock":10,"shards":4,"per_user_limit":1}`))
+	req.Header.Set("Authorization", "Bearer prep-test-admin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var item struct {
+		ID int64 `json:"id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&item)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create item: got status %d, want 201", resp.StatusCode)
+	}
+
+	out := filepath.Join(t.TempDir(), "users.txt")
+	args := []string{"-base", base, "-item", strconv.FormatInt(item.ID, 10), "-n", "25", "-workers", "4", "-out", out}
+	getenv := func(k string) string { return map[string]string{"SECKILL_JWT_SECRET": testSecret}[k] }
+	if err := run(context.Background(), args, getenv, io.Discard); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var lines [][]string
+	seen := map[string]bool{}
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		fields := strings.Fields(sc.Text())
+		if len(fields) != 2 {
+			t.Fatalf("line %q: got %d fields, want 2", sc.Text(), len(fields))
+		}
+		if seen[fields[1]] {
+			t.Errorf("token %s: got it twice, want unique tokens", fields[1])
+		}
+		seen[fields[1]] = true
+		lines = append(lines, fields)
+	}
+	if len(lines) != 25 {
+		t.Fatalf("lines: got %d, want 25", len(lines))
+	}
+
+	req, _ = http.NewRequest(http.MethodPost, base+"/api/v1/items/"+strconv.FormatInt(item.ID, 10)+"/purchase", nil)
+	req.Header.Set("Authorization", "Bearer "+lines[0][0])
+	req.Header.Set("Idempotency-Key", lines[0][1])
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Errorf("purchase with a prepared line: got status %d, want 202", resp.StatusCode)
+	}
+}
+
+func TestRunRejectsBadFlags(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		secret string
+	}{
+		{"no secret", []string{"-item", "1"}, ""},
+		{"short secret", []string{"-item", "1"}, "short"},
+		{"no item", []string{}, testSecret},
+		{"zero users", []string{"-item", "1", "-n", "0"}, testSecret},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "users.txt")
+			getenv := func(string) string { return tt.secret }
+			err := run(context.Background(), append(tt.args, "-out", out), getenv, io.Discard)
+			if err == nil {
+				t.Fatalf("run %v: got nil error, want one", tt.args)
+			}
+			if _, statErr := os.Stat(out); statErr == nil {
+				t.Errorf("run %v: got an output file, want none", tt.args)
+			}
+		})
+	}
+}
