@@ -14,6 +14,16 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	purchases *prometheus.CounterVec
+	// byOutcome holds the purchase counter of every known code, resolved
+	// once: the hot path does no label hashing. Read-only after start.
+	byOutcome map[string]prometheus.Counter
+}
+
+func (m *metrics) outcome(code string) prometheus.Counter {
+	if c, ok := m.byOutcome[code]; ok {
+		return c
+	}
+	return m.purchases.WithLabelValues(code)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,6 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		purchases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "seckill_purchases_total", Help: "Purchase attempts by outcome code.",
 		}, []string{"outcome"}),
+		byOutcome: map[string]prometheus.Counter{},
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.latency, m.purchases} {
 		if err := reg.Register(c); err != nil {
@@ -37,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, o := range []string{"ok", CodeSoldOut, CodePurchaseLimit, CodeTokenInvalid, CodeSaleNotStarted, CodeSaleEnded,
 		CodeRateLimited, CodeOverloaded, CodeUnavailable} {
-		m.purchases.WithLabelValues(o)
+		m.byOutcome[o] = m.purchases.WithLabelValues(o)
 	}
 	return m, nil
 }

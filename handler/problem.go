@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -23,6 +24,7 @@ type Problem struct {
 	Detail string `json:"detail,omitempty"`
 
 	retryAfter time.Duration
+	body       []byte // the JSON above, encoded once
 }
 
 func (p *Problem) Error() string { return p.Code + ": " + p.Detail }
@@ -49,7 +51,14 @@ const (
 )
 
 func newProblem(status int, code, detail string) *Problem {
-	return &Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Code: code, Detail: detail}
+	p := &Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Code: code, Detail: detail}
+	p.body, _ = json.Marshal(p) // plain strings and ints: cannot fail
+	return p
+}
+
+func retryable(p *Problem, after time.Duration) *Problem {
+	p.retryAfter = after
+	return p
 }
 
 func invalid(detail string) *Problem {
@@ -62,30 +71,30 @@ var (
 	errSaleEnded      = newProblem(http.StatusGone, CodeSaleEnded, "the sale has ended")
 	errUnauthorized   = newProblem(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid bearer token")
 	errNotFound       = newProblem(http.StatusNotFound, CodeNotFound, "no such resource")
-	errOrderPending   = &Problem{Type: "about:blank", Title: "Conflict", Status: http.StatusConflict, Code: CodeOrderPending,
-		Detail: "the order is accepted but not stored yet; retry shortly", retryAfter: time.Second}
+	errOrderPending   = retryable(newProblem(http.StatusConflict, CodeOrderPending,
+		"the order is accepted but not stored yet; retry shortly"), time.Second)
+	errInternal = retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
+		"a dependency is unavailable; retry shortly"), time.Second)
+	errCancelled = newProblem(499, CodeUnavailable, "request cancelled")
 )
 
 // statusTable maps expected outcomes of the packages to their problem: the
-// one place errors become HTTP statuses.
+// one place errors become HTTP statuses. Bodies are encoded once.
 var statusTable = []struct {
-	err        error
-	status     int
-	code       string
-	detail     string
-	retryAfter time.Duration
+	err error
+	p   *Problem
 }{
-	{stock.ErrSoldOut, http.StatusConflict, CodeSoldOut, "the item is sold out", 0},
-	{stock.ErrAlreadyPurchased, http.StatusConflict, CodePurchaseLimit, "you already bought your limit of this item", 0},
-	{stock.ErrTokenInvalid, http.StatusForbidden, CodeTokenInvalid, "the Idempotency-Key is not a valid purchase token of yours for this item", 0},
-	{stock.ErrPurchaseInProgress, http.StatusConflict, CodePurchaseInProgress, "this purchase is still being processed; retry shortly", time.Second},
-	{stock.ErrNotReady, http.StatusServiceUnavailable, CodeUnavailable, "stock is being rebuilt; retry shortly", time.Second},
-	{limiter.ErrLimited, http.StatusTooManyRequests, CodeRateLimited, "too many requests", time.Second},
-	{limiter.ErrOverloaded, http.StatusServiceUnavailable, CodeOverloaded, "the service is overloaded", time.Second},
-	{order.ErrNotFound, http.StatusNotFound, CodeNotFound, "no such resource", 0},
-	{order.ErrAlreadyPaid, http.StatusConflict, CodeAlreadyPaid, "the order is already paid", 0},
-	{order.ErrPaymentExpired, http.StatusConflict, CodePaymentExpired, "the payment window of the order has closed", 0},
-	{order.ErrCancelled, http.StatusConflict, CodeOrderCancelled, "the order was cancelled", 0},
+	{stock.ErrSoldOut, newProblem(http.StatusConflict, CodeSoldOut, "the item is sold out")},
+	{stock.ErrAlreadyPurchased, newProblem(http.StatusConflict, CodePurchaseLimit, "you already bought your limit of this item")},
+	{stock.ErrTokenInvalid, newProblem(http.StatusForbidden, CodeTokenInvalid, "the Idempotency-Key is not a valid purchase token of yours for this item")},
+	{stock.ErrPurchaseInProgress, retryable(newProblem(http.StatusConflict, CodePurchaseInProgress, "this purchase is still being processed; retry shortly"), time.Second)},
+	{stock.ErrNotReady, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable, "stock is being rebuilt; retry shortly"), time.Second)},
+	{limiter.ErrLimited, retryable(newProblem(http.StatusTooManyRequests, CodeRateLimited, "too many requests"), time.Second)},
+	{limiter.ErrOverloaded, retryable(newProblem(http.StatusServiceUnavailable, CodeOverloaded, "the service is overloaded"), time.Second)},
+	{order.ErrNotFound, newProblem(http.StatusNotFound, CodeNotFound, "no such resource")},
+	{order.ErrAlreadyPaid, newProblem(http.StatusConflict, CodeAlreadyPaid, "the order is already paid")},
+	{order.ErrPaymentExpired, newProblem(http.StatusConflict, CodePaymentExpired, "the payment window of the order has closed")},
+	{order.ErrCancelled, newProblem(http.StatusConflict, CodeOrderCancelled, "the order was cancelled")},
 }
 
 // toProblem turns any error into the problem the client sees. Errors that are
@@ -97,21 +106,19 @@ func toProblem(err error) (p *Problem, internal bool) {
 	}
 	for _, row := range statusTable {
 		if errors.Is(err, row.err) {
-			p := newProblem(row.status, row.code, row.detail)
-			p.retryAfter = row.retryAfter
 			var rej *limiter.Rejection
-			if errors.As(err, &rej) && rej.RetryAfter > 0 {
-				p.retryAfter = rej.RetryAfter
+			if errors.As(err, &rej) && rej.RetryAfter > 0 && rej.RetryAfter != row.p.retryAfter {
+				cp := *row.p // the shared row stays as it is
+				cp.retryAfter = rej.RetryAfter
+				return &cp, false
 			}
-			return p, false
+			return row.p, false
 		}
 	}
 	if errors.Is(err, context.Canceled) {
-		return newProblem(499, CodeUnavailable, "request cancelled"), false
+		return errCancelled, false
 	}
-	p = newProblem(http.StatusServiceUnavailable, CodeUnavailable, "a dependency is unavailable; retry shortly")
-	p.retryAfter = time.Second
-	return p, true
+	return errInternal, true
 }
 
 // writeProblem renders p; it sets Retry-After for 429 and 503.
@@ -120,7 +127,6 @@ func writeProblem(c *gin.Context, p *Problem) {
 		secs := int((p.retryAfter + time.Second - 1) / time.Second)
 		c.Header("Retry-After", strconv.Itoa(secs))
 	}
-	c.Header("Content-Type", "application/problem+json")
 	c.Header("Cache-Control", "no-store")
-	c.JSON(p.Status, p)
+	c.Data(p.Status, "application/problem+json", p.body)
 }

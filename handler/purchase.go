@@ -16,8 +16,8 @@ type purchaseView struct {
 	Status  string `json:"status"`
 }
 
-// purchase is the hot path: admission, sale window and sold-out flag in
-// process, then one Lua call on the buyer's home shard.
+// purchase is the hot path: sale window and sold-out flag in process, then
+// admission, then one Lua call on the buyer's home shard.
 func (h *Handler) purchase(c *gin.Context) error {
 	id, err := pathID(c)
 	if err != nil {
@@ -25,12 +25,6 @@ func (h *Handler) purchase(c *gin.Context) error {
 	}
 	user := userID(c)
 	ctx := c.Request.Context()
-	release, err := h.Limiter.Acquire(ctx, user)
-	if err != nil {
-		return h.outcome(err)
-	}
-	defer release()
-
 	it, err := h.items.get(ctx, id)
 	if err != nil {
 		return h.outcome(err)
@@ -45,12 +39,18 @@ func (h *Handler) purchase(c *gin.Context) error {
 	key := c.GetHeader("Idempotency-Key")
 	replay := strconv.FormatInt(id, 10) + "/" + strconv.FormatInt(user, 10) + "/" + key
 	if h.Stock.SoldOut(id) {
-		// No Redis call once sold out, except that a key this process
-		// accepted keeps its answer.
+		// No Redis call, and no admission slot, once sold out: except that
+		// a key this process accepted keeps its answer.
 		if orderID, ok := h.accepted.get(replay); ok {
 			return h.accept(c, orderID)
 		}
+		return h.outcome(stock.ErrSoldOut)
 	}
+	release, err := h.Limiter.Acquire(ctx, user)
+	if err != nil {
+		return h.outcome(err)
+	}
+	defer release()
 	orderID, err := h.Stock.Reserve(ctx, stock.Purchase{
 		ItemID: id, UserID: user, Shards: it.Shards, Limit: it.PerUserLimit,
 		Token: key, OrderID: h.IDs.Generate().Int64(),
@@ -63,7 +63,7 @@ func (h *Handler) purchase(c *gin.Context) error {
 }
 
 func (h *Handler) accept(c *gin.Context, orderID int64) error {
-	h.metrics.purchases.WithLabelValues("ok").Inc()
+	h.metrics.outcome("ok").Inc()
 	c.JSON(http.StatusAccepted, purchaseView{OrderID: strconv.FormatInt(orderID, 10), Status: "pending"})
 	return nil
 }
@@ -71,6 +71,6 @@ func (h *Handler) accept(c *gin.Context, orderID int64) error {
 // outcome counts a refused purchase by its code and passes the error on.
 func (h *Handler) outcome(err error) error {
 	p, _ := toProblem(err)
-	h.metrics.purchases.WithLabelValues(p.Code).Inc()
+	h.metrics.outcome(p.Code).Inc()
 	return err
 }

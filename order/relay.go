@@ -70,6 +70,7 @@ type Relay struct {
 	// failed; acking them again beats publishing them again.
 	unacked     map[stock.Outbox][]string
 	refreshedAt time.Time
+	claimedAt   time.Time
 	gauged      map[int64]bool
 }
 
@@ -138,7 +139,7 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 // Run relays until ctx is done, then returns nil. A failed pass is retried
 // after an exponential backoff; its entries stay in the outbox meanwhile.
 func (r *Relay) Run(ctx context.Context) error {
-	failures := 0
+	failures, idle := 0, 0
 	for {
 		n, err := r.DrainOnce(ctx)
 		if ctx.Err() != nil {
@@ -151,10 +152,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			wait = backoff(failures, 50*time.Millisecond, r.cfg.MaxBackoff)
 			r.log.Error("relay pass", "err", err, "retry_in", wait)
 		case n == 0:
+			// Idle: poll less and less often, up to 8 intervals, so a quiet
+			// instance does not keep Redis busy with empty reads.
 			failures = 0
-			wait = r.cfg.Interval
+			wait = r.cfg.Interval << min(idle, 3)
+			idle++
 		default:
-			failures = 0
+			failures, idle = 0, 0
 			continue // more may be waiting
 		}
 		t := time.NewTimer(wait)
@@ -184,6 +188,12 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			r.errors.Inc()
 		}
 	}()
+	// Entries of a crashed relay can only be claimed once idle for
+	// ClaimIdle, so looking for them a few times per ClaimIdle is enough.
+	claim := time.Since(r.claimedAt) >= r.cfg.ClaimIdle/4
+	if claim {
+		r.claimedAt = time.Now()
+	}
 	if time.Since(r.refreshedAt) >= time.Second {
 		// Before draining, so the gauge moves while Kafka is down too.
 		r.refreshedAt = time.Now()
@@ -195,7 +205,7 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			return total, err
 		}
 		for sh := range n {
-			k, err := r.drainShard(ctx, stock.Outbox{ItemID: id, Shard: sh})
+			k, err := r.drainShard(ctx, stock.Outbox{ItemID: id, Shard: sh}, claim)
 			total += k
 			if err != nil {
 				return total, err
@@ -254,7 +264,7 @@ func (r *Relay) refresh(ctx context.Context, items []int64) {
 }
 
 // drainShard relays one outbox; see DrainOnce.
-func (r *Relay) drainShard(ctx context.Context, o stock.Outbox) (int, error) {
+func (r *Relay) drainShard(ctx context.Context, o stock.Outbox, claimIdle bool) (int, error) {
 	if !r.groups[o] {
 		if err := r.st.EnsureGroup(ctx, o, r.cfg.Group); err != nil {
 			return 0, fmt.Errorf("relay: %w", err)
@@ -279,6 +289,9 @@ func (r *Relay) drainShard(ctx context.Context, o stock.Outbox) (int, error) {
 	// ones; each source until it returns a short batch, or for at most
 	// maxBatches batches so one busy shard does not hold up the others.
 	for _, claim := range []bool{true, false} {
+		if claim && !claimIdle {
+			continue
+		}
 		for range maxBatches {
 			var b []stock.Reservation
 			var err error
