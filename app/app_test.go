@@ -1,4 +1,4 @@
-package app
+package app_test
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os/exec"
@@ -19,20 +18,21 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"seckill/app"
+	"seckill/app/apptest"
 	"seckill/app/testenv"
 	"seckill/handler"
 )
 
 const (
-	testAdmin  = "test-admin-token"
-	testSecret = "test-jwt-secret-0123456789"
+	testAdmin  = apptest.AdminToken
+	testSecret = apptest.JWTSecret
 )
 
-// testApp is a running app on a free port, with its own Redis prefix and
-// MySQL database.
+// testApp is a running app with an HTTP client.
 type testApp struct {
+	*apptest.App
 	t      *testing.T
-	srv    *Server
 	base   string
 	db     *sqlx.DB
 	client *http.Client
@@ -42,44 +42,8 @@ type testApp struct {
 // in-process Kafka broker; env overrides the test defaults.
 func startApp(t *testing.T, env map[string]string) *testApp {
 	t.Helper()
-	_, prefix := testenv.Redis(t)
-	dsn, db := testenv.MySQL(t)
-	vars := map[string]string{
-		"SECKILL_HTTP_ADDR":           "127.0.0.1:0",
-		"SECKILL_REDIS_ADDR":          testenv.RedisAddr(),
-		"SECKILL_REDIS_PREFIX":        prefix,
-		"SECKILL_MYSQL_DSN":           dsn,
-		"SECKILL_ADMIN_TOKEN":         testAdmin,
-		"SECKILL_JWT_SECRET":          testSecret,
-		"SECKILL_KAFKA_PARTITIONS":    "4",
-		"SECKILL_LIMIT_USER_RATE":     "1000",
-		"SECKILL_LIMIT_GLOBAL_RATE":   "1000000",
-		"SECKILL_LIMIT_MAX_IN_FLIGHT": "100000",
-	}
-	if _, ok := env["SECKILL_KAFKA_BROKERS"]; !ok {
-		vars["SECKILL_KAFKA_BROKERS"] = strings.Join(testenv.Kafka(t), ",")
-	}
-	for k, v := range env {
-		vars[k] = v
-	}
-	cfg, err := LoadConfig(func(k string) string { return vars[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Kafka.SessionTimeout = 2 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatalf("start app: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := srv.Wait(); err != nil {
-			t.Errorf("app stopped with: %v", err)
-		}
-	})
-	return &testApp{t: t, srv: srv, base: "http://" + srv.Addr, db: db,
+	a := apptest.Start(t, env)
+	return &testApp{App: a, t: t, base: a.Base, db: a.DB,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}}
 }
 
@@ -296,7 +260,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	// creates in the background.
 	redisKeys := func() int {
 		n := 0
-		for _, k := range rdb.Keys(context.Background(), a.srv.cfg.Redis.Prefix+":*").Val() {
+		for _, k := range rdb.Keys(context.Background(), a.Prefix+":*").Val() {
 			if !strings.HasSuffix(k, ":outbox") {
 				n++
 			}
@@ -502,11 +466,11 @@ func TestDevMode(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl not installed")
 	}
-	var out syncBuffer
+	var out apptest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	env := map[string]string{"SECKILL_HTTP_ADDR": "127.0.0.1:0", "SECKILL_LOG_LEVEL": "error"}
-	go func() { done <- Run(ctx, []string{"dev"}, func(k string) string { return env[k] }, &out) }()
+	go func() { done <- app.Run(ctx, []string{"dev"}, func(k string) string { return env[k] }, &out) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -547,88 +511,5 @@ func TestDevMode(t *testing.T) {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("output lacks %s:\n%s", want, got)
 		}
-	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test together.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type ledger struct {
-	Remaining, Outbox, Pending, Paid, Cancelled, Returned, Active, Drift, Oversold int64
-}
-
-func (a *testApp) ledger(itemID int64) ledger {
-	a.t.Helper()
-	var s struct{ Ledger ledger }
-	if code, _ := a.call("GET", fmt.Sprintf("/api/v1/admin/items/%d/stats", itemID), testAdmin, nil, nil, &s); code != 200 {
-		a.t.Fatalf("stats: %d", code)
-	}
-	return s.Ledger
-}
-
-// TestLifecycleEndToEnd: unpaid orders expire through the running app's
-// sweeper, their units sell again, paid ones stay; the ledger balances.
-func TestLifecycleEndToEnd(t *testing.T) {
-	a := startApp(t, map[string]string{"SECKILL_ORDER_TTL": "2s", "SECKILL_SWEEP_INTERVAL": "200ms"})
-	it := a.createItem(map[string]any{"name": "ttl", "stock": 3, "shards": 2})
-	accepted := a.race(it.ID, 5, 700_000)
-	if len(accepted) != 3 {
-		t.Fatalf("accepted %d, want 3", len(accepted))
-	}
-	a.waitRows(it.ID, 3, 20*time.Second)
-	// One buyer pays in time.
-	var payer int64
-	for u, id := range accepted {
-		payer = u
-		var o answer
-		if code, _ := a.call("POST", "/api/v1/orders/"+id+"/pay", userToken(t, u), nil, nil, &o); code != 200 {
-			t.Fatalf("pay: %d %+v", code, o)
-		}
-		break
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	var l ledger
-	for time.Now().Before(deadline) {
-		if l = a.ledger(it.ID); l.Cancelled == 2 && l.Returned == 2 && l.Remaining == 2 {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if l.Cancelled != 2 || l.Returned != 2 || l.Remaining != 2 || l.Paid != 1 || l.Drift != 0 || l.Oversold != 0 {
-		t.Fatalf("after expiry: %+v, want 2 cancelled and returned, 2 remaining, 1 paid, drift 0, oversold 0", l)
-	}
-	// A late payment of a cancelled order is refused.
-	for u, id := range accepted {
-		if u == payer {
-			continue
-		}
-		var o answer
-		if code, _ := a.call("POST", "/api/v1/orders/"+id+"/pay", userToken(t, u), nil, nil, &o); code != 409 || o.Code != handler.CodeOrderCancelled {
-			t.Errorf("late pay: %d %+v, want 409 order_cancelled", code, o)
-		}
-	}
-	// The returned units sell again, and no more.
-	again := a.race(it.ID, 4, 800_000)
-	if len(again) != 2 {
-		t.Fatalf("accepted %d after the return, want 2", len(again))
-	}
-	a.waitRows(it.ID, 5, 20*time.Second)
-	if l := a.ledger(it.ID); l.Drift != 0 || l.Oversold != 0 || l.Active != 3 {
-		t.Errorf("final ledger %+v, want active 3, drift 0, oversold 0", l)
 	}
 }

@@ -4,12 +4,9 @@
 package configs_test
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -29,7 +26,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"seckill/app"
-	"seckill/app/testenv"
+	"seckill/app/apptest"
 	"seckill/handler"
 )
 
@@ -66,48 +63,16 @@ func TestPrometheusDashboardQueries(t *testing.T) {
 	alerts := loadAlertQueries(t)
 
 	// The app, on real Redis and MySQL and an in-process Kafka.
-	_, prefix := testenv.Redis(t)
-	dsn, _ := testenv.MySQL(t)
-	const adminToken, jwtSecret = "admin-token-prom-test", "jwt-secret-prom-test-0123456789"
-	env := map[string]string{
-		"SECKILL_HTTP_ADDR":      "127.0.0.1:0",
-		"SECKILL_REDIS_ADDR":     testenv.RedisAddr(),
-		"SECKILL_REDIS_PREFIX":   prefix,
-		"SECKILL_MYSQL_DSN":      dsn,
+	adminToken, jwtSecret := apptest.AdminToken, apptest.JWTSecret
+	a := apptest.Start(t, map[string]string{
 		"SECKILL_KAFKA_BROKERS":  app.Embedded,
-		"SECKILL_ADMIN_TOKEN":    adminToken,
-		"SECKILL_JWT_SECRET":     jwtSecret,
 		"SECKILL_ORDER_TTL":      "1m", // no expiry during the sale: exactly stock units sell
 		"SECKILL_SWEEP_INTERVAL": "200ms",
-		// Global admission stays wide open; the per-user bucket keeps its
-		// default so one greedy user below is rate limited.
-		"SECKILL_LIMIT_GLOBAL_RATE":   "1000000",
-		"SECKILL_LIMIT_MAX_IN_FLIGHT": "10000",
-	}
-	cfg, err := app.LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatalf("load config: %v", err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("validate config: %v", err)
-	}
-	var appLog lockedBuffer
-	logger := slog.New(slog.NewTextHandler(&appLog, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := app.Start(ctx, cfg, logger)
-	if err != nil {
-		cancel()
-		t.Fatalf("start app: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := srv.Wait(); err != nil {
-			t.Errorf("app stop: got %v, want nil", err)
-		}
-		if t.Failed() && appLog.Len() > 0 {
-			t.Logf("app log (warn and above):\n%s", appLog.String())
-		}
+		// Global admission stays wide open; the per-user bucket keeps the
+		// shipped default so one greedy user below is rate limited.
+		"SECKILL_LIMIT_USER_RATE": "5",
 	})
+	srv := a.Server
 
 	prom := startPrometheus(t, promBin, srv.Addr)
 	prom.waitUp(t, 15*time.Second)
@@ -285,12 +250,19 @@ func runSale(t *testing.T, base, adminToken string, secret []byte, stockUnits, b
 		}
 	}
 
-	// One greedy user fires more purchases than the per-user bucket holds:
-	// some must be rate limited (429), none may be a 5xx.
+	// One greedy user fires more purchases than the per-user bucket holds
+	// at an item still on sale (a sold-out item is refused before
+	// admission): some must be rate limited (429), none may be a 5xx.
+	var open struct {
+		ID int64 `json:"id"`
+	}
+	if code := c.do("POST", "/api/v1/admin/items", adminToken, "", `{"name":"still on sale","stock":100}`, &open); code != http.StatusCreated {
+		t.Fatalf("create second item: got status %d, want %d", code, http.StatusCreated)
+	}
 	greedy := userToken(int64(buyers + 2))
 	greedyCodes := map[int]int{}
 	for i := range 40 {
-		greedyCodes[c.do("POST", path+"/purchase", greedy, "greedy-"+strconv.Itoa(i), "", nil)]++
+		greedyCodes[c.do("POST", fmt.Sprintf("/api/v1/items/%d/purchase", open.ID), greedy, "greedy-"+strconv.Itoa(i), "", nil)]++
 	}
 	if greedyCodes[http.StatusTooManyRequests] == 0 {
 		t.Errorf("greedy user statuses: got %v, want some %d", greedyCodes, http.StatusTooManyRequests)
@@ -350,7 +322,7 @@ func (c *apiClient) do(method, path, bearer, idemKey, body string, out any) int 
 type prometheus struct {
 	base string
 	http *http.Client
-	log  *lockedBuffer
+	log  *apptest.Buffer
 }
 
 // startPrometheus runs prometheus with a generated config that scrapes the
@@ -380,7 +352,7 @@ scrape_configs:
 		t.Fatalf("write prometheus config: %v", err)
 	}
 	addr := freeAddr(t)
-	p := &prometheus{base: "http://" + addr, http: &http.Client{Timeout: 5 * time.Second}, log: &lockedBuffer{}}
+	p := &prometheus{base: "http://" + addr, http: &http.Client{Timeout: 5 * time.Second}, log: &apptest.Buffer{}}
 	cmd := exec.Command(bin,
 		"--config.file="+configPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -794,29 +766,4 @@ func TestPrometheusResolveVars(t *testing.T) {
 			t.Errorf("resolveVars(%q): got %q, %v, want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers (the app's
-// goroutines, Prometheus' output).
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *lockedBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
 }

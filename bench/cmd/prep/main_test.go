@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,11 +15,10 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"seckill/app"
-	"seckill/app/testenv"
+	"seckill/app/apptest"
 )
 
-const testSecret = "prep-test-secret-0123456789"
+const testSecret = apptest.JWTSecret
 
 func TestSignUser(t *testing.T) {
 	now := time.Now()
@@ -57,38 +55,12 @@ func TestSignUser(t *testing.T) {
 // TestRunAgainstApp runs prep against the real app and buys with a line of
 // its output: the file is what wrk replays, so it must hold working users.
 func TestRunAgainstApp(t *testing.T) {
-	_, prefix := testenv.Redis(t)
-	dsn, _ := testenv.MySQL(t)
-	vars := map[string]string{
-		"SECKILL_HTTP_ADDR":     "127.0.0.1:0",
-		"SECKILL_REDIS_ADDR":    testenv.RedisAddr(),
-		"SECKILL_REDIS_PREFIX":  prefix,
-		"SECKILL_MYSQL_DSN":     dsn,
-		"SECKILL_KAFKA_BROKERS": strings.Join(testenv.Kafka(t), ","),
-		"SECKILL_ADMIN_TOKEN":   "prep-test-admin",
-		"SECKILL_JWT_SECRET":    testSecret,
-	}
-	cfg, err := app.LoadConfig(func(k string) string { return vars[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := app.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatalf("start app: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := srv.Wait(); err != nil {
-			t.Errorf("app stopped with: %v", err)
-		}
-	})
-	base := "http://" + srv.Addr
+	a := apptest.Start(t, nil)
+	base := a.Base
 
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/admin/items",
 		strings.NewReader(`{"name":"prep test","stock":10,"shards":4,"per_user_limit":1}`))
-	req.Header.Set("Authorization", "Bearer prep-test-admin")
+	req.Header.Set("Authorization", "Bearer "+apptest.AdminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
