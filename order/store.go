@@ -546,39 +546,31 @@ func (s *Store) Counts(ctx context.Context, itemID int64) (Counts, error) {
 // item per stock shard, for rebuilding Redis stock. Shards without orders
 // are absent.
 func (s *Store) ActiveByShard(ctx context.Context, itemID int64) (map[int]int64, error) {
-	var rows []struct {
-		Shard int   `db:"shard"`
-		N     int64 `db:"n"`
-	}
-	err := s.db.SelectContext(ctx, &rows,
-		`SELECT shard, COUNT(*) AS n FROM orders
-		 WHERE item_id = ? AND status IN ('pending', 'paid') GROUP BY shard`, itemID)
-	if err != nil {
-		return nil, fmt.Errorf("active orders of item %d by shard: %w", itemID, err)
-	}
-	out := make(map[int]int64, len(rows))
-	for _, r := range rows {
-		out[r.Shard] = r.N
-	}
-	return out, nil
+	return activeBy[int](ctx, s, itemID, "shard")
 }
 
 // ActiveByUser returns the number of active (pending + paid) orders of the
 // item per user, for rebuilding the per-user limits in Redis.
 func (s *Store) ActiveByUser(ctx context.Context, itemID int64) (map[int64]int64, error) {
+	return activeBy[int64](ctx, s, itemID, "user_id")
+}
+
+// activeBy counts the item's active orders grouped by column (a constant of
+// this file, never input).
+func activeBy[K int | int64](ctx context.Context, s *Store, itemID int64, column string) (map[K]int64, error) {
 	var rows []struct {
-		UserID int64 `db:"user_id"`
-		N      int64 `db:"n"`
+		K K     `db:"k"`
+		N int64 `db:"n"`
 	}
 	err := s.db.SelectContext(ctx, &rows,
-		`SELECT user_id, COUNT(*) AS n FROM orders
-		 WHERE item_id = ? AND status IN ('pending', 'paid') GROUP BY user_id`, itemID)
+		`SELECT `+column+` AS k, COUNT(*) AS n FROM orders
+		 WHERE item_id = ? AND status IN ('pending', 'paid') GROUP BY `+column, itemID)
 	if err != nil {
-		return nil, fmt.Errorf("active orders of item %d by user: %w", itemID, err)
+		return nil, fmt.Errorf("active orders of item %d by %s: %w", itemID, column, err)
 	}
-	out := make(map[int64]int64, len(rows))
+	out := make(map[K]int64, len(rows))
 	for _, r := range rows {
-		out[r.UserID] = r.N
+		out[r.K] = r.N
 	}
 	return out, nil
 }
