@@ -513,3 +513,24 @@ func TestDevMode(t *testing.T) {
 		}
 	}
 }
+
+// TestAcceptedOrdersSurviveRestart: purchases accepted by an instance that
+// stops before relaying anything (Kafka down) become orders once another
+// instance runs on the same Redis and MySQL.
+func TestAcceptedOrdersSurviveRestart(t *testing.T) {
+	first := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": "127.0.0.1:1"})
+	const stock = 20
+	it := first.createItem(map[string]any{"name": "restart", "stock": stock, "shards": 4})
+	accepted := first.race(it.ID, 30, 900_000)
+	if len(accepted) != stock {
+		t.Fatalf("accepted %d, want %d", len(accepted), stock)
+	}
+	first.Stop() // gone before any order reached Kafka
+	var n int
+	first.db.Get(&n, "SELECT COUNT(*) FROM orders")
+	if n != 0 {
+		t.Fatalf("orders %d before the restart, want 0", n)
+	}
+	second := startApp(t, map[string]string{"SECKILL_REDIS_PREFIX": first.Prefix, "SECKILL_MYSQL_DSN": first.DSN})
+	second.checkOrders(it.ID, accepted, stock)
+}

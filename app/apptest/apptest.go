@@ -34,14 +34,36 @@ type App struct {
 	Prefix string
 	// Log holds what the app logged at warn level and above.
 	Log *Buffer
+	// DSN is the app's MySQL database.
+	DSN string
+
+	stop func()
 }
+
+// Stop stops the app and waits until it has closed everything; Stop is
+// also called when the test ends.
+func (a *App) Stop() { a.stop() }
 
 // Start boots the app; env overrides the test defaults. It is stopped when
 // the test ends, and its log is printed if the test failed.
 func Start(t testing.TB, env map[string]string) *App {
 	t.Helper()
-	_, prefix := testenv.Redis(t)
-	dsn, db := testenv.MySQL(t)
+	// A second app may share the first one's Redis prefix and database
+	// (a restart); otherwise it gets its own.
+	prefix, dsn := env["SECKILL_REDIS_PREFIX"], env["SECKILL_MYSQL_DSN"]
+	if prefix == "" {
+		_, prefix = testenv.Redis(t)
+	}
+	var db *sqlx.DB
+	if dsn == "" {
+		dsn, db = testenv.MySQL(t)
+	} else {
+		var err error
+		if db, err = sqlx.Open("mysql", dsn); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+	}
 	vars := map[string]string{
 		"SECKILL_HTTP_ADDR":           "127.0.0.1:0",
 		"SECKILL_REDIS_ADDR":          testenv.RedisAddr(),
@@ -72,16 +94,22 @@ func Start(t testing.TB, env map[string]string) *App {
 		cancel()
 		t.Fatalf("start app: %v", err)
 	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := srv.Wait(); err != nil {
+				t.Errorf("app stopped with: %v", err)
+			}
+		})
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := srv.Wait(); err != nil {
-			t.Errorf("app stopped with: %v", err)
-		}
+		stop()
 		if t.Failed() && logs.Len() > 0 {
 			t.Logf("app log (warn and above):\n%s", logs)
 		}
 	})
-	return &App{Server: srv, Base: "http://" + srv.Addr, DB: db, Prefix: prefix, Log: logs}
+	return &App{Server: srv, Base: "http://" + srv.Addr, DB: db, Prefix: vars["SECKILL_REDIS_PREFIX"], DSN: vars["SECKILL_MYSQL_DSN"], Log: logs, stop: stop}
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writers.
