@@ -11,10 +11,18 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-const userKey = "seckill.user"
+// header is the first value of a request header. The key must be in
+// canonical form: net/http stores incoming keys that way, so a plain map
+// lookup replaces Header.Get's canonicalisation on the hot path.
+func header(c *gin.Context, canonicalKey string) string {
+	if v := c.Request.Header[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
 
 func bearer(c *gin.Context) string {
-	h := c.GetHeader("Authorization")
+	h := header(c, "Authorization")
 	if len(h) > 7 && strings.EqualFold(h[:7], "Bearer ") {
 		return strings.TrimSpace(h[7:])
 	}
@@ -56,15 +64,17 @@ func (h *Handler) parseUser(tok string) (int64, error) {
 	return id, nil
 }
 
-// requireUser admits requests with a valid user token.
-func (h *Handler) requireUser(c *gin.Context) {
-	id, err := h.parseUser(bearer(c))
-	if err != nil {
-		writeProblem(c, errUnauthorized)
-		c.Abort()
-		return
+// asUser admits requests with a valid user token and hands the user id to
+// fn, which runs only then. The id is an argument rather than a c.Set
+// value: c.Set allocates the context's key map on every request.
+func (h *Handler) asUser(fn func(c *gin.Context, user int64) error) func(*gin.Context) error {
+	return func(c *gin.Context) error {
+		id, err := h.parseUser(bearer(c))
+		if err != nil {
+			return errUnauthorized
+		}
+		return fn(c, id)
 	}
-	c.Set(userKey, id)
 }
 
 // requireAdmin admits requests bearing the admin token. The comparison takes
@@ -76,5 +86,3 @@ func (h *Handler) requireAdmin(c *gin.Context) {
 		return
 	}
 }
-
-func userID(c *gin.Context) int64 { return c.GetInt64(userKey) }

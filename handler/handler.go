@@ -55,7 +55,7 @@ type Handler struct {
 	// accepted remembers purchase keys this process accepted, so that a
 	// replayed key keeps its 202 after the local sold-out flag stopped
 	// sending purchases to Redis.
-	accepted *genCache[string, int64]
+	accepted *genCache[acceptedKey, int64]
 	// users remembers verified user tokens: a flash sale sees the same
 	// token many times, and HMAC plus JSON decoding is most of the cost of
 	// a refused purchase.
@@ -84,7 +84,7 @@ func New(d Deps) (*Handler, error) {
 		parser:     jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(d.Now)),
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
-		accepted:   newGenCache[string, int64](1 << 16),
+		accepted:   newGenCache[acceptedKey, int64](1 << 16),
 		users:      newGenCache[string, verifiedUser](1 << 16),
 	}, nil
 }

@@ -159,7 +159,7 @@ func (h *Handler) getItem(c *gin.Context) error {
 	return nil
 }
 
-func (h *Handler) issueToken(c *gin.Context) error {
+func (h *Handler) issueToken(c *gin.Context, user int64) error {
 	id, err := pathID(c)
 	if err != nil {
 		return err
@@ -171,7 +171,7 @@ func (h *Handler) issueToken(c *gin.Context) error {
 	if it.EndsAt != nil && !h.Now().Before(*it.EndsAt) {
 		return errSaleEnded
 	}
-	tok, exp, err := h.Stock.IssueToken(c.Request.Context(), id, userID(c), it.Shards)
+	tok, exp, err := h.Stock.IssueToken(c.Request.Context(), id, user, it.Shards)
 	if err != nil {
 		return err
 	}

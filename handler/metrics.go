@@ -2,6 +2,7 @@ package handler
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -17,6 +18,23 @@ type metrics struct {
 	// byOutcome holds the purchase counter of every known code, resolved
 	// once: the hot path does no label hashing. Read-only after start.
 	byOutcome map[string]prometheus.Counter
+	// series caches the request counter and latency observer of each
+	// route, method and status seen, so a request costs one lock-free
+	// lookup instead of two label hashes. It holds no more entries than the
+	// two vectors hold series.
+	series sync.Map // seriesKey -> *routeSeries
+}
+
+// seriesKey names the series of one request.
+type seriesKey struct {
+	route, method string
+	status        int
+}
+
+// routeSeries are the resolved series of one seriesKey.
+type routeSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 func (m *metrics) outcome(code string) prometheus.Counter {
@@ -58,9 +76,27 @@ func (m *metrics) observe(c *gin.Context) {
 	start := time.Now()
 	c.Next()
 	route := c.FullPath()
+	method := c.Request.Method
 	if route == "" {
-		route = "unmatched"
+		// Any path and any method string can miss the routes: one series
+		// for them all keeps the label set bounded.
+		route, method = "unmatched", "any"
 	}
-	m.requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
-	m.latency.WithLabelValues(route, c.Request.Method).Observe(time.Since(start).Seconds())
+	rs := m.seriesOf(seriesKey{route: route, method: method, status: c.Writer.Status()})
+	rs.requests.Inc()
+	rs.latency.Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) seriesOf(k seriesKey) *routeSeries {
+	if rs, ok := m.series.Load(k); ok {
+		return rs.(*routeSeries)
+	}
+	rs := &routeSeries{
+		requests: m.requests.WithLabelValues(k.route, k.method, strconv.Itoa(k.status)),
+		latency:  m.latency.WithLabelValues(k.route, k.method),
+	}
+	// Two requests may resolve the same key at once: both got the same
+	// series from the vectors, so either entry is right.
+	m.series.Store(k, rs)
+	return rs
 }

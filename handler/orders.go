@@ -58,13 +58,12 @@ func (h *Handler) findPending(ctx context.Context, orderID, user int64) (orderVi
 	return orderView{}, false, nil
 }
 
-func (h *Handler) getOrder(c *gin.Context) error {
+func (h *Handler) getOrder(c *gin.Context, user int64) error {
 	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request.Context()
-	user := userID(c)
 	o, err := h.Orders.Order(ctx, id)
 	switch {
 	case err == nil && o.UserID == user:
@@ -86,13 +85,12 @@ func (h *Handler) getOrder(c *gin.Context) error {
 	return nil
 }
 
-func (h *Handler) pay(c *gin.Context) error {
+func (h *Handler) pay(c *gin.Context, user int64) error {
 	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request.Context()
-	user := userID(c)
 	o, err := h.Orders.Pay(ctx, id, user, h.Now())
 	if errors.Is(err, order.ErrNotFound) {
 		// Accepted but not in MySQL yet: retryable, not a failure.

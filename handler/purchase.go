@@ -16,14 +16,21 @@ type purchaseView struct {
 	Status  string `json:"status"`
 }
 
+// acceptedKey names an accepted purchase: the same key from the same user
+// for the same item is a replay. A struct, not a joined string: the sold-out
+// path looks it up on every request and should not allocate for it.
+type acceptedKey struct {
+	item, user int64
+	key        string
+}
+
 // purchase is the hot path: sale window and sold-out flag in process, then
 // admission, then one Lua call on the buyer's home shard.
-func (h *Handler) purchase(c *gin.Context) error {
+func (h *Handler) purchase(c *gin.Context, user int64) error {
 	id, err := pathID(c)
 	if err != nil {
 		return h.outcome(err)
 	}
-	user := userID(c)
 	ctx := c.Request.Context()
 	it, err := h.items.get(ctx, id)
 	if err != nil {
@@ -36,8 +43,8 @@ func (h *Handler) purchase(c *gin.Context) error {
 	if it.EndsAt != nil && !now.Before(*it.EndsAt) {
 		return h.outcome(errSaleEnded)
 	}
-	key := c.GetHeader("Idempotency-Key")
-	replay := strconv.FormatInt(id, 10) + "/" + strconv.FormatInt(user, 10) + "/" + key
+	key := header(c, "Idempotency-Key")
+	replay := acceptedKey{item: id, user: user, key: key}
 	if h.Stock.SoldOut(id) {
 		// No Redis call, and no admission slot, once sold out: except that
 		// a key this process accepted keeps its answer.

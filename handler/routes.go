@@ -21,11 +21,11 @@ func (h *Handler) Routes() *gin.Engine {
 	v1 := r.Group("/api/v1")
 	v1.GET("/items/:id", h.handle(h.getItem))
 
-	user := v1.Group("", h.requireUser)
-	user.POST("/items/:id/tokens", h.handle(h.issueToken))
-	user.POST("/items/:id/purchase", h.handle(h.purchase))
-	user.GET("/orders/:id", h.handle(h.getOrder))
-	user.POST("/orders/:id/pay", h.handle(h.pay))
+	// User routes: asUser answers 401 before the handler reads anything.
+	v1.POST("/items/:id/tokens", h.handle(h.asUser(h.issueToken)))
+	v1.POST("/items/:id/purchase", h.handle(h.asUser(h.purchase)))
+	v1.GET("/orders/:id", h.handle(h.asUser(h.getOrder)))
+	v1.POST("/orders/:id/pay", h.handle(h.asUser(h.pay)))
 
 	admin := v1.Group("/admin", h.requireAdmin)
 	admin.POST("/items", h.handle(h.createItem))
