@@ -107,6 +107,7 @@ func TestRequestMetrics(t *testing.T) {
 	}
 	do("GET", "/healthz", 3)
 	do("GET", "/nope", 2)
+	do("BREW", "/pot", 1) // any method string: still the one unmatched series
 	do("POST", "/api/v1/items/7/purchase", 4) // no token: 401
 	do("POST", "/api/v1/items/8/purchase", 1)
 
@@ -121,7 +122,7 @@ func TestRequestMetrics(t *testing.T) {
 	}
 	tests := []struct{ series, want string }{
 		{`seckill_http_requests_total{method="GET",route="/healthz",status="200"}`, "3"},
-		{`seckill_http_requests_total{method="GET",route="unmatched",status="404"}`, "2"},
+		{`seckill_http_requests_total{method="any",route="unmatched",status="404"}`, "3"},
 		{`seckill_http_requests_total{method="POST",route="/api/v1/items/:id/purchase",status="401"}`, "5"},
 		{`seckill_http_request_duration_seconds_count{method="GET",route="/healthz"}`, "3"},
 		{`seckill_http_request_duration_seconds_count{method="POST",route="/api/v1/items/:id/purchase"}`, "5"},
