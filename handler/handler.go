@@ -84,7 +84,7 @@ func New(d Deps) (*Handler, error) {
 		parser:     jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(d.Now)),
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
-		accepted:   newGenCache[acceptedKey, int64](1 << 16),
+		accepted:   newGenCache[acceptedKey, int64](1 << 18),
 		users:      newGenCache[string, verifiedUser](1 << 16),
 	}, nil
 }
