@@ -3,11 +3,12 @@
 #
 # It builds bin/seckill and runs it against this machine's Redis and MariaDB
 # (a key prefix and a database of its own, removed at the end) with the
-# embedded Kafka broker, then:
+# embedded Kafka broker (kfake) in a process of its own (bench/cmd/kafka),
+# then:
 #   1. k6 purchase spike, mixed clients and sold-out flood (bench/k6),
-#   2. wrk on the purchase flow (users pre-made by bench/cmd/prep), on the
-#      sold-out path, and on a bare Gin hello (bench/ceiling) with the same
-#      wrk settings,
+#   2. wrk on the purchase flow (users pre-made by bench/cmd/prep), then on
+#      the sold-out path and a bare Gin hello (bench/ceiling) with the same
+#      wrk settings, alternating in short rounds (median ratio reported),
 #   3. waits for every accepted order to reach MySQL and checks the promises
 #      there (no oversell, no user twice, items.sold == rows),
 # and prints one results table. Knobs are the env variables below.
@@ -35,6 +36,7 @@ SERVER_GOMAXPROCS=${SERVER_GOMAXPROCS:-2}      # seckill and the ceiling server
 LOADGEN_GOMAXPROCS=${LOADGEN_GOMAXPROCS:-2}    # k6 and prep
 PORT=${BENCH_PORT:-18080}
 CEILING_PORT=${BENCH_CEILING_PORT:-18081}
+KAFKA_PORT=${BENCH_KAFKA_PORT:-18092}
 REDIS_HOST=${BENCH_REDIS_HOST:-127.0.0.1}
 REDIS_PORT=${BENCH_REDIS_PORT:-6379}
 MYSQL_HOST=${BENCH_MYSQL_HOST:-127.0.0.1}
@@ -47,6 +49,7 @@ ADMIN_TOKEN=bench-admin-$RANDOM$RANDOM$RANDOM
 JWT_SECRET=bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 WORK=$(mktemp -d "/tmp/$RUN_ID.XXXX")
 SERVER_PID=""
+KAFKA_PID=""
 CEILING_PID=""
 STARTED=$(date +%s)
 
@@ -74,6 +77,7 @@ cleanup() {
   trap - EXIT INT TERM
   stop_pid "$CEILING_PID" ceiling
   stop_pid "$SERVER_PID" seckill
+  stop_pid "$KAFKA_PID" kafka
   sql -e "DROP DATABASE IF EXISTS \`$RUN_ID\`" 2>/dev/null || log "could not drop database $RUN_ID"
   # Keys are deleted in batches; SCAN never blocks Redis for long.
   rcli --scan --pattern "$RUN_ID:*" 2>/dev/null | xargs -r -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" unlink >/dev/null 2>&1 || true
@@ -111,6 +115,7 @@ log "building bin/seckill, bin/bench-prep, bin/bench-ceiling"
 go build -o "$BIN/seckill" .
 go build -o "$BIN/bench-prep" ./bench/cmd/prep
 go build -o "$BIN/bench-ceiling" ./bench/ceiling
+go build -o "$BIN/bench-kafka" ./bench/cmd/kafka
 
 rcli ping >/dev/null || die "Redis $REDIS_HOST:$REDIS_PORT is not reachable"
 sql -e 'SELECT 1' >/dev/null || die "MariaDB $MYSQL_HOST:$MYSQL_PORT is not reachable as $MYSQL_USER"
@@ -120,7 +125,12 @@ if awk -v l="$LOAD_BEFORE" 'BEGIN { exit !(l > 1.0) }'; then
 fi
 
 # ---------------------------------------------------------------- server
-log "starting seckill on $BASE (Redis prefix and database $RUN_ID, embedded Kafka, GOMAXPROCS=$SERVER_GOMAXPROCS)"
+# Kafka (kfake, the real wire protocol) runs as a process of its own, as a
+# broker does in production: the seckill process carries no broker.
+KAFKA_ADDR="127.0.0.1:$KAFKA_PORT"
+"$BIN/bench-kafka" -addr "$KAFKA_ADDR" >"$WORK/kafka.log" 2>&1 &
+KAFKA_PID=$!
+log "starting seckill on $BASE (Redis prefix and database $RUN_ID, Kafka at $KAFKA_ADDR, GOMAXPROCS=$SERVER_GOMAXPROCS)"
 # The limiter gets rates far above any load this machine can make: it is
 # admission control, not what this bench measures.
 env GOMAXPROCS="$SERVER_GOMAXPROCS" \
@@ -128,7 +138,7 @@ env GOMAXPROCS="$SERVER_GOMAXPROCS" \
   SECKILL_REDIS_ADDR="$REDIS_HOST:$REDIS_PORT" \
   SECKILL_REDIS_PREFIX="$RUN_ID" \
   SECKILL_MYSQL_DSN="$MYSQL_USER@tcp($MYSQL_HOST:$MYSQL_PORT)/$RUN_ID?parseTime=true" \
-  SECKILL_KAFKA_BROKERS=embedded \
+  SECKILL_KAFKA_BROKERS="$KAFKA_ADDR" \
   SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
   SECKILL_JWT_SECRET="$JWT_SECRET" \
   SECKILL_LIMIT_GLOBAL_RATE=10000000 \
@@ -206,6 +216,8 @@ run_wrk() {
   grep '^WRK ' "$WORK/wrk-$name.txt" >&2
 }
 wrkv() { grep '^WRK ' "$WORK/wrk-$1.txt" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+# soldout_sum KEY: KEY summed over every sold-out round.
+soldout_sum() { local t=0 r; for r in $(seq 1 "$ROUNDS"); do t=$((t + $(wrkv "soldout-$r" "$1"))); done; echo "$t"; }
 
 # ---------------------------------------------------------------- k6
 ITEM_K6=$(create_item "k6 purchase spike" $((K6_PURCHASE_RATE * K6_DURATION)))
@@ -239,8 +251,6 @@ wait_drain WRK "$ITEM_WRK" "$T0" "$T1"
 # The sold-out crowd holds real purchase tokens (see bench/wrk/soldout.lua).
 GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_SOLDOUT" \
   -n $((WRK_THREADS * 1000)) -workers 64 -out "$WORK/soldout-users.txt" >&2
-run_wrk soldout "$BASE" soldout.lua "$WORK/soldout-users.txt" "$ITEM_SOLDOUT" "$WRK_THREADS"
-
 GOMAXPROCS=$SERVER_GOMAXPROCS "$BIN/bench-ceiling" -addr "127.0.0.1:$CEILING_PORT" >"$WORK/ceiling.log" 2>&1 &
 CEILING_PID=$!
 for i in $(seq 1 50); do
@@ -248,9 +258,27 @@ for i in $(seq 1 50); do
   [[ $i -lt 50 ]] || die "ceiling server did not start"
   sleep 0.1
 done
-run_wrk ceiling "http://127.0.0.1:$CEILING_PORT" hello.lua
+# Sold-out path and ceiling alternate in short rounds, so noise from other
+# work on the machine hits both alike; the ratio is the median of the
+# rounds' ratios, and the table rows show the median round.
+ROUNDS=${SOLDOUT_ROUNDS:-3}
+SAVED_DURATION=$WRK_DURATION
+WRK_DURATION=${SOLDOUT_ROUND_SECONDS:-6}
+for r in $(seq 1 "$ROUNDS"); do
+  run_wrk "soldout-$r" "$BASE" soldout.lua "$WORK/soldout-users.txt" "$ITEM_SOLDOUT" "$WRK_THREADS"
+  run_wrk "ceiling-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
+done
+WRK_DURATION=$SAVED_DURATION
 stop_pid "$CEILING_PID" ceiling
 CEILING_PID=""
+MEDIAN_ROUND=$(for r in $(seq 1 "$ROUNDS"); do
+  awk -v r="$r" -v a="$(wrkv "soldout-$r" rps)" -v b="$(wrkv "ceiling-$r" rps)" 'BEGIN { printf "%.4f %d\n", a / b, r }'
+done | sort -n | awk '{ rows[NR] = $2 } END { print rows[int((NR + 1) / 2)] }')
+cp "$WORK/wrk-soldout-$MEDIAN_ROUND.txt" "$WORK/wrk-soldout.txt"
+cp "$WORK/wrk-ceiling-$MEDIAN_ROUND.txt" "$WORK/wrk-ceiling.txt"
+ROUND_RATIOS=$(for r in $(seq 1 "$ROUNDS"); do
+  awk -v a="$(wrkv "soldout-$r" rps)" -v b="$(wrkv "ceiling-$r" rps)" 'BEGIN { printf "%.2f ", a / b }'
+done)
 
 # ---------------------------------------------------------------- invariants
 log "checking invariants in MySQL and Redis"
@@ -286,7 +314,7 @@ rows_of() { awk -v id="$1" '$1 == id { print $6 }' "$WORK/items.tsv"; }
 
 K6_ACCEPTED=$(k6v purchase .accepted)
 MIXED_ACCEPTED=$(k6v mixed .accepted)
-SOLDOUT_ACCEPTED=$(($(k6v soldout .accepted) + $(wrkv soldout s202)))
+SOLDOUT_ACCEPTED=$(($(k6v soldout .accepted) + $(soldout_sum s202)))
 WRK_ACCEPTED=$(wrkv purchase s202)
 for item in "$ITEM_K6" "$ITEM_MIXED" "$ITEM_SOLDOUT" "$ITEM_WRK"; do
   r=$(reserved "$item")
@@ -307,7 +335,7 @@ expect "every reserved order drained into MySQL within 60s" test "$DRAIN_OK" = y
 expect "mixed: same order_id for every click of one key" test "$(k6v mixed .idempotency_mismatch)" -eq 0
 expect "mixed: another user's key never buys" test "$(k6v mixed .foreign_key_accepted)" -eq 0
 ERRORS=$(($(k6v purchase .errors) + $(k6v mixed .errors) + $(k6v soldout .errors) +
-  $(wrkv purchase s5xx) + $(wrkv purchase net_errors) + $(wrkv soldout s5xx) + $(wrkv soldout net_errors)))
+  $(wrkv purchase s5xx) + $(wrkv purchase net_errors) + $(soldout_sum s5xx) + $(soldout_sum net_errors)))
 expect "no 5xx or network errors ($ERRORS)" test "$ERRORS" -eq 0
 
 # ---------------------------------------------------------------- table
@@ -348,7 +376,7 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   echo "$LINE"
   kv "orders drained/s, k6 purchase phase" "$DRAIN_K6_RATE/s (all in MySQL ${DRAIN_K6_LAG}s after the load ended)"
   kv "orders drained/s, wrk purchase phase" "$DRAIN_WRK_RATE/s (all in MySQL ${DRAIN_WRK_LAG}s after the load ended)"
-  kv "sold-out QPS / bare-Gin QPS (wrk)" "$RATIO = $(fmt0 "$(wrkv soldout rps)") / $(fmt0 "$(wrkv ceiling rps)")   target >= 0.90: $RATIO_OK"
+  kv "sold-out QPS / bare-Gin QPS (wrk)" "$RATIO = $(fmt0 "$(wrkv soldout rps)") / $(fmt0 "$(wrkv ceiling rps)") (median of $ROUNDS alternating rounds: $ROUND_RATIOS)  target >= 0.90: $RATIO_OK"
   kv "purchase: accepted/s, p99 at $WRK_PURCHASE_RATE r/s offered" \
     "$WRK_ACC_RATE/s, p99 $(fmt2 "$(wrkv purchase p99_ms)") ms   target >= 10000/s, p99 <= 20 ms: $PURCHASE_OK"
   kv "oversold (MySQL rows or items.sold > stock)" "$OVERSOLD_DB"
