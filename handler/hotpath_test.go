@@ -107,7 +107,7 @@ func TestRequestMetrics(t *testing.T) {
 	}
 	do("GET", "/healthz", 3)
 	do("GET", "/nope", 2)
-	do("BREW", "/pot", 1) // any method string: still the one unmatched series
+	do("BREW", "/pot", 1)                     // any method string: still the one unmatched series
 	do("POST", "/api/v1/items/7/purchase", 4) // no token: 401
 	do("POST", "/api/v1/items/8/purchase", 1)
 

@@ -55,6 +55,25 @@ func pathID(c *gin.Context) (int64, error) {
 	return id, nil
 }
 
+// pathItem is the item the path's :id names.
+func (h *Handler) pathItem(c *gin.Context) (order.Item, error) {
+	id, err := pathID(c)
+	if err != nil {
+		return order.Item{}, err
+	}
+	return h.items.get(c.Request.Context(), id)
+}
+
+// remaining sums the item's shards; a shard Redis lost (-1) counts as 0 and
+// is reported in missing.
+func remaining(shards []int64) (total int64, missing bool) {
+	for _, n := range shards {
+		total += max(n, 0)
+		missing = missing || n < 0
+	}
+	return total, missing
+}
+
 type createItemRequest struct {
 	Name         string     `json:"name"`
 	Stock        *int64     `json:"stock"`
@@ -135,43 +154,32 @@ func (h *Handler) createItem(c *gin.Context) error {
 }
 
 func (h *Handler) getItem(c *gin.Context) error {
-	id, err := pathID(c)
+	it, err := h.pathItem(c)
 	if err != nil {
 		return err
 	}
-	it, err := h.items.get(c.Request.Context(), id)
+	rem, err := h.Stock.Remaining(c.Request.Context(), it.ID, it.Shards)
 	if err != nil {
 		return err
 	}
-	rem, err := h.Stock.Remaining(c.Request.Context(), id, it.Shards)
-	if err != nil {
-		return err
-	}
-	var total int64
-	for _, n := range rem {
-		if n < 0 {
-			// Redis lost the shard: unknown, not sold out.
-			return stock.ErrNotReady
-		}
-		total += n
+	total, missing := remaining(rem)
+	if missing {
+		// Redis lost a shard: unknown, not sold out.
+		return stock.ErrNotReady
 	}
 	c.JSON(http.StatusOK, itemView{Item: it, Remaining: total, SoldOut: total == 0})
 	return nil
 }
 
 func (h *Handler) issueToken(c *gin.Context, user int64) error {
-	id, err := pathID(c)
-	if err != nil {
-		return err
-	}
-	it, err := h.items.get(c.Request.Context(), id)
+	it, err := h.pathItem(c)
 	if err != nil {
 		return err
 	}
 	if it.EndsAt != nil && !h.Now().Before(*it.EndsAt) {
 		return errSaleEnded
 	}
-	tok, exp, err := h.Stock.IssueToken(c.Request.Context(), id, user, it.Shards)
+	tok, exp, err := h.Stock.IssueToken(c.Request.Context(), it.ID, user, it.Shards)
 	if err != nil {
 		return err
 	}
@@ -190,23 +198,17 @@ type statsView struct {
 }
 
 func (h *Handler) stats(c *gin.Context) error {
-	id, err := pathID(c)
-	if err != nil {
-		return err
-	}
 	ctx := c.Request.Context()
-	it, err := h.items.get(ctx, id)
+	it, err := h.pathItem(c)
 	if err != nil {
 		return err
 	}
-	rem, err := h.Stock.Remaining(ctx, id, it.Shards)
+	rem, err := h.Stock.Remaining(ctx, it.ID, it.Shards)
 	if err != nil {
 		return err
 	}
-	v := statsView{ItemID: id, Stock: it.Stock, Shards: rem}
-	for _, n := range rem {
-		v.Remaining += max(n, 0)
-	}
+	v := statsView{ItemID: it.ID, Stock: it.Stock, Shards: rem}
+	v.Remaining, _ = remaining(rem)
 	v.Reserved = it.Stock - v.Remaining
 	if h.Ledger != nil {
 		if v.Ledger, err = h.Ledger.Stats(ctx, it); err != nil {
@@ -218,11 +220,7 @@ func (h *Handler) stats(c *gin.Context) error {
 }
 
 func (h *Handler) rebuild(c *gin.Context) error {
-	id, err := pathID(c)
-	if err != nil {
-		return err
-	}
-	it, err := h.items.get(c.Request.Context(), id)
+	it, err := h.pathItem(c)
 	if err != nil {
 		return err
 	}
