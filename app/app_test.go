@@ -286,6 +286,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"limit 0", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"per_user_limit":0}`, 400, handler.CodeInvalidRequest},
 		{"ends before start", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"2030-01-02T00:00:00Z","ends_at":"2030-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
 		{"bad time", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"tomorrow"}`, 400, handler.CodeInvalidRequest},
+		{"zero time", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"0001-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
+		{"year 999", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"0999-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
 		{"no admin token", "POST", "/api/v1/admin/items", "", `{"name":"x","stock":1}`, 401, handler.CodeUnauthorized},
 		{"user as admin", "POST", "/api/v1/admin/items", u, `{"name":"x","stock":1}`, 401, handler.CodeUnauthorized},
 		{"unknown item", "GET", "/api/v1/items/424242", "", nil, 404, handler.CodeNotFound},

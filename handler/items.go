@@ -107,11 +107,14 @@ func (r createItemRequest) item(now time.Time) (order.Item, error) {
 		it.PerUserLimit = *r.PerUserLimit
 	}
 	if r.StartsAt != nil {
+		if r.StartsAt.Year() < 2000 || r.StartsAt.Year() > 9999 {
+			return it, invalid("starts_at must be between years 2000 and 9999")
+		}
 		it.StartsAt = r.StartsAt.UTC()
 	}
 	if r.EndsAt != nil {
-		if !r.EndsAt.After(it.StartsAt) {
-			return it, invalid("ends_at must be after starts_at")
+		if !r.EndsAt.After(it.StartsAt) || r.EndsAt.Year() > 9999 {
+			return it, invalid("ends_at must be after starts_at, before year 10000")
 		}
 		e := r.EndsAt.UTC()
 		it.EndsAt = &e

@@ -95,6 +95,7 @@ var statusTable = []struct {
 	{limiter.ErrLimited, retryable(newProblem(http.StatusTooManyRequests, CodeRateLimited, "too many requests"), time.Second)},
 	{limiter.ErrOverloaded, retryable(newProblem(http.StatusServiceUnavailable, CodeOverloaded, "the service is overloaded"), time.Second)},
 	{order.ErrNotFound, newProblem(http.StatusNotFound, CodeNotFound, "no such resource")},
+	{order.ErrInvalidItem, newProblem(http.StatusBadRequest, CodeInvalidRequest, "the item is invalid")},
 	{order.ErrAlreadyPaid, newProblem(http.StatusConflict, CodeAlreadyPaid, "the order is already paid")},
 	{order.ErrPaymentExpired, newProblem(http.StatusConflict, CodePaymentExpired, "the payment window of the order has closed")},
 	{order.ErrCancelled, newProblem(http.StatusConflict, CodeOrderCancelled, "the order was cancelled")},

@@ -208,13 +208,15 @@ func (s *Sweeper) giveBack(ctx context.Context, orders []Order) (returned, marke
 			break
 		}
 		back, rerr := s.stock.Return(ctx, o.ItemID, o.UserID, o.ID, o.Shard, shards)
+		if back {
+			// Counted and announced even if freeing the buyer's slot then
+			// failed: the unit is back and sells again.
+			returned++
+			restocked[o.ItemID] = true
+		}
 		if rerr != nil {
 			err = rerr
 			break
-		}
-		if back {
-			returned++
-			restocked[o.ItemID] = true
 		}
 		// Marked whether or not this call put the unit back: false means
 		// an earlier call did.

@@ -341,6 +341,11 @@ func (s *Store) Return(ctx context.Context, itemID, userID, orderID int64, shard
 	if err != nil {
 		return false, fmt.Errorf("restock order %d: %w", orderID, err)
 	}
+	if back == codeNotReady {
+		// Never recreate a lost shard key with a lone unit: the item is
+		// rebuilt from MySQL, which counts this order as cancelled.
+		return false, fmt.Errorf("restock order %d: %w", orderID, ErrNotReady)
+	}
 	hk := s.keys(itemID, HomeShard(userID, shards))
 	if err := freeScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Freed()}, userID, orderID).Err(); err != nil {
 		return back == 1, fmt.Errorf("free slot of order %d: %w", orderID, err)

@@ -515,3 +515,23 @@ func TestStaleClaimIsSettledOnReplay(t *testing.T) {
 		t.Errorf("outbox holds %d, want 1", len(res))
 	}
 }
+
+func TestReturnNeverRecreatesALostShard(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{})
+	const item, shards = 16, 2
+	if err := s.SetShards(ctx, item, []int64{1, 1}); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Del(ctx, s.keys(item, 1).Stock()) // Redis lost the shard
+	back, err := s.Return(ctx, item, 5, 99, 1, shards)
+	if back || !errors.Is(err, ErrNotReady) {
+		t.Fatalf("return into a lost shard: got %v, %v; want false, ErrNotReady", back, err)
+	}
+	if n, _ := rdb.Exists(ctx, s.keys(item, 1).Stock()).Result(); n != 0 {
+		t.Error("the lost shard key was recreated")
+	}
+	if ok, _ := rdb.SIsMember(ctx, s.keys(item, 1).Returned(), 99).Result(); ok {
+		t.Error("the order was recorded as returned")
+	}
+}
