@@ -536,3 +536,53 @@ func TestAcceptedOrdersSurviveRestart(t *testing.T) {
 	second := startApp(t, map[string]string{"SECKILL_REDIS_PREFIX": first.Prefix, "SECKILL_MYSQL_DSN": first.DSN})
 	second.checkOrders(it.ID, accepted, stock)
 }
+
+// TestRedisLostRebuildsAtStart: Redis restarts without its data while
+// orders are in MySQL; the next instance rebuilds the stock from MySQL once
+// Kafka holds nothing more, and the sale goes on without oversell.
+func TestRedisLostRebuildsAtStart(t *testing.T) {
+	brokers := strings.Join(testenv.Kafka(t), ",")
+	first := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": brokers})
+	const stock = 20
+	it := first.createItem(map[string]any{"name": "redis-lost", "stock": stock, "shards": 4})
+	accepted := first.race(it.ID, 12, 1_000_000)
+	if len(accepted) != 12 {
+		t.Fatalf("accepted %d, want 12", len(accepted))
+	}
+	first.waitRows(it.ID, 12, 20*time.Second)
+	first.Stop()
+
+	rdb, _ := testenv.Redis(t)
+	ctx := context.Background()
+	for _, k := range rdb.Keys(ctx, first.Prefix+":*").Val() {
+		rdb.Del(ctx, k) // Redis restarted without persistence
+	}
+	second := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": brokers,
+		"SECKILL_REDIS_PREFIX": first.Prefix, "SECKILL_MYSQL_DSN": first.DSN})
+	deadline := time.Now().Add(30 * time.Second)
+	var got item
+	for time.Now().Before(deadline) {
+		if code, _ := second.call("GET", fmt.Sprintf("/api/v1/items/%d", it.ID), "", nil, nil, &got); code == 200 && got.Remaining == stock-12 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got.Remaining != stock-12 {
+		t.Fatalf("remaining after rebuild %d, want %d", got.Remaining, stock-12)
+	}
+	// Earlier buyers still hold their slots: the limit of 1 holds.
+	for u := range accepted {
+		if code, p := second.purchase(it.ID, userToken(t, u), second.purchaseToken(it.ID, userToken(t, u))); code != 409 || p.Code != handler.CodePurchaseLimit {
+			t.Errorf("earlier buyer %d again: %d %+v, want 409 purchase_limit", u, code, p)
+		}
+		break
+	}
+	more := second.race(it.ID, 15, 2_000_000)
+	if len(more) != stock-12 {
+		t.Fatalf("accepted %d after the rebuild, want %d", len(more), stock-12)
+	}
+	for u, id := range more {
+		accepted[u] = id
+	}
+	second.checkOrders(it.ID, accepted, stock)
+}

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -18,7 +17,7 @@ type parts struct {
 	runners []func(ctx context.Context) error
 }
 
-func (s *Server) lifecycle(ctx context.Context, reg prometheus.Registerer) (*parts, error) {
+func (s *Server) lifecycle(reg prometheus.Registerer) (*parts, error) {
 	cfg := s.cfg
 	sweeper, err := order.NewSweeper(s.Stock, s.Orders, order.SweeperConfig{
 		Interval: cfg.Sweeper.Interval, Batch: cfg.Sweeper.Batch, LeaseTTL: cfg.Sweeper.Lease,
@@ -26,20 +25,31 @@ func (s *Server) lifecycle(ctx context.Context, reg prometheus.Registerer) (*par
 	if err != nil {
 		return nil, err
 	}
-	ledger, err := order.NewLedger(s.Stock, s.Orders, reg, s.log)
+	ledger, err := order.NewLedger(s.Stock, s.Orders, reg, s.log, order.LedgerConfig{
+		CaughtUp: func(context.Context) (bool, error) {
+			lag := s.lag.Load()
+			if lag == nil {
+				return false, nil // Kafka not connected: reservations may wait there
+			}
+			n, err := (*lag)()
+			return n == 0, err
+		},
+	})
 	if err != nil {
 		return nil, err
-	}
-	// Redis restarted without its keys: rebuild those items from MySQL
-	// before taking purchases, never from a lagging count.
-	rctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := ledger.RebuildAll(rctx); err != nil {
-		s.log.Error("rebuild items at start", "err", err)
 	}
 	return &parts{
 		ledger: ledger,
 		runners: []func(context.Context) error{
+			// Redis restarted without its keys: rebuild those items from
+			// MySQL once nothing is left in the outbox or in Kafka, never
+			// from a lagging count. Until then they answer 503.
+			func(ctx context.Context) error {
+				if err := ledger.RebuildAll(ctx); err != nil && ctx.Err() == nil {
+					s.log.Error("rebuild items at start", "err", err)
+				}
+				return nil
+			},
 			sweeper.Run,
 			func(ctx context.Context) error { return ledger.Run(ctx, cfg.Reconciler.Interval) },
 			s.Stock.WatchRestock,

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -40,6 +41,8 @@ type Server struct {
 
 	cfg     Config
 	log     *slog.Logger
+	// lag reads the order writer's consumer lag once Kafka is connected.
+	lag atomic.Pointer[func() (int64, error)]
 	done    chan struct{}
 	err     error
 	closers []func() // run in reverse order at the end
@@ -192,7 +195,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		it, err := s.Orders.Item(ctx, itemID)
 		return it.Shards, err
 	}
-	parts, err := s.lifecycle(ctx, reg)
+	parts, err := s.lifecycle(reg)
 	if err != nil {
 		return nil, err
 	}
@@ -291,6 +294,20 @@ func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner 
 		return fmt.Errorf("kafka consumer group: %w", err)
 	}
 	defer group.Close()
+	// The writer's lag tells a rebuild when no reservation is left in Kafka.
+	client, err := sarama.NewClient(cfg.Kafka.Brokers, mq.ConsumerConfig("seckill-lag-"+owner, cfg.Kafka.SessionTimeout))
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		client.Close()
+		return fmt.Errorf("kafka admin: %w", err)
+	}
+	defer admin.Close() // closes client too
+	lag := func() (int64, error) { return mq.Lag(admin, client, cfg.Kafka.Group, cfg.Kafka.Topic) }
+	s.lag.Store(&lag)
+	defer s.lag.Store(nil)
 
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -133,3 +133,35 @@ func backoff(attempt int, base, max time.Duration) time.Duration {
 	}
 	return min(d, max)
 }
+
+// Lag is how many messages of topic the consumer group has not committed
+// yet, summed over the partitions; a partition the group never committed
+// counts from its oldest message.
+func Lag(admin sarama.ClusterAdmin, client sarama.Client, group, topic string) (int64, error) {
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		return 0, fmt.Errorf("lag of %s: %w", group, err)
+	}
+	offs, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: parts})
+	if err != nil {
+		return 0, fmt.Errorf("lag of %s: %w", group, err)
+	}
+	var lag int64
+	for _, p := range parts {
+		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			return 0, fmt.Errorf("lag of %s: %w", group, err)
+		}
+		done := int64(-1)
+		if b := offs.GetBlock(topic, p); b != nil {
+			done = b.Offset
+		}
+		if done < 0 {
+			if done, err = client.GetOffset(topic, p, sarama.OffsetOldest); err != nil {
+				return 0, fmt.Errorf("lag of %s: %w", group, err)
+			}
+		}
+		lag += max(newest-done, 0)
+	}
+	return lag, nil
+}

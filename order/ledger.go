@@ -39,6 +39,11 @@ type LedgerConfig struct {
 	RebuildSettle time.Duration
 	// RebuildPoll is the pause between two looks at them (default 100ms).
 	RebuildPoll time.Duration
+	// CaughtUp reports whether the order writer has consumed everything
+	// Kafka holds. Reservations in Kafka are in neither the outbox nor
+	// MySQL, so Rebuild trusts its counts only once it says yes; nil skips
+	// the check (tests without Kafka).
+	CaughtUp func(ctx context.Context) (bool, error)
 }
 
 // LedgerStats is one reconciliation of an item. The accounting identity is
@@ -406,7 +411,7 @@ func (l *Ledger) settle(ctx context.Context, it Item, deadline time.Time) (outbo
 		switch {
 		case first || cur != last:
 			last, since = cur, now
-		case now.Sub(since) >= l.cfg.RebuildSettle:
+		case now.Sub(since) >= l.cfg.RebuildSettle && l.caughtUp(ctx):
 			return cur.outbox, cur.active, nil
 		}
 		if now.After(deadline) {
@@ -420,6 +425,18 @@ func (l *Ledger) settle(ctx context.Context, it Item, deadline time.Time) (outbo
 		case <-t.C:
 		}
 	}
+}
+
+// caughtUp asks CaughtUp; an error counts as not yet.
+func (l *Ledger) caughtUp(ctx context.Context) bool {
+	if l.cfg.CaughtUp == nil {
+		return true
+	}
+	ok, err := l.cfg.CaughtUp(ctx)
+	if err != nil {
+		l.log.Warn("rebuild: consumer lag unknown", "err", err)
+	}
+	return ok && err == nil
 }
 
 // settleUnreturned finishes every cancelled order whose unit is not marked
@@ -464,10 +481,10 @@ func (l *Ledger) settleUnreturned(ctx context.Context, it Item) error {
 	}
 }
 
-// RebuildAll rebuilds every item whose shard keys are all missing from
-// Redis (Redis lost its data); meant for serve start. An item missing only
-// some shards is logged, not rebuilt: purchases touching those shards fail
-// with stock.ErrNotReady until an operator rebuilds it.
+// RebuildAll rebuilds every item whose stock shards are all missing from
+// Redis (it restarted without its data). An item whose pipeline does not
+// settle is tried again until it does or ctx ends: its shards stay at 0
+// meanwhile (Rebuild's first step), so it sells nothing rather than too much.
 func (l *Ledger) RebuildAll(ctx context.Context) error {
 	items, err := l.orders.Items(ctx)
 	if err != nil {
@@ -489,8 +506,21 @@ func (l *Ledger) RebuildAll(ctx context.Context) error {
 			continue
 		}
 		l.log.Warn("rebuild all: item stock missing in redis, rebuilding", "item", it.ID)
-		if err := l.Rebuild(ctx, it); err != nil {
-			errs = append(errs, err)
+		for attempt := 1; ; attempt++ {
+			err := l.Rebuild(ctx, it)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				errs = append(errs, err)
+				break
+			}
+			wait := min(time.Duration(attempt)*time.Second, 10*time.Second)
+			l.log.Warn("rebuild all: retrying", "item", it.ID, "err", err, "in", wait)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
 		}
 	}
 	return errors.Join(errs...)

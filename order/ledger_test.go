@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,6 +227,32 @@ func TestRebuildNotSettled(t *testing.T) {
 		t.Fatalf("rebuild when quiet: %v", err)
 	}
 	e.balanced(t, led, it, "rebuilt when quiet")
+}
+
+// A quiet MySQL and outbox are not enough while Kafka still holds
+// reservations: Rebuild waits for the writer to catch up.
+func TestRebuildWaitsForKafka(t *testing.T) {
+	e := lifeSetup(t, 10, 2, 1)
+	it := e.item
+	cfg := fastRebuild
+	cfg.RebuildWait = 600 * time.Millisecond
+	var caughtUp atomic.Bool
+	cfg.CaughtUp = func(context.Context) (bool, error) { return caughtUp.Load(), nil }
+	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := led.Rebuild(e.ctx, it); !errors.Is(err, order.ErrNotSettled) {
+		t.Fatalf("rebuild with a consumer lag: got %v, want ErrNotSettled", err)
+	}
+	if got := fmt.Sprint(e.shards(t, it)); got != "[0 0]" {
+		t.Errorf("shards while Kafka lags: got %s, want [0 0] (sales stopped)", got)
+	}
+	caughtUp.Store(true)
+	if err := led.Rebuild(e.ctx, it); err != nil {
+		t.Fatalf("rebuild once caught up: %v", err)
+	}
+	e.balanced(t, led, it, "rebuilt once caught up")
 }
 
 // Rebuild takes the sweeper lease: it waits for a running sweep and gives
