@@ -39,10 +39,10 @@ type Server struct {
 	Stock  *stock.Store
 	Orders *order.Store
 
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
 	// lag reads the order writer's consumer lag once Kafka is connected.
-	lag atomic.Pointer[func() (int64, error)]
+	lag     atomic.Pointer[func() (int64, error)]
 	done    chan struct{}
 	err     error
 	closers []func() // run in reverse order at the end
