@@ -200,7 +200,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		return nil, err
 	}
 	h, err := handler.New(handler.Deps{
-		Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: node.node,
+		Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: node,
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: log, Registry: reg,
 		Ledger: parts.ledger,
 		Ready: func(ctx context.Context) error {

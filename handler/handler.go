@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/bwmarrin/snowflake"
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,8 +22,8 @@ type Deps struct {
 	Stock   *stock.Store
 	Orders  *order.Store
 	Limiter *limiter.Limiter
-	// IDs makes order ids; its node id is unique among running instances.
-	IDs        *snowflake.Node
+	// IDs makes order ids, unique among running instances.
+	IDs        IDs
 	AdminToken string
 	JWTSecret  string
 	Log        *slog.Logger
@@ -36,6 +35,11 @@ type Deps struct {
 	Ledger Ledger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+}
+
+// IDs makes order ids; an error means no id can be made safely now.
+type IDs interface {
+	NextID() (int64, error)
 }
 
 // Ledger is the reconciler as the admin endpoints use it.

@@ -45,6 +45,11 @@ func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	}
 }
 
+// snowflakeIDs makes ids from one node, as one instance does.
+type snowflakeIDs struct{ *snowflake.Node }
+
+func (s snowflakeIDs) NextID() (int64, error) { return s.Generate().Int64(), nil }
+
 type fixture struct {
 	engine *gin.Engine
 	stock  *stock.Store
@@ -61,13 +66,14 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 	st := stock.NewStore(rdb, stock.Config{Prefix: prefix})
 	orders := order.NewStore(db)
 	node, _ := snowflake.NewNode(1)
+	ids := snowflakeIDs{node}
 	reg := prometheus.NewRegistry()
 	lim, err := limiter.New(limiter.Config{MaxInFlight: 4096, AcquireWait: 50 * time.Millisecond}, reg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(lim.Close)
-	h, err := New(Deps{Stock: st, Orders: orders, Limiter: lim, IDs: node, AdminToken: benchAdmin,
+	h, err := New(Deps{Stock: st, Orders: orders, Limiter: lim, IDs: ids, AdminToken: benchAdmin,
 		JWTSecret: benchSecret, Registry: reg})
 	if err != nil {
 		tb.Fatal(err)

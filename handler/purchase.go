@@ -58,9 +58,13 @@ func (h *Handler) purchase(c *gin.Context, user int64) error {
 		return h.outcome(err)
 	}
 	defer release()
+	newID, err := h.IDs.NextID()
+	if err != nil {
+		return h.outcome(err)
+	}
 	orderID, err := h.Stock.Reserve(ctx, stock.Purchase{
 		ItemID: id, UserID: user, Shards: it.Shards, Limit: it.PerUserLimit,
-		Token: key, OrderID: h.IDs.Generate().Int64(),
+		Token: key, OrderID: newID,
 	})
 	if err != nil {
 		return h.outcome(err)
