@@ -68,12 +68,15 @@ var (
 	restockLua string
 	//go:embed lua/free.lua
 	freeLua string
+	//go:embed lua/reclaim.lua
+	reclaimLua string
 
 	reserveScript = redis.NewScript(reserveLua)
 	takeScript    = redis.NewScript(takeLua)
 	finishScript  = redis.NewScript(finishLua)
 	restockScript = redis.NewScript(restockLua)
 	freeScript    = redis.NewScript(freeLua)
+	reclaimScript = redis.NewScript(reclaimLua)
 )
 
 // Config tunes a Store.
@@ -272,7 +275,7 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	case codeInProgress:
 		if len(res) > 2 && time.Since(time.UnixMilli(res[2])) > s.cfg.ClaimTimeout {
 			// The process that claimed died mid fall-through: settle it.
-			return s.fallThrough(ctx, p, home, orderID)
+			return s.settleStale(ctx, p, home, orderID, res[2])
 		}
 	case codeSoldOut:
 		return 0, ErrSoldOut
@@ -281,6 +284,39 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 		return 0, err
 	}
 	return orderID, nil
+}
+
+// settleStale finishes a fall-through whose process died. One replay wins
+// the claim; if the dead process had already taken a unit somewhere (its
+// take marker), that unit is the order's, and no second one is taken.
+func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, claimedAt int64) (int64, error) {
+	hk := s.keys(p.ItemID, home)
+	won, err := reclaimScript.Run(ctx, s.rdb, []string{hk.Token(p.Token)}, claimedAt, time.Now().UnixMilli()).Int()
+	if err != nil {
+		return 0, fmt.Errorf("reclaim item %d: %w", p.ItemID, err)
+	}
+	if won == 0 {
+		return 0, ErrPurchaseInProgress
+	}
+	pipe := s.rdb.Pipeline()
+	took := make([]*redis.IntCmd, 0, p.Shards-1)
+	for i := 1; i < p.Shards; i++ {
+		took = append(took, pipe.Exists(ctx, s.keys(p.ItemID, (home+i)%p.Shards).Took(orderID)))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("reclaim item %d: %w", p.ItemID, err)
+	}
+	for _, c := range took {
+		if c.Val() == 1 {
+			err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token)},
+				p.UserID, orderID, codeOK, "0", int64(s.cfg.ResultTTL/time.Second)).Err()
+			if err != nil {
+				return 0, fmt.Errorf("finish item %d: %w", p.ItemID, err)
+			}
+			return orderID, nil
+		}
+	}
+	return s.fallThrough(ctx, p, home, orderID)
 }
 
 // fallThrough takes the unit from another shard when the home shard is empty.

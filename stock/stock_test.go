@@ -535,3 +535,67 @@ func TestReturnNeverRecreatesALostShard(t *testing.T) {
 		t.Error("the order was recorded as returned")
 	}
 }
+
+// TestStaleClaimTakesOneUnit: the dead process had already taken its unit
+// from shard 2 when it died; a unit returned meanwhile to shard 1 must not
+// be taken too, however many replays race to settle the claim.
+func TestStaleClaimTakesOneUnit(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{ClaimTimeout: time.Millisecond})
+	const item, shards = 17, 3
+	user := homeOf(0, shards, 1)
+	if err := s.SetShards(ctx, item, []int64{0, 0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	k := s.keys(item, 0)
+	const order = 700
+	claim := time.Now().Add(-time.Minute).UnixMilli()
+	if _, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox()},
+		user, item, order, 1, claim, 0, 3600).Int64Slice(); err != nil {
+		t.Fatal(err)
+	}
+	k2 := s.keys(item, 2)
+	if err := takeScript.Run(ctx, rdb, []string{k2.Stock(), k2.Outbox(), k2.Took(order)}, user, item, order, claim, 2, 0, 3600).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// ...then it died. A cancelled order's unit comes back to shard 1.
+	rdb.Set(ctx, s.keys(item, 1).Stock(), 1, 0)
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	answers := map[string]int{}
+	start := make(chan struct{})
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: int64(800 + i)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && id == order:
+				answers["order"]++
+			case errors.Is(err, ErrPurchaseInProgress):
+				answers["in progress"]++
+			default:
+				answers[fmt.Sprintf("%d %v", id, err)]++
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if answers["order"] < 1 || answers["order"]+answers["in progress"] != 10 {
+		t.Errorf("answers %v, want the order (at least once) or in progress", answers)
+	}
+	if rem, _ := s.Remaining(ctx, item, shards); fmt.Sprint(rem) != "[0 1 0]" {
+		t.Errorf("shards %v, want [0 1 0]: the returned unit stays", rem)
+	}
+	if res, _ := s.PendingReservations(ctx, item, shards); len(res) != 1 {
+		t.Errorf("outbox holds %d, want 1", len(res))
+	}
+	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 900}); err != nil || id != order {
+		t.Errorf("replay after settling: got %d, %v; want %d", id, err, order)
+	}
+}
