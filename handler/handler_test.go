@@ -233,3 +233,32 @@ func TestUserTokenCacheHonoursExpiry(t *testing.T) {
 		t.Error("forged signature accepted")
 	}
 }
+
+// TestOrderInKafkaIsPending: an order the relay handed to Kafka, not yet in
+// MySQL, reads as pending for its buyer, is not payable yet, and does not
+// exist for anyone else.
+func TestOrderInKafkaIsPending(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	const orderID, buyer, other = 4242, 7, 8
+	if err := f.stock.MarkInFlight(context.Background(), []stock.Reservation{{OrderID: orderID, ItemID: f.item.ID, UserID: buyer}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, path string, user int64) *httptest.ResponseRecorder {
+		jwt, _ := SignUserToken([]byte(benchSecret), user, time.Hour)
+		req := httptest.NewRequest(method, path, nil)
+		req.Header.Set("Authorization", "Bearer "+jwt)
+		w := httptest.NewRecorder()
+		f.engine.ServeHTTP(w, req)
+		return w
+	}
+	path := fmt.Sprintf("/api/v1/orders/%d", orderID)
+	if w := do("GET", path, buyer); w.Code != 200 || !strings.Contains(w.Body.String(), `"status":"pending"`) {
+		t.Errorf("buyer reads: %d %s, want 200 pending", w.Code, w.Body)
+	}
+	if w := do("POST", path+"/pay", buyer); w.Code != 409 || !strings.Contains(w.Body.String(), CodeOrderPending) || w.Header().Get("Retry-After") == "" {
+		t.Errorf("buyer pays: %d %s, want 409 order_pending with Retry-After", w.Code, w.Body)
+	}
+	if w := do("GET", path, other); w.Code != 404 {
+		t.Errorf("another user reads: %d, want 404", w.Code)
+	}
+}

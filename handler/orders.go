@@ -20,7 +20,8 @@ type orderView struct {
 	CreatedAt time.Time    `json:"created_at"`
 	ExpiresAt *time.Time   `json:"expires_at,omitempty"`
 	PaidAt    *time.Time   `json:"paid_at,omitempty"`
-	// InOutbox: accepted, not yet written to MySQL.
+	// InOutbox: accepted, not yet written to MySQL (in the outbox or in
+	// Kafka).
 	InOutbox bool `json:"in_outbox,omitempty"`
 }
 
@@ -30,8 +31,20 @@ func viewOf(o order.Order) orderView {
 		CreatedAt: o.CreatedAt, ExpiresAt: &exp, PaidAt: o.PaidAt}
 }
 
-// findPending looks for an accepted purchase of user still in an outbox.
+// findPending looks for an accepted purchase of user not in MySQL yet: on
+// its way through Kafka, or still in an outbox.
 func (h *Handler) findPending(ctx context.Context, orderID, user int64) (orderView, bool, error) {
+	item, buyer, ok, err := h.Stock.InFlight(ctx, orderID)
+	if err != nil {
+		return orderView{}, false, err
+	}
+	if ok {
+		if buyer != user {
+			return orderView{}, false, nil
+		}
+		return orderView{OrderID: strconv.FormatInt(orderID, 10), ItemID: item,
+			Status: order.StatusPending, InOutbox: true}, true, nil
+	}
 	items, err := h.Stock.Items(ctx)
 	if err != nil {
 		return orderView{}, false, err

@@ -340,6 +340,10 @@ func (r *Relay) publish(ctx context.Context, o stock.Outbox, b []stock.Reservati
 		return fmt.Errorf("relay: publish %d reservations of item %d shard %d: %w", len(b), o.ItemID, o.Shard, err)
 	}
 	r.published.Add(float64(len(b)))
+	// Until the writer stores them, these orders are found by their mark.
+	if err := r.st.MarkInFlight(ctx, b, inFlightTTL); err != nil {
+		r.log.Warn("relay: mark in flight", "err", err) // visibility only
+	}
 	// From here Kafka holds the promise; the outbox can let go.
 	if err := r.st.AckOutbox(ctx, o, r.cfg.Group, ids...); err != nil {
 		r.unacked[o] = ids
@@ -347,6 +351,10 @@ func (r *Relay) publish(ctx context.Context, o stock.Outbox, b []stock.Reservati
 	}
 	return nil
 }
+
+// inFlightTTL is how long an order handed to Kafka stays findable without
+// being in MySQL; longer than any consumer lag worth serving reads through.
+const inFlightTTL = 30 * time.Minute
 
 // backoff is base doubled per attempt (attempt 1 waits base), capped at max.
 func backoff(attempt int, base, max time.Duration) time.Duration {

@@ -272,6 +272,12 @@ func TestRelayPublishesAndAcks(t *testing.T) {
 			if len(seen) != len(want) {
 				t.Errorf("distinct orders in Kafka: got %d, want %d", len(seen), len(want))
 			}
+			// Out of the outbox, each order stays findable until stored.
+			for _, id := range want {
+				if _, _, ok, err := st.InFlight(context.Background(), id); !ok || err != nil {
+					t.Errorf("order %d: in flight mark %v, %v; want present", id, ok, err)
+				}
+			}
 			if got := metricValue(t, reg, "seckill_relay_published_total"); got != float64(len(want)) {
 				t.Errorf("published_total: got %v, want %d", got, len(want))
 			}

@@ -157,3 +157,48 @@ func (s *Store) PendingReservations(ctx context.Context, itemID int64, shards in
 	}
 	return out, nil
 }
+
+func (s *Store) inFlightKey(orderID int64) string {
+	return s.prefix + ":inflight:" + strconv.FormatInt(orderID, 10)
+}
+
+// MarkInFlight records reservations that were handed to Kafka, so their
+// orders can still be found (as pending) until the writer stores them.
+// Call it before AckOutbox: at every moment an accepted order is in the
+// outbox, marked in flight, or in MySQL. Marks expire after ttl.
+func (s *Store) MarkInFlight(ctx context.Context, rs []Reservation, ttl time.Duration) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	pipe := s.rdb.Pipeline()
+	for _, r := range rs {
+		pipe.Set(ctx, s.inFlightKey(r.OrderID), strconv.FormatInt(r.ItemID, 10)+":"+strconv.FormatInt(r.UserID, 10), ttl)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("mark %d reservations in flight: %w", len(rs), err)
+	}
+	return nil
+}
+
+// InFlight returns the item and buyer of an order handed to Kafka and not
+// yet known to be stored; ok is false if there is no such mark.
+func (s *Store) InFlight(ctx context.Context, orderID int64) (itemID, userID int64, ok bool, err error) {
+	v, err := s.rdb.Get(ctx, s.inFlightKey(orderID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, 0, false, nil
+	}
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("order %d in flight: %w", orderID, err)
+	}
+	item, user, found := strings.Cut(v, ":")
+	if !found {
+		return 0, 0, false, nil
+	}
+	if itemID, err = strconv.ParseInt(item, 10, 64); err != nil {
+		return 0, 0, false, nil
+	}
+	if userID, err = strconv.ParseInt(user, 10, 64); err != nil {
+		return 0, 0, false, nil
+	}
+	return itemID, userID, true, nil
+}
