@@ -146,11 +146,10 @@ func (s *Store) Order(ctx context.Context, id int64) (Order, error) {
 // Every order given is, when err is nil, either in MySQL or in refused:
 //   - A redelivered order (its order_id already stored) inserts nothing and
 //     does not move items.sold again.
-//   - An item's new rows are written only if items.sold + n stays within its
-//     stock (n: rows of the item actually inserted). Otherwise none of them
-//     is, and they are returned in refused; so are rows of an unknown item
-//     and rows missing an id, item or time. Rows already stored are never
-//     refused.
+//   - An item's new rows are written while items.sold stays within its
+//     stock: the earliest (lowest order ids) that fit are written, the rest
+//     are returned in refused; so are rows of an unknown item and rows
+//     missing an id, item or time. Rows already stored are never refused.
 //
 // Deadlocks and lock wait timeouts rerun the whole transaction. On error
 // nothing was written by this call and the caller must not commit the Kafka
@@ -213,8 +212,17 @@ func (s *Store) InsertBatch(ctx context.Context, orders []Order) (inserted int, 
 					}
 				}
 				st, known := state[id]
-				if !known || excluded[id] || st.Sold+int64(len(fresh)) > st.Stock {
+				if !known || excluded[id] {
 					refused = append(refused, fresh...)
+					continue
+				}
+				if room := max(st.Stock-st.Sold, 0); int64(len(fresh)) > room {
+					// Only the excess is refused: the earliest orders (ids
+					// grow with time) are the ones that fit.
+					refused = append(refused, fresh[room:]...)
+					fresh = fresh[:room]
+				}
+				if len(fresh) == 0 {
 					continue
 				}
 				// INSERT IGNORE all the same: the order_id primary key, not

@@ -249,14 +249,14 @@ func TestInsertBatchGuard(t *testing.T) {
 		wantSoldB    int64
 	}{
 		{
-			name:         "5 of stock 3 refused, other item written",
+			name:         "5 of stock 3: the first 3 fit, the excess refused, other item written",
 			batch:        append(storeOrders(a.ID, 1, 5, exp), storeOrders(b.ID, 101, 4, exp)...),
-			wantInserted: 4, wantRefused: []int64{1, 2, 3, 4, 5}, wantSoldA: 0, wantSoldB: 4,
+			wantInserted: 7, wantRefused: []int64{4, 5}, wantSoldA: 3, wantSoldB: 4,
 		},
 		{
-			name:         "exactly the stock fits",
+			name:         "a full item refuses every new row",
 			batch:        storeOrders(a.ID, 11, 3, exp),
-			wantInserted: 3, wantSoldA: 3, wantSoldB: 4,
+			wantInserted: 0, wantRefused: []int64{11, 12, 13}, wantSoldA: 3, wantSoldB: 4,
 		},
 		{
 			name:         "one more refused",
@@ -265,7 +265,7 @@ func TestInsertBatchGuard(t *testing.T) {
 		},
 		{
 			name:         "redelivered rows with a new one: only the new one refused",
-			batch:        append(storeOrders(a.ID, 11, 3, exp), storeOrders(a.ID, 22, 1, exp)...),
+			batch:        append(storeOrders(a.ID, 1, 3, exp), storeOrders(a.ID, 22, 1, exp)...),
 			wantInserted: 0, wantRefused: []int64{22}, wantSoldA: 3, wantSoldB: 5,
 		},
 		{
