@@ -841,14 +841,14 @@ func TestMySQLOrderStore(t *testing.T) {
 			if err != nil || n != 2 || len(refused) != 0 {
 				t.Fatalf("InsertBatch: got (%d, %d refused, %v), want (2, 0, nil)", n, len(refused), err)
 			}
-			// Redelivery inserts nothing; 2 more would pass stock 3.
+			// Redelivery inserts nothing; of 2 more only the first fits stock 3.
 			n, refused, err = s.InsertBatch(ctx, []order.Order{mk(1, later), mk(3, later), mk(4, later)})
-			if err != nil || n != 0 || len(refused) != 2 {
-				t.Fatalf("InsertBatch over stock: got (%d, %d refused, %v), want (0, 2, nil)", n, len(refused), err)
+			if err != nil || n != 1 || len(refused) != 1 || refused[0].ID != 4 {
+				t.Fatalf("InsertBatch over stock: got (%d, %v refused, %v), want (1, [order 4], nil)", n, refused, err)
 			}
 			n, refused, err = s.InsertBatch(ctx, []order.Order{mk(3, later)})
-			if err != nil || n != 1 || len(refused) != 0 {
-				t.Fatalf("InsertBatch last unit: got (%d, %d refused, %v), want (1, 0, nil)", n, len(refused), err)
+			if err != nil || n != 0 || len(refused) != 0 {
+				t.Fatalf("InsertBatch redelivered last unit: got (%d, %d refused, %v), want (0, 0, nil)", n, len(refused), err)
 			}
 			if o, err := s.Pay(ctx, 1, 1, now); err != nil || o.Status != order.StatusPaid {
 				t.Errorf("Pay: got (%v, %v), want paid", o.Status, err)
