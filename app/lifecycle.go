@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -41,15 +42,7 @@ func (s *Server) lifecycle(reg prometheus.Registerer) (*parts, error) {
 	return &parts{
 		ledger: ledger,
 		runners: []func(context.Context) error{
-			// Redis restarted without its keys: rebuild those items from
-			// MySQL once nothing is left in the outbox or in Kafka, never
-			// from a lagging count. Until then they answer 503.
-			func(ctx context.Context) error {
-				if err := ledger.RebuildAll(ctx); err != nil && ctx.Err() == nil {
-					s.log.Error("rebuild items at start", "err", err)
-				}
-				return nil
-			},
+			func(ctx context.Context) error { return s.rebuildLost(ctx, ledger) },
 			sweeper.Run,
 			func(ctx context.Context) error { return ledger.Run(ctx, cfg.Reconciler.Interval) },
 			s.Stock.WatchRestock,
@@ -60,5 +53,37 @@ func (s *Server) lifecycle(reg prometheus.Registerer) (*parts, error) {
 func (p *parts) start(g *errgroup.Group, ctx context.Context) {
 	for _, r := range p.runners {
 		g.Go(func() error { return r(ctx) })
+	}
+}
+
+// rebuildLost watches for Redis losing its data (its alive marker gone, at
+// start or later) and then rebuilds the items from MySQL once nothing is
+// left in the outbox or in Kafka, never from a lagging count; until then
+// they answer 503. Items created since this process started (or since the
+// loss was seen) are warmed by their creator, not taken for lost ones.
+func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
+	t := time.NewTicker(s.cfg.Reconciler.Interval)
+	defer t.Stop()
+	pending, cutoff := false, s.started // pending: this instance owes a rebuild
+	for first := true; ; first = false {
+		lost, err := s.Stock.MarkAlive(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("check redis data", "err", err)
+		}
+		if lost && !first {
+			cutoff = time.Now() // lost while running
+		}
+		if pending = pending || lost; pending {
+			err := ledger.RebuildAll(ctx, cutoff)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("rebuild items", "err", err)
+			}
+			pending = err != nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
 	}
 }

@@ -39,8 +39,9 @@ type Server struct {
 	Stock  *stock.Store
 	Orders *order.Store
 
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
 	// lag reads the order writer's consumer lag once Kafka is connected.
 	lag     atomic.Pointer[func() (int64, error)]
 	done    chan struct{}
@@ -139,7 +140,7 @@ func openMySQL(ctx context.Context, cfg Config) (*sqlx.DB, error) {
 // Start builds every part in dependency order and starts serving. The
 // server runs until ctx is cancelled; Wait returns when it has stopped.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, log: log, done: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, done: make(chan struct{}), started: time.Now()}
 	defer func() {
 		if err != nil {
 			s.closeAll()

@@ -481,17 +481,23 @@ func (l *Ledger) settleUnreturned(ctx context.Context, it Item) error {
 	}
 }
 
-// RebuildAll rebuilds every item whose stock shards are all missing from
-// Redis (it restarted without its data). An item whose pipeline does not
-// settle is tried again until it does or ctx ends: its shards stay at 0
-// meanwhile (Rebuild's first step), so it sells nothing rather than too much.
-func (l *Ledger) RebuildAll(ctx context.Context) error {
+// RebuildAll rebuilds every item created before createdBefore whose stock
+// shards are all missing from Redis (it restarted without its data). Items
+// created later are warmed by whoever creates them: between its MySQL row and
+// its Redis shards a new item must not be taken for a lost one. An item
+// whose pipeline does not settle is tried again until it does or ctx ends:
+// its shards stay at 0 meanwhile (Rebuild's first step), so it sells nothing
+// rather than too much.
+func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error {
 	items, err := l.orders.Items(ctx)
 	if err != nil {
 		return fmt.Errorf("rebuild all: %w", err)
 	}
 	var errs []error
 	for _, it := range items {
+		if !it.CreatedAt.Before(createdBefore) {
+			continue
+		}
 		snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("rebuild all: %w", err))

@@ -304,7 +304,7 @@ func TestRebuildAllOnlyMissingItems(t *testing.T) {
 	if err := e.st.SetShards(e.ctx, kept.ID, []int64{1, 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := led.RebuildAll(e.ctx); err != nil {
+	if err := led.RebuildAll(e.ctx, time.Now()); err != nil {
 		t.Fatalf("rebuild all: %v", err)
 	}
 	if got, want := fmt.Sprint(e.shards(t, lost)), fmt.Sprint(stock.Split(9, 3)); got != want {

@@ -148,3 +148,15 @@ func (s *Store) SkipReturns(ctx context.Context, itemID int64, shards int, units
 	}
 	return nil
 }
+
+// MarkAlive sets the marker that this Redis holds seckill's data and
+// reports whether it was missing: then Redis is new or lost its data (a
+// restart without persistence), and items in MySQL need their stock rebuilt.
+// Of several instances asking at once, one gets true.
+func (s *Store) MarkAlive(ctx context.Context) (lost bool, err error) {
+	lost, err = s.rdb.SetNX(ctx, s.prefix+":alive", "1", 0).Result()
+	if err != nil {
+		return false, fmt.Errorf("mark redis alive: %w", err)
+	}
+	return lost, nil
+}
