@@ -23,8 +23,8 @@ const ledgerLease = "ledger"
 const rebuildBatch = 1000
 
 // ErrNotSettled: Rebuild gave up because orders kept moving between Redis,
-// Kafka and MySQL for its whole wait. The item's sales stay stopped (every
-// shard at 0); run Rebuild again once the pipeline is quiet.
+// Kafka and MySQL for its whole wait. The item's sales stay stopped (its
+// shard keys absent: purchases answer 503); run Rebuild again later.
 var ErrNotSettled = errors.New("order pipeline did not settle")
 
 // LedgerConfig tunes a Ledger. Zero fields take their defaults.
@@ -279,10 +279,11 @@ func (l *Ledger) forget() {
 // count:
 //
 //  1. It takes the sweeper lease, so no cancelled unit comes back during
-//     the rebuild, and sets every shard to 0, so no purchase takes one:
+//     the rebuild, and drops every shard key, so no purchase takes one
+//     (purchases answer 503 meanwhile, never "sold out"):
 //     from then on no unit can appear in or leave the shards except by us.
-//  2. It waits until the outbox and MySQL's active count stay unchanged
-//     (the relay and the writer delivered what was in flight), or fails
+//  2. It waits until the outbox and MySQL's active count stay unchanged and
+//     the writer has consumed all of Kafka (CaughtUp), or fails
 //     with ErrNotSettled after RebuildWait, leaving the sales stopped.
 //  3. Cancelled orders whose unit is not back yet are counted as back and
 //     recorded so in Redis, so a later Return cannot add them twice.
@@ -319,8 +320,9 @@ func (l *Ledger) rebuild(ctx context.Context, it Item) error {
 	if it.Shards < 1 {
 		return fmt.Errorf("rebuild item %d: %d shards", it.ID, it.Shards)
 	}
-	// 1. Stop sales.
-	if err := l.stock.SetShards(ctx, it.ID, make([]int64, it.Shards)); err != nil {
+	// 1. Stop sales: without shard keys every purchase answers 503 (not
+	// "sold out": this is a dependency state, not a business answer).
+	if err := l.stock.DropShards(ctx, it.ID, it.Shards); err != nil {
 		return fmt.Errorf("rebuild item %d: stop sales: %w", it.ID, err)
 	}
 	deadline := time.Now().Add(l.cfg.RebuildWait)
@@ -486,8 +488,8 @@ func (l *Ledger) settleUnreturned(ctx context.Context, it Item) error {
 // created later are warmed by whoever creates them: between its MySQL row and
 // its Redis shards a new item must not be taken for a lost one. An item
 // whose pipeline does not settle is tried again until it does or ctx ends:
-// its shards stay at 0 meanwhile (Rebuild's first step), so it sells nothing
-// rather than too much.
+// its shards stay absent meanwhile (Rebuild's first step: purchases answer
+// 503), so it sells nothing rather than too much.
 func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error {
 	items, err := l.orders.Items(ctx)
 	if err != nil {

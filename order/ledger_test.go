@@ -219,8 +219,8 @@ func TestRebuildNotSettled(t *testing.T) {
 	if !errors.Is(err, order.ErrNotSettled) {
 		t.Fatalf("rebuild while orders arrive: got %v, want ErrNotSettled", err)
 	}
-	if got := fmt.Sprint(e.shards(t, it)); got != "[0 0]" {
-		t.Errorf("shards after a failed rebuild: got %s, want [0 0] (sales stopped)", got)
+	if got := fmt.Sprint(e.shards(t, it)); got != "[-1 -1]" {
+		t.Errorf("shards after a failed rebuild: got %s, want [-1 -1] (sales stopped, answering 503)", got)
 	}
 	// Once quiet, it succeeds.
 	if err := led.Rebuild(e.ctx, it); err != nil {
@@ -245,8 +245,8 @@ func TestRebuildWaitsForKafka(t *testing.T) {
 	if err := led.Rebuild(e.ctx, it); !errors.Is(err, order.ErrNotSettled) {
 		t.Fatalf("rebuild with a consumer lag: got %v, want ErrNotSettled", err)
 	}
-	if got := fmt.Sprint(e.shards(t, it)); got != "[0 0]" {
-		t.Errorf("shards while Kafka lags: got %s, want [0 0] (sales stopped)", got)
+	if got := fmt.Sprint(e.shards(t, it)); got != "[-1 -1]" {
+		t.Errorf("shards while Kafka lags: got %s, want [-1 -1] (sales stopped, answering 503)", got)
 	}
 	caughtUp.Store(true)
 	if err := led.Rebuild(e.ctx, it); err != nil {

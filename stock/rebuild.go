@@ -160,3 +160,17 @@ func (s *Store) MarkAlive(ctx context.Context) (lost bool, err error) {
 	}
 	return lost, nil
 }
+
+// DropShards removes the item's shard counts: every purchase of it then
+// answers "not ready" (503) until the shards are set again, which is how a
+// rebuild stops sales without telling buyers the item is sold out.
+func (s *Store) DropShards(ctx context.Context, itemID int64, shards int) error {
+	pipe := s.rdb.Pipeline()
+	for i := range shards {
+		pipe.Del(ctx, s.keys(itemID, i).Stock())
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("drop shards of item %d: %w", itemID, err)
+	}
+	return nil
+}
