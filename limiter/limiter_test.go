@@ -596,15 +596,26 @@ func assertMetric(t *testing.T, reg *prometheus.Registry, series string, want fl
 	t.Errorf("%s: got no such series, want %v", series, want)
 }
 
-// BenchmarkAcquireRelease measures the hot path for existing users spread
-// over all shards, with limits high enough that nothing is rejected.
-func BenchmarkAcquireRelease(b *testing.B) {
-	l, _ := New(Config{
+// benchLimiter is a limiter whose limits are high enough that nothing is
+// rejected: the benchmarks measure the cost of admission itself.
+func benchLimiter(b *testing.B) *Limiter {
+	b.Helper()
+	l, err := New(Config{
 		GlobalRate: 1e12, GlobalBurst: 1 << 30,
 		UserRate: 1e12, UserBurst: 1 << 30,
 		MaxInFlight: 4096, AcquireWait: time.Second,
 	}, prometheus.NewRegistry())
-	defer l.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(l.Close)
+	return l
+}
+
+// BenchmarkAcquireRelease measures the hot path for existing users spread
+// over all shards, with limits high enough that nothing is rejected.
+func BenchmarkAcquireRelease(b *testing.B) {
+	l := benchLimiter(b)
 	ctx := context.Background()
 	const users = 1 << 16
 	for id := range int64(users) {
@@ -633,12 +644,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 // BenchmarkAcquireReleaseNewUsers measures the cost when every request is a
 // user not seen before (bucket creation plus map growth).
 func BenchmarkAcquireReleaseNewUsers(b *testing.B) {
-	l, _ := New(Config{
-		GlobalRate: 1e12, GlobalBurst: 1 << 30,
-		UserRate: 1e12, UserBurst: 1 << 30,
-		MaxInFlight: 4096, AcquireWait: time.Second,
-	}, prometheus.NewRegistry())
-	defer l.Close()
+	l := benchLimiter(b)
 	ctx := context.Background()
 	var next atomic.Int64
 	b.ReportAllocs()
