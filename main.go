@@ -17,6 +17,6 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "seckill:", err)
-		os.Exit(1)
+		os.Exit(app.ExitCode(err)) // 2 for a usage error
 	}
 }

@@ -43,8 +43,7 @@ type testApp struct {
 func startApp(t *testing.T, env map[string]string) *testApp {
 	t.Helper()
 	a := apptest.Start(t, env)
-	return &testApp{App: a, t: t, base: a.Base, db: a.DB,
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}}
+	return &testApp{App: a, t: t, base: a.Base, db: a.DB, client: a.Client}
 }
 
 // call sends a request and decodes a JSON answer into out (if not nil).
@@ -489,7 +488,7 @@ func TestDevMode(t *testing.T) {
 		}
 		for _, line := range strings.Split(text, "\n") {
 			l := strings.TrimSpace(line)
-			if strings.HasPrefix(l, "export ") || strings.HasPrefix(l, "curl ") || strings.HasPrefix(l, "TOKEN=") || strings.HasPrefix(l, "ORDER=") {
+			if strings.HasPrefix(l, "export ") || strings.HasPrefix(l, "curl ") || strings.HasPrefix(l, "TOKEN=") || strings.HasPrefix(l, "ORDER=") || strings.HasPrefix(l, "for ") {
 				script = append(script, l)
 			}
 		}
@@ -497,13 +496,11 @@ func TestDevMode(t *testing.T) {
 	if len(script) < 8 {
 		t.Fatalf("dev printed %d commands, want at least 8:\n%s", len(script), out.String())
 	}
-	// Give the order time to reach the embedded MySQL before it is read.
+	// Run as pasted in one go: no pause for the order to reach MySQL, the
+	// script's pay step has to wait for it by itself.
 	var shell []string
 	for _, l := range script {
 		shell = append(shell, l, "echo")
-		if strings.HasPrefix(l, "ORDER=") {
-			shell = append(shell, "sleep 2")
-		}
 	}
 	got, err := exec.Command("bash", "-euo", "pipefail", "-c", strings.Join(shell, "\n")).CombinedOutput()
 	if err != nil {
@@ -513,6 +510,9 @@ func TestDevMode(t *testing.T) {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("output lacks %s:\n%s", want, got)
 		}
+	}
+	if strings.Contains(string(got), handler.CodeOrderPending) {
+		t.Errorf("pay ended on %s, want it paid:\n%s", handler.CodeOrderPending, got)
 	}
 }
 

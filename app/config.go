@@ -1,13 +1,19 @@
 package app
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"gopkg.in/yaml.v3"
 
 	"seckill/configs"
@@ -16,8 +22,21 @@ import (
 // Embedded is the address that asks for an in-process stand-in server.
 const Embedded = "embedded"
 
-// Config is the whole configuration, loaded once: configs/seckill.yaml (built
-// in, or the file SECKILL_CONFIG names), then SECKILL_* environment overrides.
+// Redis deployment modes (redis.mode).
+const (
+	// RedisSingle is one Redis server (or a primary with replicas) at redis.addr.
+	RedisSingle = "single"
+	// RedisCluster is a Redis Cluster; redis.addr lists seed nodes, comma separated.
+	RedisCluster = "cluster"
+)
+
+// minJWTSecret is the shortest user-token secret accepted: an HS256 key
+// much shorter than this can be brute-forced offline from one token.
+const minJWTSecret = 16
+
+// Config is the whole configuration, loaded once: the built-in
+// configs/seckill.yaml, then the file SECKILL_CONFIG names layered over it,
+// then SECKILL_* environment overrides.
 type Config struct {
 	HTTP struct {
 		Addr            string        `yaml:"addr"`
@@ -27,10 +46,16 @@ type Config struct {
 		ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	} `yaml:"http"`
 	Redis struct {
+		// Mode is RedisSingle or RedisCluster; RedisAddrs reads Addr by it.
+		Mode     string        `yaml:"mode"`
 		Addr     string        `yaml:"addr"`
 		Prefix   string        `yaml:"prefix"`
 		PoolSize int           `yaml:"pool_size"`
 		Timeout  time.Duration `yaml:"timeout"`
+		// WaitReplicas replicas must acknowledge a reservation (WAIT)
+		// before the 202; 0 answers once the primary has it.
+		WaitReplicas int           `yaml:"wait_replicas"`
+		WaitTimeout  time.Duration `yaml:"wait_timeout"`
 	} `yaml:"redis"`
 	MySQL struct {
 		DSN          string `yaml:"dsn"`
@@ -51,6 +76,9 @@ type Config struct {
 	Order struct {
 		TTL      time.Duration `yaml:"ttl"`
 		TokenTTL time.Duration `yaml:"token_ttl"`
+		// ClaimTimeout is how long a fall-through claim may stay open
+		// before it is settled.
+		ClaimTimeout time.Duration `yaml:"claim_timeout"`
 	} `yaml:"order"`
 	Limiter struct {
 		GlobalRate  float64       `yaml:"global_rate"`
@@ -81,10 +109,30 @@ type Config struct {
 	} `yaml:"log"`
 }
 
-// override is one SECKILL_* variable and where it goes.
+// RedisAddrs is where Redis is: the one address of single mode, or the
+// seed nodes of a cluster (redis.addr is then a comma-separated list).
+func (c Config) RedisAddrs() []string {
+	if c.Redis.Mode != RedisCluster {
+		return []string{c.Redis.Addr}
+	}
+	return splitList(c.Redis.Addr)
+}
+
+// splitList splits a comma-separated list, trimming blanks around items.
+// Empty items are kept so that Validate can name them.
+func splitList(v string) []string {
+	items := strings.Split(v, ",")
+	for i := range items {
+		items[i] = strings.TrimSpace(items[i])
+	}
+	return items
+}
+
+// override is one SECKILL_* variable and the yaml key it overrides.
 type override struct {
-	name string
-	set  func(c *Config, v string) error
+	env string
+	key string
+	set func(c *Config, v string) error
 }
 
 func str(p func(*Config) *string) func(*Config, string) error {
@@ -99,76 +147,329 @@ func dur(p func(*Config) *time.Duration) func(*Config, string) error {
 	}
 }
 
-func num[T int | int32 | float64](p func(*Config) *T) func(*Config, string) error {
+// integer parses a whole number that fits T: "2.5" or 1e10 for an int32 is
+// an error, not a silently truncated setting.
+func integer[T int | int32 | int64](p func(*Config) *T) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return err
+		}
+		if int64(T(n)) != n {
+			return fmt.Errorf("%d is out of range", n)
+		}
+		*p(c) = T(n)
+		return nil
+	}
+}
+
+func float(p func(*Config) *float64) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		f, err := strconv.ParseFloat(v, 64)
-		*p(c) = T(f)
+		*p(c) = f
 		return err
 	}
 }
 
+func list(p func(*Config) *[]string) func(*Config, string) error {
+	return func(c *Config, v string) error { *p(c) = splitList(v); return nil }
+}
+
+// overrides are every environment variable LoadConfig reads besides
+// SECKILL_CONFIG, in the order of configs/seckill.yaml.
 var overrides = []override{
-	{"SECKILL_HTTP_ADDR", str(func(c *Config) *string { return &c.HTTP.Addr })},
-	{"SECKILL_REDIS_ADDR", str(func(c *Config) *string { return &c.Redis.Addr })},
-	{"SECKILL_REDIS_PREFIX", str(func(c *Config) *string { return &c.Redis.Prefix })},
-	{"SECKILL_MYSQL_DSN", str(func(c *Config) *string { return &c.MySQL.DSN })},
-	{"SECKILL_KAFKA_BROKERS", func(c *Config, v string) error {
-		c.Kafka.Brokers = strings.Split(v, ",")
-		return nil
-	}},
-	{"SECKILL_KAFKA_PARTITIONS", num(func(c *Config) *int32 { return &c.Kafka.Partitions })},
-	{"SECKILL_ADMIN_TOKEN", str(func(c *Config) *string { return &c.Auth.AdminToken })},
-	{"SECKILL_JWT_SECRET", str(func(c *Config) *string { return &c.Auth.JWTSecret })},
-	{"SECKILL_ORDER_TTL", dur(func(c *Config) *time.Duration { return &c.Order.TTL })},
-	{"SECKILL_TOKEN_TTL", dur(func(c *Config) *time.Duration { return &c.Order.TokenTTL })},
-	{"SECKILL_LIMIT_GLOBAL_RATE", num(func(c *Config) *float64 { return &c.Limiter.GlobalRate })},
-	{"SECKILL_LIMIT_USER_RATE", num(func(c *Config) *float64 { return &c.Limiter.UserRate })},
-	{"SECKILL_LIMIT_MAX_IN_FLIGHT", num(func(c *Config) *int { return &c.Limiter.MaxInFlight })},
-	{"SECKILL_SWEEP_INTERVAL", dur(func(c *Config) *time.Duration { return &c.Sweeper.Interval })},
-	{"SECKILL_LOG_LEVEL", str(func(c *Config) *string { return &c.Log.Level })},
+	{"SECKILL_HTTP_ADDR", "http.addr", str(func(c *Config) *string { return &c.HTTP.Addr })},
+	{"SECKILL_REDIS_MODE", "redis.mode", str(func(c *Config) *string { return &c.Redis.Mode })},
+	{"SECKILL_REDIS_ADDR", "redis.addr", str(func(c *Config) *string { return &c.Redis.Addr })},
+	{"SECKILL_REDIS_PREFIX", "redis.prefix", str(func(c *Config) *string { return &c.Redis.Prefix })},
+	{"SECKILL_REDIS_WAIT_REPLICAS", "redis.wait_replicas", integer(func(c *Config) *int { return &c.Redis.WaitReplicas })},
+	{"SECKILL_REDIS_WAIT_TIMEOUT", "redis.wait_timeout", dur(func(c *Config) *time.Duration { return &c.Redis.WaitTimeout })},
+	{"SECKILL_MYSQL_DSN", "mysql.dsn", str(func(c *Config) *string { return &c.MySQL.DSN })},
+	{"SECKILL_KAFKA_BROKERS", "kafka.brokers", list(func(c *Config) *[]string { return &c.Kafka.Brokers })},
+	{"SECKILL_KAFKA_PARTITIONS", "kafka.partitions", integer(func(c *Config) *int32 { return &c.Kafka.Partitions })},
+	{"SECKILL_ADMIN_TOKEN", "auth.admin_token", str(func(c *Config) *string { return &c.Auth.AdminToken })},
+	{"SECKILL_JWT_SECRET", "auth.jwt_secret", str(func(c *Config) *string { return &c.Auth.JWTSecret })},
+	{"SECKILL_ORDER_TTL", "order.ttl", dur(func(c *Config) *time.Duration { return &c.Order.TTL })},
+	{"SECKILL_TOKEN_TTL", "order.token_ttl", dur(func(c *Config) *time.Duration { return &c.Order.TokenTTL })},
+	{"SECKILL_CLAIM_TIMEOUT", "order.claim_timeout", dur(func(c *Config) *time.Duration { return &c.Order.ClaimTimeout })},
+	{"SECKILL_LIMIT_GLOBAL_RATE", "limiter.global_rate", float(func(c *Config) *float64 { return &c.Limiter.GlobalRate })},
+	{"SECKILL_LIMIT_USER_RATE", "limiter.user_rate", float(func(c *Config) *float64 { return &c.Limiter.UserRate })},
+	{"SECKILL_LIMIT_MAX_IN_FLIGHT", "limiter.max_in_flight", integer(func(c *Config) *int { return &c.Limiter.MaxInFlight })},
+	{"SECKILL_SWEEP_INTERVAL", "sweeper.interval", dur(func(c *Config) *time.Duration { return &c.Sweeper.Interval })},
+	{"SECKILL_LOG_LEVEL", "log.level", str(func(c *Config) *string { return &c.Log.Level })},
+}
+
+// setting names a yaml key for an error message, with the variable that
+// overrides it, so an operator knows where to fix it.
+func setting(key string) string {
+	for _, o := range overrides {
+		if o.key == key {
+			return key + " (" + o.env + ")"
+		}
+	}
+	return key
 }
 
 // LoadConfig reads the configuration; getenv is os.Getenv outside tests.
+// It does not validate: see Validate.
 func LoadConfig(getenv func(string) string) (Config, error) {
-	var c Config
-	data := configs.Default
-	if path := getenv("SECKILL_CONFIG"); path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return c, fmt.Errorf("read config: %w", err)
-		}
-		data = b
+	c, err := defaultConfig()
+	if err != nil {
+		return c, err
 	}
-	if err := yaml.Unmarshal(data, &c); err != nil {
-		return c, fmt.Errorf("parse config: %w", err)
+	if path := getenv("SECKILL_CONFIG"); path != "" {
+		if err := layerFile(&c, path); err != nil {
+			return c, err
+		}
 	}
 	for _, o := range overrides {
-		if v := getenv(o.name); v != "" {
+		if v := getenv(o.env); v != "" {
 			if err := o.set(&c, v); err != nil {
-				return c, fmt.Errorf("%s=%q: %w", o.name, v, err)
+				return c, fmt.Errorf("%s=%q: %w", o.env, v, err)
 			}
 		}
 	}
 	return c, nil
 }
 
-// Validate reports what makes the configuration unusable for serving.
+// defaultConfig is the built-in configs/seckill.yaml.
+func defaultConfig() (Config, error) {
+	var c Config
+	if err := decodeOver(&c, configs.Default); err != nil {
+		return c, fmt.Errorf("built-in config: %w", err)
+	}
+	return c, nil
+}
+
+// layerFile decodes the file at path over c.
+func layerFile(c *Config, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if err := decodeOver(c, data); err != nil {
+		return fmt.Errorf("parse config %s: %w", path, err)
+	}
+	return nil
+}
+
+// decodeOver decodes YAML into c: keys the document names replace their
+// value (a list is replaced, not merged), the others keep it. An unknown
+// key is an error: a misspelt one would leave its setting at the default
+// without anyone noticing.
+func decodeOver(c *Config, data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return err
+	}
+	return nil
+}
+
+// Validate reports what makes the configuration unusable for serving: a
+// missing secret, an address that cannot work, and any interval, timeout,
+// size or count that would panic (a ticker of 0) or quietly misbehave (a
+// batch of 0, a timeout that never fires).
 func (c Config) Validate() error {
+	return errors.Join(
+		c.validateSecrets(),
+		c.validateHTTP(),
+		c.validateRedis(),
+		c.validateMySQL(),
+		c.validateKafka(),
+		c.validateOrders(),
+		c.validateLimiter(),
+		c.validateLog(),
+	)
+}
+
+// checkJWTSecret is the rule for the user-token secret, shared by serve
+// and the token command so that token never signs with a key serve refuses.
+func checkJWTSecret(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("SECKILL_JWT_SECRET is required (at least %d bytes)", minJWTSecret)
+	case len(s) < minJWTSecret:
+		return fmt.Errorf("SECKILL_JWT_SECRET is %d bytes, want at least %d", len(s), minJWTSecret)
+	}
+	return nil
+}
+
+func (c Config) validateSecrets() error {
 	var errs []error
 	if c.Auth.AdminToken == "" {
 		errs = append(errs, errors.New("SECKILL_ADMIN_TOKEN is required"))
 	}
-	if len(c.Auth.JWTSecret) < 16 {
-		errs = append(errs, errors.New("SECKILL_JWT_SECRET is required (at least 16 bytes)"))
+	return errors.Join(append(errs, checkJWTSecret(c.Auth.JWTSecret))...)
+}
+
+func (c Config) validateHTTP() error {
+	h := c.HTTP
+	return errors.Join(
+		hostPort("http.addr", h.Addr),
+		positive("http.read_timeout", h.ReadTimeout),
+		positive("http.write_timeout", h.WriteTimeout),
+		positive("http.idle_timeout", h.IdleTimeout),
+		positive("http.shutdown_timeout", h.ShutdownTimeout),
+	)
+}
+
+func (c Config) validateRedis() error {
+	r := c.Redis
+	errs := []error{
+		required("redis.prefix", r.Prefix),
+		atLeast("redis.pool_size", r.PoolSize, 1),
+		positive("redis.timeout", r.Timeout),
+		atLeast("redis.wait_replicas", r.WaitReplicas, 0),
+		positive("redis.wait_timeout", r.WaitTimeout),
 	}
-	if c.Order.TTL <= 0 {
-		errs = append(errs, errors.New("order.ttl must be positive"))
+	switch r.Mode {
+	case RedisSingle:
+		switch {
+		case strings.Contains(r.Addr, ","):
+			errs = append(errs, fmt.Errorf("%s lists several addresses: that needs %s cluster", setting("redis.addr"), setting("redis.mode")))
+		case r.Addr != Embedded:
+			errs = append(errs, hostPort("redis.addr", r.Addr))
+		}
+	case RedisCluster:
+		errs = append(errs, addrList("redis.addr", c.RedisAddrs(), "a cluster has no embedded stand-in"))
+	default:
+		errs = append(errs, fmt.Errorf("%s must be %q or %q, got %q", setting("redis.mode"), RedisSingle, RedisCluster, r.Mode))
 	}
-	if c.Kafka.Partitions < 1 {
-		errs = append(errs, errors.New("kafka.partitions must be at least 1"))
+	// WAIT runs under the per-command timeout: past it the purchase fails
+	// closed (503) although its reservation was taken.
+	if r.WaitReplicas > 0 && r.WaitTimeout >= r.Timeout {
+		errs = append(errs, fmt.Errorf("%s %v must be shorter than redis.timeout %v when replicas are awaited",
+			setting("redis.wait_timeout"), r.WaitTimeout, r.Timeout))
 	}
-	if len(c.Kafka.Brokers) == 0 {
-		errs = append(errs, errors.New("kafka.brokers is empty"))
+	return errors.Join(errs...)
+}
+
+func (c Config) validateMySQL() error {
+	m := c.MySQL
+	errs := []error{atLeast("mysql.max_open_conns", m.MaxOpenConns, 1)}
+	if m.DSN != Embedded {
+		if _, err := mysql.ParseDSN(m.DSN); err != nil || m.DSN == "" {
+			errs = append(errs, fmt.Errorf("%s is not a MySQL DSN (user:password@tcp(host:port)/db)", setting("mysql.dsn")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) validateKafka() error {
+	k := c.Kafka
+	errs := []error{
+		required("kafka.topic", k.Topic),
+		required("kafka.dlq_topic", k.DLQTopic),
+		required("kafka.group", k.Group),
+		atLeast("kafka.partitions", k.Partitions, 1),
+		positive("kafka.session_timeout", k.SessionTimeout),
+	}
+	if k.DLQTopic == k.Topic && k.Topic != "" {
+		errs = append(errs, fmt.Errorf("kafka.dlq_topic must differ from kafka.topic %q", k.Topic))
+	}
+	if !(len(k.Brokers) == 1 && k.Brokers[0] == Embedded) {
+		errs = append(errs, addrList("kafka.brokers", k.Brokers, "\"embedded\" must be the only broker"))
+	}
+	return errors.Join(errs...)
+}
+
+// validateOrders checks the pipeline after the purchase: every interval
+// here drives a ticker or a lease, every size a loop.
+func (c Config) validateOrders() error {
+	return errors.Join(
+		positive("order.ttl", c.Order.TTL),
+		positive("order.token_ttl", c.Order.TokenTTL),
+		positive("order.claim_timeout", c.Order.ClaimTimeout),
+		atLeast("relay.batch_size", c.Relay.BatchSize, 1),
+		positive("relay.claim_idle", c.Relay.ClaimIdle),
+		atLeast("consumer.batch_size", c.Consumer.BatchSize, 1),
+		positive("consumer.batch_wait", c.Consumer.BatchWait),
+		positive("sweeper.interval", c.Sweeper.Interval),
+		atLeast("sweeper.batch", c.Sweeper.Batch, 1),
+		positive("sweeper.lease", c.Sweeper.Lease),
+		positive("reconciler.interval", c.Reconciler.Interval),
+	)
+}
+
+// validateLimiter allows 0, which turns a limit off (see limiter.Config),
+// but not a negative or non-finite value, which is always a typo.
+func (c Config) validateLimiter() error {
+	l := c.Limiter
+	return errors.Join(
+		rate("limiter.global_rate", l.GlobalRate),
+		rate("limiter.user_rate", l.UserRate),
+		atLeast("limiter.global_burst", l.GlobalBurst, 0),
+		atLeast("limiter.user_burst", l.UserBurst, 0),
+		atLeast("limiter.max_in_flight", l.MaxInFlight, 0),
+		notNegative("limiter.acquire_wait", l.AcquireWait),
+	)
+}
+
+// validateLog refuses a level newLogger would silently read as info.
+func (c Config) validateLog() error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		return fmt.Errorf("%s must be debug, info, warn or error, got %q", setting("log.level"), c.Log.Level)
+	}
+	return nil
+}
+
+func positive(key string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s must be positive, got %v", setting(key), d)
+	}
+	return nil
+}
+
+func notNegative(key string, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%s must not be negative, got %v", setting(key), d)
+	}
+	return nil
+}
+
+func atLeast[T int | int32 | int64](key string, v, least T) error {
+	if v < least {
+		return fmt.Errorf("%s must be at least %d, got %d", setting(key), least, v)
+	}
+	return nil
+}
+
+func rate(key string, v float64) error {
+	if !(v >= 0) || math.IsInf(v, 0) { // !(v >= 0) also catches NaN
+		return fmt.Errorf("%s must be a number >= 0 (0: no limit), got %v", setting(key), v)
+	}
+	return nil
+}
+
+func required(key, v string) error {
+	if v == "" {
+		return fmt.Errorf("%s is required", setting(key))
+	}
+	return nil
+}
+
+func hostPort(key, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s must be host:port, got %q", setting(key), addr)
+	}
+	return nil
+}
+
+// addrList checks a list of host:port addresses; why says why "embedded"
+// is not allowed in it.
+func addrList(key string, addrs []string, why string) error {
+	if len(addrs) == 0 {
+		return fmt.Errorf("%s is empty", setting(key))
+	}
+	var errs []error
+	for _, a := range addrs {
+		if a == Embedded {
+			errs = append(errs, fmt.Errorf("%s: %s", setting(key), why))
+		} else {
+			errs = append(errs, hostPort(key, a))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -180,15 +481,30 @@ func mask(s string) string {
 	return "***"
 }
 
+// maskDSN hides the password of a MySQL DSN. It splits the DSN the way the
+// driver does (the last '@' before the last '/', the first ':' before it),
+// so a password holding '@' or ':' is hidden whole.
+func maskDSN(dsn string) string {
+	slash := strings.LastIndex(dsn, "/")
+	if slash < 0 {
+		return dsn
+	}
+	at := strings.LastIndex(dsn[:slash], "@")
+	if at < 0 {
+		return dsn
+	}
+	colon := strings.Index(dsn[:at], ":")
+	if colon < 0 {
+		return dsn // a user without a password
+	}
+	return dsn[:colon] + ":***" + dsn[at:]
+}
+
 // String prints the configuration with secrets masked.
 func (c Config) String() string {
 	c.Auth.AdminToken = mask(c.Auth.AdminToken)
 	c.Auth.JWTSecret = mask(c.Auth.JWTSecret)
-	if i := strings.Index(c.MySQL.DSN, "@"); i > 0 {
-		if j := strings.Index(c.MySQL.DSN[:i], ":"); j > 0 {
-			c.MySQL.DSN = c.MySQL.DSN[:j] + ":***" + c.MySQL.DSN[i:]
-		}
-	}
+	c.MySQL.DSN = maskDSN(c.MySQL.DSN)
 	b, _ := yaml.Marshal(c)
 	return string(b)
 }

@@ -3,6 +3,10 @@ package app_test
 import (
 	"context"
 	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +86,154 @@ func TestTokenCommand(t *testing.T) {
 		if err := app.Run(context.Background(), args, env(map[string]string{"SECKILL_JWT_SECRET": secret}), io.Discard); err == nil {
 			t.Errorf("%v: got nil error", args)
 		}
+	}
+}
+
+// validConfig is the built-in configuration with the secrets serve needs.
+func validConfig(t *testing.T) app.Config {
+	t.Helper()
+	c, err := app.LoadConfig(env(map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("built-in config with secrets: %v", err)
+	}
+	return c
+}
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "seckill.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestConfigFileLayersOverDefaults: a SECKILL_CONFIG file changes only what
+// it names; the environment still wins over it.
+func TestConfigFileLayersOverDefaults(t *testing.T) {
+	def, err := app.LoadConfig(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeFile(t, "http: {addr: \"127.0.0.1:9\"}\nkafka: {brokers: [\"k1:9092\", \"k2:9092\"]}\n")
+	got, err := app.LoadConfig(env(map[string]string{"SECKILL_CONFIG": path}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := def
+	want.HTTP.Addr = "127.0.0.1:9"
+	want.Kafka.Brokers = []string{"k1:9092", "k2:9092"} // a list is replaced, not merged
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("file over defaults:\ngot  %s\nwant %s", got, want)
+	}
+	got, err = app.LoadConfig(env(map[string]string{"SECKILL_CONFIG": path, "SECKILL_HTTP_ADDR": ":7"}))
+	if err != nil || got.HTTP.Addr != ":7" {
+		t.Errorf("env over file: addr %q, err %v; want :7", got.HTTP.Addr, err)
+	}
+	if got, err := app.LoadConfig(env(map[string]string{"SECKILL_CONFIG": writeFile(t, "")})); err != nil || !reflect.DeepEqual(got, def) {
+		t.Errorf("empty file: err %v, config changed: %v", err, !reflect.DeepEqual(got, def))
+	}
+}
+
+// TestConfigRejectsUnknownKeys: a misspelt key is an error, not a setting
+// silently left at its default.
+func TestConfigRejectsUnknownKeys(t *testing.T) {
+	for _, text := range []string{"sweeper: {intervall: 1s}\n", "htp: {addr: \":1\"}\n"} {
+		if _, err := app.LoadConfig(env(map[string]string{"SECKILL_CONFIG": writeFile(t, text)})); err == nil {
+			t.Errorf("%q: got nil error, want the unknown key refused", text)
+		}
+	}
+	if _, err := app.LoadConfig(env(map[string]string{"SECKILL_CONFIG": "/nonexistent/seckill.yaml"})); err == nil {
+		t.Error("missing file: got nil error")
+	}
+}
+
+// TestConfigEnvNumbers: integers must be integers in range, rates numbers.
+func TestConfigEnvNumbers(t *testing.T) {
+	for k, v := range map[string]string{
+		"SECKILL_KAFKA_PARTITIONS":    "2.5",
+		"SECKILL_LIMIT_MAX_IN_FLIGHT": "lots",
+		"SECKILL_LIMIT_USER_RATE":     "fast",
+	} {
+		if _, err := app.LoadConfig(env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%s: got %v, want an error naming %s", k, v, err, k)
+		}
+	}
+	if _, err := app.LoadConfig(env(map[string]string{"SECKILL_KAFKA_PARTITIONS": "99999999999"})); err == nil {
+		t.Error("SECKILL_KAFKA_PARTITIONS past int32: got nil error")
+	}
+}
+
+// TestConfigValidateRejectsBadValues: settings that would panic (a ticker of
+// 0) or quietly misbehave (a batch of 0, no timeout) stop the start.
+func TestConfigValidateRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		name  string // the setting the error must name
+		spoil func(c *app.Config)
+	}{
+		{"http.addr", func(c *app.Config) { c.HTTP.Addr = "" }},
+		{"http.read_timeout", func(c *app.Config) { c.HTTP.ReadTimeout = 0 }},
+		{"http.write_timeout", func(c *app.Config) { c.HTTP.WriteTimeout = -time.Second }},
+		{"http.idle_timeout", func(c *app.Config) { c.HTTP.IdleTimeout = 0 }},
+		{"http.shutdown_timeout", func(c *app.Config) { c.HTTP.ShutdownTimeout = 0 }},
+		{"redis.addr", func(c *app.Config) { c.Redis.Addr = "" }},
+		{"redis.addr", func(c *app.Config) { c.Redis.Addr = "a:1,b:2" }}, // a list needs cluster mode
+		{"redis.prefix", func(c *app.Config) { c.Redis.Prefix = "" }},
+		{"redis.pool_size", func(c *app.Config) { c.Redis.PoolSize = 0 }},
+		{"redis.timeout", func(c *app.Config) { c.Redis.Timeout = 0 }},
+		{"mysql.dsn", func(c *app.Config) { c.MySQL.DSN = "" }},
+		{"mysql.dsn", func(c *app.Config) { c.MySQL.DSN = "not a dsn" }},
+		{"mysql.max_open_conns", func(c *app.Config) { c.MySQL.MaxOpenConns = -1 }},
+		{"kafka.brokers", func(c *app.Config) { c.Kafka.Brokers = nil }},
+		{"kafka.brokers", func(c *app.Config) { c.Kafka.Brokers = []string{"a:1", ""} }},
+		{"kafka.topic", func(c *app.Config) { c.Kafka.Topic = "" }},
+		{"kafka.dlq_topic", func(c *app.Config) { c.Kafka.DLQTopic = c.Kafka.Topic }},
+		{"kafka.partitions", func(c *app.Config) { c.Kafka.Partitions = 0 }},
+		{"kafka.group", func(c *app.Config) { c.Kafka.Group = "" }},
+		{"kafka.session_timeout", func(c *app.Config) { c.Kafka.SessionTimeout = 0 }},
+		{"order.ttl", func(c *app.Config) { c.Order.TTL = 0 }},
+		{"order.token_ttl", func(c *app.Config) { c.Order.TokenTTL = -time.Minute }},
+		{"limiter.global_rate", func(c *app.Config) { c.Limiter.GlobalRate = -1 }},
+		{"limiter.user_rate", func(c *app.Config) { c.Limiter.UserRate = math.NaN() }},
+		{"limiter.global_burst", func(c *app.Config) { c.Limiter.GlobalBurst = -1 }},
+		{"limiter.user_burst", func(c *app.Config) { c.Limiter.UserBurst = -1 }},
+		{"limiter.max_in_flight", func(c *app.Config) { c.Limiter.MaxInFlight = -1 }},
+		{"limiter.acquire_wait", func(c *app.Config) { c.Limiter.AcquireWait = -time.Millisecond }},
+		{"relay.batch_size", func(c *app.Config) { c.Relay.BatchSize = 0 }},
+		{"relay.claim_idle", func(c *app.Config) { c.Relay.ClaimIdle = 0 }},
+		{"consumer.batch_size", func(c *app.Config) { c.Consumer.BatchSize = 0 }},
+		{"consumer.batch_wait", func(c *app.Config) { c.Consumer.BatchWait = 0 }},
+		{"sweeper.interval", func(c *app.Config) { c.Sweeper.Interval = 0 }},
+		{"sweeper.batch", func(c *app.Config) { c.Sweeper.Batch = 0 }},
+		{"sweeper.lease", func(c *app.Config) { c.Sweeper.Lease = -time.Second }},
+		{"reconciler.interval", func(c *app.Config) { c.Reconciler.Interval = 0 }},
+		{"log.level", func(c *app.Config) { c.Log.Level = "loud" }},
+	}
+	for _, tc := range tests {
+		c := validConfig(t)
+		tc.spoil(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("broken %s: got %v, want an error naming it", tc.name, err)
+		}
+	}
+	// Zero turns a limiter off, as the limiter documents: allowed.
+	c := validConfig(t)
+	c.Limiter.GlobalRate, c.Limiter.UserRate, c.Limiter.MaxInFlight, c.Limiter.AcquireWait = 0, 0, 0, 0
+	if err := c.Validate(); err != nil {
+		t.Errorf("limits off: got %v, want nil", err)
+	}
+}
+
+// TestConfigStringMasksDSNPassword: the password goes even when it holds
+// an '@' or a ':'.
+func TestConfigStringMasksDSNPassword(t *testing.T) {
+	c := validConfig(t)
+	c.MySQL.DSN = "app:p@ss:w0rd@tcp(db:3306)/seckill?parseTime=true"
+	s := c.String()
+	if strings.Contains(s, "p@ss") || strings.Contains(s, "w0rd") || !strings.Contains(s, "app:***@tcp(db:3306)/seckill") {
+		t.Errorf("String() shows:\n%s\nwant the DSN as app:***@tcp(db:3306)/seckill...", s)
 	}
 }

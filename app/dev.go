@@ -15,12 +15,20 @@ import (
 	"seckill/handler"
 )
 
+// devAddr is where dev listens unless SECKILL_HTTP_ADDR says otherwise:
+// loopback only, as it runs with made-up secrets and a demo item.
+const devAddr = "127.0.0.1:8080"
+
 // dev runs the whole system in one process with embedded Redis, Kafka and
 // MySQL (unless SECKILL_* points elsewhere), creates a demo item and prints
 // what a newcomer needs to try it.
 func dev(ctx context.Context, cfg Config, getenv func(string) string, stdout io.Writer) error {
+	if getenv("SECKILL_HTTP_ADDR") == "" {
+		cfg.HTTP.Addr = devAddr
+	}
 	if getenv("SECKILL_REDIS_ADDR") == "" {
 		cfg.Redis.Addr = Embedded
+		cfg.Redis.Mode = RedisSingle // the embedded server is no cluster
 	}
 	if getenv("SECKILL_MYSQL_DSN") == "" {
 		cfg.MySQL.DSN = Embedded
@@ -39,7 +47,7 @@ func dev(ctx context.Context, cfg Config, getenv func(string) string, stdout io.
 	}
 	cfg.Kafka.SessionTimeout = 2 * time.Second
 	if err := cfg.Validate(); err != nil {
-		return err
+		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	return serve(ctx, cfg, stdout, func(s *Server) {
 		if err := devWelcome(ctx, s, cfg, stdout); err != nil {
@@ -54,9 +62,22 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// devBase is the URL to reach a server listening on addr, and a note when
+// that is not the listen address itself: one on all interfaces is reached
+// through loopback.
+func devBase(addr string) (base, note string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr, ""
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return "http://" + net.JoinHostPort("127.0.0.1", port), " (listening on all interfaces, " + addr + ")"
+	}
+	return "http://" + net.JoinHostPort(host, port), ""
+}
+
 func devWelcome(ctx context.Context, s *Server, cfg Config, w io.Writer) error {
-	_, port, _ := net.SplitHostPort(s.Addr)
-	base := "http://127.0.0.1:" + port
+	base, note := devBase(s.Addr)
 	body, _ := json.Marshal(map[string]any{"name": "demo phone", "stock": 100, "shards": 8, "per_user_limit": 1})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/admin/items", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+cfg.Auth.AdminToken)
@@ -77,23 +98,24 @@ func devWelcome(ctx context.Context, s *Server, cfg Config, w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, `
-seckill dev is running on %[1]s (embedded Redis, Kafka and MySQL unless SECKILL_* says otherwise)
+seckill dev is running on %[1]s%[6]s (embedded Redis, Kafka and MySQL unless SECKILL_* says otherwise)
 
   admin token:  %[2]s
   user token:   %[3]s   (user 1001; more: SECKILL_JWT_SECRET=%[4]s seckill token --user 1002)
   demo item:    %[5]d (stock 100, 8 shards)
 
-Try it (paste in another shell):
+Try it (paste in another shell; pay retries while the order is still on
+its way to MySQL, answered 409 order_pending):
 
   export ADMIN=%[2]s USER_TOKEN=%[3]s
   curl -s %[1]s/api/v1/items/%[5]d
   TOKEN=$(curl -s -X POST -H "Authorization: Bearer $USER_TOKEN" %[1]s/api/v1/items/%[5]d/tokens | sed 's/.*"token":"\([^"]*\)".*/\1/')
   ORDER=$(curl -s -X POST -H "Authorization: Bearer $USER_TOKEN" -H "Idempotency-Key: $TOKEN" %[1]s/api/v1/items/%[5]d/purchase | sed 's/.*"order_id":"\([^"]*\)".*/\1/')
   curl -s -H "Authorization: Bearer $USER_TOKEN" %[1]s/api/v1/orders/$ORDER
-  curl -s -X POST -H "Authorization: Bearer $USER_TOKEN" %[1]s/api/v1/orders/$ORDER/pay
+  for try in $(seq 50); do PAY=$(curl -s -X POST -H "Authorization: Bearer $USER_TOKEN" %[1]s/api/v1/orders/$ORDER/pay); case $PAY in *'"order_pending"'*) sleep 0.2;; *) break;; esac; done; echo "$PAY"
   curl -s -H "Authorization: Bearer $ADMIN" %[1]s/api/v1/admin/items/%[5]d/stats
   curl -s %[1]s/metrics | grep seckill_purchases_total
 
-`, base, cfg.Auth.AdminToken, user, cfg.Auth.JWTSecret, item.ID)
+`, base, cfg.Auth.AdminToken, user, cfg.Auth.JWTSecret, item.ID, note)
 	return nil
 }

@@ -2,7 +2,10 @@ package app
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/bsm/redislock"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -57,33 +60,63 @@ func (p *parts) start(g *errgroup.Group, ctx context.Context) {
 }
 
 // rebuildLost watches for Redis losing its data (its alive marker gone, at
-// start or later) and then rebuilds the items from MySQL once nothing is
-// left in the outbox or in Kafka, never from a lagging count; until then
-// they answer 503. Items created since this process started (or since the
-// loss was seen) are warmed by their creator, not taken for lost ones.
+// start or later: stock.CheckLoss leaves a rebuild marker every instance
+// sees) and then rebuilds the items from MySQL once nothing is left in the
+// outbox or in Kafka, never from a lagging count; until then they answer
+// 503. Whichever instance holds the sweeper lease rebuilds; if it dies the
+// marker stays and another one takes over. Once the rebuild is done, each
+// instance counts its own accepted purchases that exist nowhere any more.
 func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
 	t := time.NewTicker(s.cfg.Reconciler.Interval)
 	defer t.Stop()
-	pending, cutoff := false, s.started // pending: this instance owes a rebuild
-	for first := true; ; first = false {
-		lost, err := s.Stock.MarkAlive(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("check redis data", "err", err)
-		}
-		if lost && !first {
-			cutoff = time.Now() // lost while running
-		}
-		if pending = pending || lost; pending {
+	var seen time.Time // the loss this instance saw pending
+	for {
+		pending, cutoff, err := s.Stock.CheckLoss(ctx)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				s.log.Warn("check redis data", "err", err)
+			}
+		case pending:
+			seen = cutoff
 			err := ledger.RebuildAll(ctx, cutoff)
-			if err != nil && ctx.Err() == nil {
+			switch {
+			case err == nil:
+				if err := s.Stock.RebuildDone(ctx, cutoff); err != nil {
+					s.log.Warn("rebuild items", "err", err)
+				}
+				s.countLost(ctx, seen)
+				seen = time.Time{}
+			case errors.Is(err, redislock.ErrNotObtained):
+				// Another instance rebuilds.
+			case ctx.Err() == nil:
 				s.log.Error("rebuild items", "err", err)
 			}
-			pending = err != nil
+		case !seen.IsZero():
+			// Another instance finished the rebuild.
+			s.countLost(ctx, seen)
+			seen = time.Time{}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+	}
+}
+
+// countLost counts this instance's accepted purchases made before the loss
+// that are in MySQL neither.
+func (s *Server) countLost(ctx context.Context, cutoff time.Time) {
+	if s.journal == nil {
+		return
+	}
+	lost, err := s.journal.CountLost(ctx, s.Orders, cutoff)
+	if err != nil {
+		s.log.Warn("count lost orders", "err", err)
+		return
+	}
+	if len(lost) > 0 {
+		s.log.Error("accepted purchases lost with redis's data", "n", len(lost), "orders", lost)
 	}
 }

@@ -44,6 +44,7 @@ type Server struct {
 	started time.Time
 	// lag reads the order writer's consumer lag once Kafka is connected.
 	lag     atomic.Pointer[func() (int64, error)]
+	journal *order.Journal
 	done    chan struct{}
 	err     error
 	closers []func() // run in reverse order at the end
@@ -180,7 +181,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	if err != nil {
 		return nil, err
 	}
-	s.Stock = stock.NewStore(rdb, stock.Config{Prefix: cfg.Redis.Prefix, TokenTTL: cfg.Order.TokenTTL})
+	s.Stock = stock.NewStore(rdb, stock.Config{
+		Prefix: cfg.Redis.Prefix, TokenTTL: cfg.Order.TokenTTL, ClaimTimeout: cfg.Order.ClaimTimeout,
+		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout,
+	})
+	journal, err := order.NewJournal(1<<18, reg)
+	if err != nil {
+		return nil, err
+	}
+	s.journal = journal
 	s.Orders = order.NewStore(db)
 	lim, err := limiter.New(limiter.Config{
 		GlobalRate: cfg.Limiter.GlobalRate, GlobalBurst: cfg.Limiter.GlobalBurst,
@@ -203,7 +212,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	h, err := handler.New(handler.Deps{
 		Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: node,
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: log, Registry: reg,
-		Ledger: parts.ledger,
+		Ledger: parts.ledger, Journal: journal,
 		Ready: func(ctx context.Context) error {
 			return errors.Join(rdb.Ping(ctx).Err(), s.Orders.Ping(ctx))
 		},
@@ -260,13 +269,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner string, shards func(context.Context, int64) (int, error)) error {
 	cfg := s.cfg
 	pcfg := mq.ProducerConfig("seckill-" + owner)
+	topics := map[string]int32{cfg.Kafka.Topic: cfg.Kafka.Partitions, cfg.Kafka.DLQTopic: 1}
+	// connect makes sure the topics exist (a broker that came back without
+	// its data has none) and opens a producer.
+	connect := func(ctx context.Context) (sarama.SyncProducer, error) {
+		if err := mq.EnsureTopics(ctx, cfg.Kafka.Brokers, pcfg, topics); err != nil {
+			return nil, err
+		}
+		return sarama.NewSyncProducer(cfg.Kafka.Brokers, pcfg)
+	}
 	var producer sarama.SyncProducer
 	for attempt := 0; ; attempt++ {
-		err := mq.EnsureTopics(ctx, cfg.Kafka.Brokers, pcfg, map[string]int32{cfg.Kafka.Topic: cfg.Kafka.Partitions, cfg.Kafka.DLQTopic: 1})
-		if err == nil {
-			producer, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, pcfg)
-		}
-		if err == nil {
+		var err error
+		if producer, err = connect(ctx); err == nil {
 			break
 		}
 		s.log.Warn("kafka not reachable; purchases stay in the outbox", "err", err, "attempt", attempt)
@@ -276,16 +291,22 @@ func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner 
 		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
 		}
 	}
-	defer producer.Close()
 
 	relay, err := order.NewRelay(s.Stock, producer, order.RelayConfig{
 		Topic: cfg.Kafka.Topic, Consumer: owner, BatchSize: cfg.Relay.BatchSize, ClaimIdle: cfg.Relay.ClaimIdle, Shards: shards,
+		Renew: connect,
 	}, reg, s.log)
 	if err != nil {
+		producer.Close()
 		return err
 	}
-	writer, err := order.NewWriter(s.Orders, producer, order.WriterConfig{
-		DLQTopic: cfg.Kafka.DLQTopic, BatchSize: cfg.Consumer.BatchSize, BatchWait: cfg.Consumer.BatchWait, OrderTTL: cfg.Order.TTL,
+	// The relay may have renewed its producer: close the one it has.
+	defer func() { relay.Producer().Close() }()
+	writer, err := order.NewWriter(s.Orders, order.WriterConfig{
+		BatchSize: cfg.Consumer.BatchSize, BatchWait: cfg.Consumer.BatchWait, OrderTTL: cfg.Order.TTL,
+		Ack: func(ctx context.Context, entries []stock.Entry) error {
+			return s.Stock.AckEntries(ctx, order.RelayGroup, entries)
+		},
 	}, reg, s.log)
 	if err != nil {
 		return err

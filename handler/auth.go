@@ -11,14 +11,28 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// header is the first value of a request header. The key must be in
-// canonical form: net/http stores incoming keys that way, so a plain map
-// lookup replaces Header.Get's canonicalisation on the hot path.
+// header is the value of a request header sent once; "" when it is absent
+// or repeated, as a repeated one is ambiguous and no check may pass on the
+// value the sender did not mean. Names match case-insensitively: net/http
+// stores incoming names canonical, so with the key in canonical form a
+// plain map lookup replaces Header.Get's canonicalisation on the hot path.
+// The value is returned as sent, to be compared exactly.
 func header(c *gin.Context, canonicalKey string) string {
-	if v := c.Request.Header[canonicalKey]; len(v) > 0 {
+	if v := c.Request.Header[canonicalKey]; len(v) == 1 {
 		return v[0]
 	}
 	return ""
+}
+
+// oneIdempotencyKey refuses a request with more than one Idempotency-Key:
+// which of them would decide the purchase is not the client's to guess.
+func oneIdempotencyKey(fn func(c *gin.Context, user int64) error) func(c *gin.Context, user int64) error {
+	return func(c *gin.Context, user int64) error {
+		if len(c.Request.Header["Idempotency-Key"]) > 1 {
+			return errDuplicateKey
+		}
+		return fn(c, user)
+	}
 }
 
 func bearer(c *gin.Context) string {
@@ -56,12 +70,23 @@ func (h *Handler) parseUser(tok string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	id, err := strconv.ParseInt(claims.Subject, 10, 64)
-	if err != nil || id <= 0 {
+	id, ok := userID(claims.Subject)
+	if !ok {
 		return 0, errors.New("sub is not a positive user id")
 	}
 	h.users.add(tok, verifiedUser{id: id, exp: claims.ExpiresAt.Time})
 	return id, nil
+}
+
+// userID parses a token's sub: only the canonical decimal of a positive
+// int64, as SignUserToken writes it. ParseInt alone also reads "007" and
+// "+7" as 7, so several subjects would name one user.
+func userID(sub string) (int64, bool) {
+	id, err := strconv.ParseInt(sub, 10, 64)
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != sub {
+		return 0, false
+	}
+	return id, true
 }
 
 // asUser admits requests with a valid user token and hands the user id to
@@ -69,9 +94,13 @@ func (h *Handler) parseUser(tok string) (int64, error) {
 // value: c.Set allocates the context's key map on every request.
 func (h *Handler) asUser(fn func(c *gin.Context, user int64) error) func(*gin.Context) error {
 	return func(c *gin.Context) error {
-		id, err := h.parseUser(bearer(c))
+		tok := bearer(c)
+		if tok == "" {
+			return errNoToken
+		}
+		id, err := h.parseUser(tok)
 		if err != nil {
-			return errUnauthorized
+			return errBadToken
 		}
 		return fn(c, id)
 	}
@@ -80,9 +109,14 @@ func (h *Handler) asUser(fn func(c *gin.Context, user int64) error) func(*gin.Co
 // requireAdmin admits requests bearing the admin token. The comparison takes
 // the same time whatever the token.
 func (h *Handler) requireAdmin(c *gin.Context) {
-	if subtle.ConstantTimeCompare([]byte(bearer(c)), h.adminToken) != 1 {
-		writeProblem(c, errUnauthorized)
-		c.Abort()
+	tok := bearer(c)
+	switch {
+	case tok == "":
+		writeProblem(c, errNoToken)
+	case subtle.ConstantTimeCompare([]byte(tok), h.adminToken) != 1:
+		writeProblem(c, errBadToken)
+	default:
 		return
 	}
+	c.Abort()
 }

@@ -35,6 +35,9 @@ type Deps struct {
 	Ledger Ledger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Journal, if set, remembers accepted purchases so that ones Redis
+	// lost with its data are counted.
+	Journal *order.Journal
 }
 
 // IDs makes order ids; an error means no id can be made safely now.
@@ -56,10 +59,10 @@ type Handler struct {
 	parser     *jwt.Parser
 	jwtSecret  []byte
 	adminToken []byte
-	// accepted remembers purchase keys this process accepted, so that a
-	// replayed key keeps its 202 after the local sold-out flag stopped
-	// sending purchases to Redis.
-	accepted *genCache[acceptedKey, int64]
+	// answers remembers the final answers of purchase keys, so a retried
+	// key gets its answer again without Redis (bounded; a forgotten one
+	// costs one Redis call, which reads the answer Redis keeps).
+	answers *genCache[acceptedKey, answer]
 	// users remembers verified user tokens: a flash sale sees the same
 	// token many times, and HMAC plus JSON decoding is most of the cost of
 	// a refused purchase.
@@ -88,7 +91,7 @@ func New(d Deps) (*Handler, error) {
 		parser:     jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(d.Now)),
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
-		accepted:   newGenCache[acceptedKey, int64](1 << 18),
+		answers:    newGenCache[acceptedKey, answer](1 << 18),
 		users:      newGenCache[string, verifiedUser](1 << 16),
 	}, nil
 }

@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
+	"mime"
 	"net/http"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,9 +30,16 @@ const (
 	maxBody         = 1 << 16
 )
 
-// decode reads a JSON body strictly: unknown fields, trailing data and
-// oversized bodies are bad requests.
+// decode reads a JSON object into the struct v points to, strictly:
+// unknown fields, trailing data and oversized bodies are bad requests.
+// Every refusal is worded here: a decoder's error text names Go types and
+// fields, which are ours, not the API's.
 func decode(c *gin.Context, v any) error {
+	// A body labelled otherwise (a form, plain text) was not meant as this
+	// JSON; reading it anyway would accept what the spec refuses.
+	if mt, _, err := mime.ParseMediaType(header(c, "Content-Type")); err != nil || mt != "application/json" {
+		return errNotJSON
+	}
 	body, err := io.ReadAll(io.LimitReader(c.Request.Body, maxBody+1))
 	if err != nil {
 		return invalid("cannot read body")
@@ -36,15 +47,86 @@ func decode(c *gin.Context, v any) error {
 	if len(body) > maxBody {
 		return invalid("body too large")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return invalid("malformed JSON: " + err.Error())
+	if len(bytes.TrimSpace(body)) == 0 {
+		return invalid("body is required")
 	}
-	if dec.More() {
-		return invalid("malformed JSON: trailing data")
+	// The fields as sent, checked against the struct's own names first:
+	// encoding/json matches names case-insensitively, so {"Stock": 1} would
+	// pass for the "stock" the spec names.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return decodeProblem(err)
+	}
+	if fields == nil {
+		return invalid("body must be a JSON object")
+	}
+	if name, ok := unknownField(fields, reflect.TypeOf(v).Elem()); ok {
+		return invalid("unknown field " + quoteField(name))
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return decodeProblem(err)
 	}
 	return nil
+}
+
+// decodeProblem words a decoding error of a body that is too large for
+// none of the checks above.
+func decodeProblem(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if !errors.As(err, &typeErr) {
+		return invalid("body is not valid JSON")
+	}
+	if typeErr.Field == "" {
+		return invalid("body must be a JSON object")
+	}
+	return invalid(typeErr.Field + " must be " + jsonKind(typeErr.Type))
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// jsonKind names what a Go type accepts, in the API's words.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == timeType:
+		return "an RFC 3339 date-time"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		return "an integer"
+	case t.Kind() == reflect.String:
+		return "a string"
+	case t.Kind() == reflect.Bool:
+		return "a boolean"
+	}
+	return "of another type"
+}
+
+// unknownField returns the first sent name (in sorted order, so the
+// answer is stable) that is not the exact JSON name of a field of t.
+func unknownField(fields map[string]json.RawMessage, t reflect.Type) (string, bool) {
+	known := map[string]bool{}
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		known[name] = true
+	}
+	names := slices.Sorted(maps.Keys(fields))
+	for _, name := range names {
+		if !known[name] {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// quoteField quotes a client's field name for a detail, cut short: the
+// name is theirs and may be anything up to the body limit.
+func quoteField(name string) string {
+	const maxShown = 64
+	if len(name) > maxShown {
+		name = strings.ToValidUTF8(name[:maxShown], "") + "…"
+	}
+	return strconv.Quote(name)
 }
 
 func pathID(c *gin.Context) (int64, error) {
@@ -79,8 +161,34 @@ type createItemRequest struct {
 	Stock        *int64     `json:"stock"`
 	Shards       *int       `json:"shards"`
 	PerUserLimit *int       `json:"per_user_limit"`
-	StartsAt     *time.Time `json:"starts_at"`
-	EndsAt       *time.Time `json:"ends_at"`
+	StartsAt     *timestamp `json:"starts_at"`
+	EndsAt       *timestamp `json:"ends_at"`
+}
+
+// timestamp is an RFC 3339 time whose parse error names its field:
+// encoding/json adds the field to an UnmarshalTypeError only.
+type timestamp struct{ time.Time }
+
+func (t *timestamp) UnmarshalJSON(b []byte) error {
+	if err := t.Time.UnmarshalJSON(b); err != nil {
+		return &json.UnmarshalTypeError{Value: "string", Type: timeType}
+	}
+	return nil
+}
+
+// The sale window's bounds, in UTC: an offset such as +14:00 must not move
+// a time across them. MySQL's DATETIME ends with year 9999, so a later
+// time is a bad request, not a failing dependency.
+var (
+	minSaleTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	endSaleTime = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// saleTime is t as stored (UTC, milliseconds, as order.Store keeps it), and
+// whether it lies within the bounds.
+func saleTime(t time.Time) (time.Time, bool) {
+	t = t.UTC().Truncate(time.Millisecond)
+	return t, !t.Before(minSaleTime) && t.Before(endSaleTime)
 }
 
 func (r createItemRequest) item(now time.Time) (order.Item, error) {
@@ -107,17 +215,20 @@ func (r createItemRequest) item(now time.Time) (order.Item, error) {
 		it.PerUserLimit = *r.PerUserLimit
 	}
 	if r.StartsAt != nil {
-		if r.StartsAt.Year() < 2000 || r.StartsAt.Year() > 9999 {
-			return it, invalid("starts_at must be between years 2000 and 9999")
+		t, ok := saleTime(r.StartsAt.Time)
+		if !ok {
+			return it, invalid("starts_at must be between years 2000 and 9999 in UTC")
 		}
-		it.StartsAt = r.StartsAt.UTC()
+		it.StartsAt = t
 	}
 	if r.EndsAt != nil {
-		if !r.EndsAt.After(it.StartsAt) || r.EndsAt.Year() > 9999 {
-			return it, invalid("ends_at must be after starts_at, before year 10000")
+		// Compared as stored: two times apart by less than a millisecond
+		// would be stored equal, an empty window.
+		t, ok := saleTime(r.EndsAt.Time)
+		if !ok || !t.After(it.StartsAt) {
+			return it, invalid("ends_at must be after starts_at, before year 10000 in UTC")
 		}
-		e := r.EndsAt.UTC()
-		it.EndsAt = &e
+		it.EndsAt = &t
 	}
 	return it, nil
 }
@@ -125,8 +236,8 @@ func (r createItemRequest) item(now time.Time) (order.Item, error) {
 // itemView is an item as the API shows it.
 type itemView struct {
 	order.Item
-	// Sold hides the cached MySQL count, which is stale by design here;
-	// remaining is the live number.
+	// Sold is never set: it keeps the embedded, cached MySQL count out of
+	// the answer, stale by design here; remaining is the live number.
 	Sold      *int64 `json:"sold,omitempty"`
 	Remaining int64  `json:"remaining"`
 	SoldOut   bool   `json:"sold_out"`
@@ -152,9 +263,13 @@ func (h *Handler) createItem(c *gin.Context) error {
 		return err
 	}
 	h.items.put(it)
+	c.Header("Location", itemPath(it.ID))
 	c.JSON(http.StatusCreated, itemView{Item: it, Remaining: it.Stock})
 	return nil
 }
+
+// itemPath is where an item is read: the Location of a created one.
+func itemPath(id int64) string { return "/api/v1/items/" + strconv.FormatInt(id, 10) }
 
 func (h *Handler) getItem(c *gin.Context) error {
 	it, err := h.pathItem(c)
@@ -174,6 +289,10 @@ func (h *Handler) getItem(c *gin.Context) error {
 	return nil
 }
 
+// issueToken makes a purchase token. It goes through admission like a
+// purchase (a token is a Redis write), and once this instance saw the item
+// sold out it answers so without Redis: a token for a sold-out item could
+// only ever be answered sold out.
 func (h *Handler) issueToken(c *gin.Context, user int64) error {
 	it, err := h.pathItem(c)
 	if err != nil {
@@ -182,6 +301,14 @@ func (h *Handler) issueToken(c *gin.Context, user int64) error {
 	if it.EndsAt != nil && !h.Now().Before(*it.EndsAt) {
 		return errSaleEnded
 	}
+	if h.Stock.SoldOut(it.ID) {
+		return stock.ErrSoldOut
+	}
+	release, err := h.Limiter.Acquire(c.Request.Context(), user)
+	if err != nil {
+		return err
+	}
+	defer release()
 	tok, exp, err := h.Stock.IssueToken(c.Request.Context(), it.ID, user, it.Shards)
 	if err != nil {
 		return err

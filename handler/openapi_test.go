@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"seckill/handler"
+	"seckill/handler/contract"
 )
 
 const (
@@ -58,6 +59,18 @@ func newSpecEngine(t *testing.T) *gin.Engine {
 		t.Fatalf("new handler: %v", err)
 	}
 	return h.Routes()
+}
+
+// TestOpenAPIValidates: the spec is a valid OpenAPI 3.1 document, its
+// examples included; every check of an answer against it depends on that.
+func TestOpenAPIValidates(t *testing.T) {
+	raw, err := os.ReadFile("openapi.yaml")
+	if err != nil {
+		t.Fatalf("read spec: %v", err)
+	}
+	if _, err := contract.New(raw); err != nil {
+		t.Error(err)
+	}
 }
 
 // lookup follows keys through nested maps; nil when any is missing.
@@ -207,6 +220,7 @@ func TestOpenAPIProblemCodes(t *testing.T) {
 // admin only.
 func TestOpenAPIAuth(t *testing.T) {
 	engine := newSpecEngine(t)
+	checked := contract.Handler(t, engine)
 	userJWT, err := handler.SignUserToken([]byte(specSecret), 7, time.Minute)
 	if err != nil {
 		t.Fatalf("sign user token: %v", err)
@@ -219,7 +233,7 @@ func TestOpenAPIAuth(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+bearer)
 		}
 		rec := httptest.NewRecorder()
-		engine.ServeHTTP(rec, req)
+		checked.ServeHTTP(rec, req)
 		return rec.Code
 	}
 	for _, r := range engine.Routes() {
@@ -300,7 +314,7 @@ func TestOpenAPIServed(t *testing.T) {
 		t.Fatalf("read spec: %v", err)
 	}
 	rec := httptest.NewRecorder()
-	newSpecEngine(t).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/openapi.yaml", nil))
+	contract.Handler(t, newSpecEngine(t)).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/openapi.yaml", nil))
 	if rec.Code != http.StatusOK {
 		t.Errorf("status: got %d, want 200", rec.Code)
 	}

@@ -31,44 +31,50 @@ func viewOf(o order.Order) orderView {
 		CreatedAt: o.CreatedAt, ExpiresAt: &exp, PaidAt: o.PaidAt}
 }
 
-// findPending looks for an accepted purchase of user not in MySQL yet: on
-// its way through Kafka, or still in an outbox.
+// findPending looks for an accepted purchase of user not in MySQL yet, in
+// O(1) whatever the number of items: the order index written with the
+// reservation names the token that holds the purchase's answer. A purchase
+// Redis accepted stays findable this way for as long as its token keeps the
+// answer (stock.Config.ResultTTL), so between the 202 and its row in MySQL
+// the order reads pending at every moment. A reservation the MySQL stock
+// guard refused reads as refused.
 func (h *Handler) findPending(ctx context.Context, orderID, user int64) (orderView, bool, error) {
-	item, buyer, ok, err := h.Stock.InFlight(ctx, orderID)
-	if err != nil {
+	a, ok, err := h.Stock.LookupOrder(ctx, orderID, user)
+	if err != nil || !ok {
 		return orderView{}, false, err
 	}
-	if ok {
-		if buyer != user {
-			return orderView{}, false, nil
-		}
-		return orderView{OrderID: strconv.FormatInt(orderID, 10), ItemID: item,
-			Status: order.StatusPending, InOutbox: true}, true, nil
-	}
-	items, err := h.Stock.Items(ctx)
-	if err != nil {
+	v := orderView{OrderID: strconv.FormatInt(orderID, 10), ItemID: a.ItemID, Status: order.StatusPending, InOutbox: true}
+	d, err := h.Orders.DeadLetterOf(ctx, orderID)
+	switch {
+	case err == nil:
+		v.Status, v.InOutbox, v.CreatedAt = order.StatusRefused, false, d.CreatedAt
+	case !errors.Is(err, order.ErrNotFound):
 		return orderView{}, false, err
 	}
-	for _, id := range items {
-		it, err := h.items.get(ctx, id)
-		if errors.Is(err, order.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return orderView{}, false, err
-		}
-		rs, err := h.Stock.PendingReservations(ctx, id, it.Shards)
-		if err != nil {
-			return orderView{}, false, err
-		}
-		for _, r := range rs {
-			if r.OrderID == orderID && r.UserID == user {
-				return orderView{OrderID: strconv.FormatInt(orderID, 10), ItemID: id,
-					Status: order.StatusPending, CreatedAt: r.At.UTC(), InOutbox: true}, true, nil
-			}
-		}
+	return v, true, nil
+}
+
+// findOrder is the buyer's order: from MySQL, else as accepted upstream.
+// MySQL is read first: an order moves from Redis to MySQL, and Redis keeps
+// its answer after that, so no moment falls between the two reads.
+func (h *Handler) findOrder(ctx context.Context, id, user int64) (orderView, error) {
+	o, err := h.Orders.Order(ctx, id)
+	switch {
+	case err == nil && o.UserID == user:
+		return viewOf(o), nil
+	case err == nil: // another user's order does not exist for this user
+		return orderView{}, errNotFound
+	case !errors.Is(err, order.ErrNotFound):
+		return orderView{}, err
 	}
-	return orderView{}, false, nil
+	v, ok, err := h.findPending(ctx, id, user)
+	if err != nil {
+		return orderView{}, err
+	}
+	if !ok {
+		return orderView{}, errNotFound
+	}
+	return v, nil
 }
 
 func (h *Handler) getOrder(c *gin.Context, user int64) error {
@@ -76,23 +82,9 @@ func (h *Handler) getOrder(c *gin.Context, user int64) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.Request.Context()
-	o, err := h.Orders.Order(ctx, id)
-	switch {
-	case err == nil && o.UserID == user:
-		c.JSON(http.StatusOK, viewOf(o))
-		return nil
-	case err == nil: // another user's order does not exist for this user
-		return errNotFound
-	case !errors.Is(err, order.ErrNotFound):
-		return err
-	}
-	v, ok, err := h.findPending(ctx, id, user)
+	v, err := h.findOrder(c.Request.Context(), id, user)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return errNotFound
 	}
 	c.JSON(http.StatusOK, v)
 	return nil
@@ -107,9 +99,13 @@ func (h *Handler) pay(c *gin.Context, user int64) error {
 	o, err := h.Orders.Pay(ctx, id, user, h.Now())
 	if errors.Is(err, order.ErrNotFound) {
 		// Accepted but not in MySQL yet: retryable, not a failure.
-		if _, ok, ferr := h.findPending(ctx, id, user); ferr != nil {
+		v, ok, ferr := h.findPending(ctx, id, user)
+		switch {
+		case ferr != nil:
 			return ferr
-		} else if ok {
+		case ok && v.Status == order.StatusRefused:
+			return order.ErrCancelled
+		case ok:
 			return errOrderPending
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/bsm/redislock"
 	"github.com/gin-gonic/gin"
 
 	"seckill/limiter"
@@ -25,6 +26,7 @@ type Problem struct {
 
 	retryAfter time.Duration
 	retryHdr   []string // Retry-After value of retryAfter, formatted once
+	challenge  []string // WWW-Authenticate value of a 401
 	body       []byte   // the JSON above, encoded once
 }
 
@@ -42,6 +44,7 @@ const (
 	CodeUnavailable        = "unavailable"
 	CodeNotFound           = "not_found"
 	CodeInvalidRequest     = "invalid_request"
+	CodeUnsupportedMedia   = "unsupported_media_type"
 	CodeUnauthorized       = "unauthorized"
 	CodePurchaseInProgress = "purchase_in_progress"
 	CodeOrderPending       = "order_pending"
@@ -68,13 +71,31 @@ func invalid(detail string) *Problem {
 	return newProblem(http.StatusBadRequest, CodeInvalidRequest, detail)
 }
 
+// unauthorized is a 401 with its RFC 6750 challenge, which tells the client
+// what scheme the route wants and, when a token was sent, that it failed.
+func unauthorized(detail, challenge string) *Problem {
+	p := newProblem(http.StatusUnauthorized, CodeUnauthorized, detail)
+	p.challenge = []string{challenge}
+	return p
+}
+
+// ErrNoOrderID is the failure of a Deps.IDs that cannot make an order id
+// safely now (its node id lease is unconfirmed): a dependency state that
+// passes, so 503 with Retry-After. An IDs implementation wraps it.
+var ErrNoOrderID = errors.New("no order id can be made safely now")
+
 // errSaleNotStarted and errSaleEnded are the sale window refusals.
 var (
 	errSaleNotStarted = newProblem(http.StatusForbidden, CodeSaleNotStarted, "the sale has not started yet")
 	errSaleEnded      = newProblem(http.StatusGone, CodeSaleEnded, "the sale has ended")
-	errUnauthorized   = newProblem(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid bearer token")
-	errNotFound       = newProblem(http.StatusNotFound, CodeNotFound, "no such resource")
-	errOrderPending   = retryable(newProblem(http.StatusConflict, CodeOrderPending,
+	// RFC 6750 section 3.1: a request without a token gets no error code.
+	errNoToken  = unauthorized("missing bearer token", `Bearer realm="seckill"`)
+	errBadToken = unauthorized("invalid or expired bearer token",
+		`Bearer realm="seckill", error="invalid_token", error_description="the token is invalid or expired"`)
+	errDuplicateKey = invalid("send the Idempotency-Key header once")
+	errNotJSON      = newProblem(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "Content-Type must be application/json")
+	errNotFound     = newProblem(http.StatusNotFound, CodeNotFound, "no such resource")
+	errOrderPending = retryable(newProblem(http.StatusConflict, CodeOrderPending,
 		"the order is accepted but not stored yet; retry shortly"), time.Second)
 	errInternal = retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
 		"a dependency is unavailable; retry shortly"), time.Second)
@@ -99,6 +120,14 @@ var statusTable = []struct {
 	{order.ErrAlreadyPaid, newProblem(http.StatusConflict, CodeAlreadyPaid, "the order is already paid")},
 	{order.ErrPaymentExpired, newProblem(http.StatusConflict, CodePaymentExpired, "the payment window of the order has closed")},
 	{order.ErrCancelled, newProblem(http.StatusConflict, CodeOrderCancelled, "the order was cancelled")},
+	// Passing states of the dependencies, not failures: answered without
+	// logging an error, and retrying later helps.
+	{order.ErrNotSettled, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
+		"orders are still moving between Redis, Kafka and MySQL; sales of the item stay stopped until a rebuild succeeds, retry it"), 5*time.Second)},
+	{redislock.ErrNotObtained, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
+		"another instance holds the lease this needs; retry shortly"), time.Second)},
+	{ErrNoOrderID, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
+		"no order id can be made safely now; retry shortly"), time.Second)},
 }
 
 // toProblem turns any error into the problem the client sees. Errors that are
@@ -144,12 +173,16 @@ var (
 	noStore            = []string{"no-store"}
 )
 
-// writeProblem renders p; it sets Retry-After for 429 and 503. The header
-// keys are already canonical, so they are set without Header.Set.
+// writeProblem renders p; it sets Retry-After for 429 and 503 and
+// WWW-Authenticate for 401. The header keys are already canonical, so they
+// are set without Header.Set.
 func writeProblem(c *gin.Context, p *Problem) {
 	hdr := c.Writer.Header()
 	if p.retryAfter > 0 {
 		hdr["Retry-After"] = p.retryHdr
+	}
+	if p.challenge != nil {
+		hdr["Www-Authenticate"] = p.challenge
 	}
 	hdr["Cache-Control"] = noStore
 	hdr["Content-Type"] = problemContentType

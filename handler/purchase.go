@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 
@@ -24,8 +25,25 @@ type acceptedKey struct {
 	key        string
 }
 
-// purchase is the hot path: sale window and sold-out flag in process, then
-// admission, then one Lua call on the buyer's home shard.
+// answer is a purchase key's final answer: an order id, or the business
+// refusal (ErrSoldOut, ErrAlreadyPurchased).
+type answer struct {
+	orderID int64
+	err     error
+}
+
+// final reports whether err (from Reserve) is an answer a retry of the same
+// key must get again, and so may be remembered.
+func final(err error) bool {
+	return err == nil || errors.Is(err, stock.ErrSoldOut) || errors.Is(err, stock.ErrAlreadyPurchased)
+}
+
+// purchase is the hot path: sale window in process, a key answered before
+// from memory, then admission, then one Lua call on the buyer's home shard.
+// Once the item is sold out that call only reads the key's stored answer
+// (an unused key is answered sold out, for good), so a retried key keeps
+// its answer on every instance and after a restart, and a sold-out key
+// costs Redis at most one call per instance.
 func (h *Handler) purchase(c *gin.Context, user int64) error {
 	id, err := pathID(c)
 	if err != nil {
@@ -45,13 +63,11 @@ func (h *Handler) purchase(c *gin.Context, user int64) error {
 	}
 	key := header(c, "Idempotency-Key")
 	replay := acceptedKey{item: id, user: user, key: key}
-	if h.Stock.SoldOut(id) {
-		// No Redis call, and no admission slot, once sold out: except that
-		// a key this process accepted keeps its answer.
-		if orderID, ok := h.accepted.get(replay); ok {
-			return h.accept(c, orderID)
+	if a, ok := h.answers.get(replay); ok {
+		if a.err != nil {
+			return h.outcome(a.err)
 		}
-		return h.outcome(stock.ErrSoldOut)
+		return h.accept(c, a.orderID)
 	}
 	release, err := h.Limiter.Acquire(ctx, user)
 	if err != nil {
@@ -66,10 +82,15 @@ func (h *Handler) purchase(c *gin.Context, user int64) error {
 		ItemID: id, UserID: user, Shards: it.Shards, Limit: it.PerUserLimit,
 		Token: key, OrderID: newID,
 	})
+	if final(err) {
+		h.answers.add(replay, answer{orderID: orderID, err: err})
+	}
 	if err != nil {
 		return h.outcome(err)
 	}
-	h.accepted.add(replay, orderID)
+	if h.Journal != nil && orderID == newID {
+		h.Journal.Add(orderID, id, now)
+	}
 	return h.accept(c, orderID)
 }
 

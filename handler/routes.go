@@ -12,6 +12,11 @@ func (h *Handler) Routes() *gin.Engine {
 	r.Use(gin.Recovery(), h.metrics.observe)
 	r.NoRoute(func(c *gin.Context) { writeProblem(c, errNotFound) })
 	r.HandleMethodNotAllowed = false
+	// A path the API does not list is the documented 404, a trailing slash
+	// or other spelling included: a redirect would make a second spelling
+	// of every route that clients then depend on.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
 
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.handle(h.readyz))
@@ -23,7 +28,7 @@ func (h *Handler) Routes() *gin.Engine {
 
 	// User routes: asUser answers 401 before the handler reads anything.
 	v1.POST("/items/:id/tokens", h.handle(h.asUser(h.issueToken)))
-	v1.POST("/items/:id/purchase", h.handle(h.asUser(h.purchase)))
+	v1.POST("/items/:id/purchase", h.handle(h.asUser(oneIdempotencyKey(h.purchase))))
 	v1.GET("/orders/:id", h.handle(h.asUser(h.getOrder)))
 	v1.POST("/orders/:id/pay", h.handle(h.asUser(h.pay)))
 

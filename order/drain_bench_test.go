@@ -33,8 +33,8 @@ func BenchmarkWriterDrain(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer producer.Close()
-	w, err := order.NewWriter(store, producer, order.WriterConfig{
-		DLQTopic: dlq, BatchSize: batch, BatchWait: 50 * time.Millisecond, OrderTTL: time.Hour,
+	w, err := order.NewWriter(store, order.WriterConfig{
+		BatchSize: batch, BatchWait: 50 * time.Millisecond, OrderTTL: time.Hour,
 	}, prometheus.NewRegistry(), quietLog())
 	if err != nil {
 		b.Fatal(err)

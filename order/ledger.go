@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -88,9 +89,6 @@ type Ledger struct {
 	orders *Store
 	cfg    LedgerConfig
 	log    *slog.Logger
-	// sweep hands back units of other items' cancelled orders that Rebuild
-	// finds while it holds the sweeper lease.
-	sweep *Sweeper
 
 	drift     *prometheus.GaugeVec
 	oversold  *prometheus.GaugeVec
@@ -122,11 +120,8 @@ func NewLedger(st *stock.Store, orders *Store, reg prometheus.Registerer, log *s
 	if log == nil {
 		log = slog.Default()
 	}
-	sw, err := NewSweeper(st, orders, SweeperConfig{Batch: rebuildBatch, LeaseTTL: c.LeaseTTL}, reg, log)
-	if err != nil {
-		return nil, fmt.Errorf("new ledger: %w", err)
-	}
-	l := &Ledger{stock: st, orders: orders, cfg: c, log: log, sweep: sw, last: map[int64]LedgerStats{}}
+	l := &Ledger{stock: st, orders: orders, cfg: c, log: log, last: map[int64]LedgerStats{}}
+	var err error
 	if l.drift, err = registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "seckill_stock_drift",
 		Help: "Units missing (+) or counted twice (-) between Redis, the outbox and MySQL; exported once it stays unchanged with no order moving.",
@@ -301,16 +296,23 @@ func (l *Ledger) forget() {
 // (a dropped admin request must not leave the sales stopped), bounded by
 // twice RebuildWait plus a margin.
 func (l *Ledger) Rebuild(ctx context.Context, it Item) error {
+	return l.underLease(ctx, func(lctx context.Context) error { return l.rebuild(lctx, it) })
+}
+
+// underLease runs fn holding the sweeper lease (waiting up to RebuildWait
+// for it), to the end even if ctx is cancelled, bounded by twice
+// RebuildWait plus a margin; fn's ctx ends if the lease is lost.
+func (l *Ledger) underLease(ctx context.Context, fn func(ctx context.Context) error) error {
 	lock, err := l.stock.Lease(ctx, sweeperLease, l.cfg.LeaseTTL, l.cfg.RebuildWait)
 	if err != nil {
-		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		return fmt.Errorf("rebuild: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*l.cfg.RebuildWait+30*time.Second)
 	defer cancel()
 	holdLease(ctx, lock, l.cfg.LeaseTTL, l.log, func(lctx context.Context) {
-		err = l.rebuild(lctx, it)
+		err = fn(lctx)
 		if err != nil && lctx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("rebuild item %d: sweeper lease lost: %w", it.ID, err)
+			err = fmt.Errorf("rebuild: sweeper lease lost: %w", err)
 		}
 	})
 	return err
@@ -345,6 +347,10 @@ func (l *Ledger) rebuild(ctx context.Context, it Item) error {
 		if err != nil {
 			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
 		}
+		claims, err := l.stock.OpenClaims(ctx, it.ID)
+		if err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
 		c, err := l.orders.Counts(ctx, it.ID)
 		if err != nil {
 			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
@@ -360,13 +366,40 @@ func (l *Ledger) rebuild(ctx context.Context, it Item) error {
 			}
 			continue
 		}
+		// The outbox keeps a reservation until its order is stored, so an
+		// entry may be in MySQL already: count each order once.
+		ids := make([]int64, 0, len(res)+len(claims))
 		for _, r := range res {
-			byUser[r.UserID]++
+			ids = append(ids, r.OrderID)
 		}
-		remaining := c.Stock - active - outbox
+		for _, cl := range claims {
+			ids = append(ids, cl.OrderID)
+		}
+		stored, err := l.orders.Stored(ctx, ids)
+		if err != nil {
+			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+		}
+		counted := map[int64]bool{}
+		var waiting int64 // reservations in the outbox only
+		for _, r := range res {
+			if stored[r.OrderID] || counted[r.OrderID] {
+				continue
+			}
+			counted[r.OrderID] = true
+			byUser[r.UserID]++
+			waiting++
+		}
+		// An open fall-through claim holds its buyer's slot until it is
+		// settled: count it, unless its order is counted already.
+		for _, cl := range claims {
+			if !stored[cl.OrderID] && !counted[cl.OrderID] {
+				byUser[cl.UserID]++
+			}
+		}
+		remaining := c.Stock - active - waiting
 		if remaining < 0 {
 			l.log.Error("rebuild: item is oversold, keeping its sales stopped",
-				"item", it.ID, "stock", c.Stock, "active", active, "outbox", outbox)
+				"item", it.ID, "stock", c.Stock, "active", active, "outbox", waiting)
 			remaining = 0
 		}
 		// 5. Limits first, then stock: sales resume only with the per-user
@@ -385,7 +418,7 @@ func (l *Ledger) rebuild(ctx context.Context, it Item) error {
 			l.log.Warn("rebuild: publish restock", "item", it.ID, "err", err)
 		}
 		l.log.Info("rebuild: item stock rebuilt", "item", it.ID, "stock", c.Stock,
-			"active", active, "outbox", outbox, "remaining", remaining)
+			"active", active, "outbox", outbox, "outbox_not_stored", waiting, "open_claims", len(claims), "remaining", remaining)
 		return nil
 	}
 }
@@ -441,27 +474,22 @@ func (l *Ledger) caughtUp(ctx context.Context) bool {
 	return ok && err == nil
 }
 
-// settleUnreturned finishes every cancelled order whose unit is not marked
-// back. The item's own are recorded as returned in Redis without adding the
-// unit (the rebuilt count includes it); other items' are returned as the
-// sweeper would, since Rebuild holds the sweeper lease. Either way they are
-// then marked in MySQL, which is what lets the paging below end.
+// settleUnreturned finishes every cancelled order of the item whose unit
+// is not marked back: each is recorded as returned in Redis without adding
+// the unit (the rebuilt count includes it), then marked in MySQL, which is
+// what lets the paging end. Other items' orders are the sweeper's, which
+// waits for the lease Rebuild holds.
 func (l *Ledger) settleUnreturned(ctx context.Context, it Item) error {
 	for {
-		orders, err := l.orders.Unreturned(ctx, rebuildBatch)
+		orders, err := l.orders.UnreturnedOf(ctx, it.ID, rebuildBatch)
 		if err != nil {
 			return err
 		}
-		var units []stock.Unit
-		var ids []int64
-		var others []Order
-		for _, o := range orders {
-			if o.ItemID != it.ID {
-				others = append(others, o)
-				continue
-			}
-			units = append(units, stock.Unit{OrderID: o.ID, UserID: o.UserID, Shard: o.Shard})
-			ids = append(ids, o.ID)
+		units := make([]stock.Unit, len(orders))
+		ids := make([]int64, len(orders))
+		for i, o := range orders {
+			units[i] = stock.Unit{OrderID: o.ID, UserID: o.UserID, Shard: o.Shard}
+			ids[i] = o.ID
 		}
 		// Redis first: once marked in MySQL nobody would record them.
 		if err := l.stock.SkipReturns(ctx, it.ID, it.Shards, units); err != nil {
@@ -470,31 +498,33 @@ func (l *Ledger) settleUnreturned(ctx context.Context, it Item) error {
 		if err := l.orders.MarkReturned(ctx, ids...); err != nil {
 			return err
 		}
-		_, marked, err := l.sweep.giveBack(ctx, others)
-		if err != nil {
-			return err
-		}
 		if len(orders) < rebuildBatch {
 			return nil
-		}
-		if len(ids)+marked == 0 {
-			return errors.New("settle unreturned orders: no progress")
 		}
 	}
 }
 
+// rebuildParallel bounds the items rebuilt at once.
+const rebuildParallel = 8
+
 // RebuildAll rebuilds every item created before createdBefore whose stock
 // shards are all missing from Redis (it restarted without its data). Items
 // created later are warmed by whoever creates them: between its MySQL row and
-// its Redis shards a new item must not be taken for a lost one. An item
-// whose pipeline does not settle is tried again until it does or ctx ends:
-// its shards stay absent meanwhile (Rebuild's first step: purchases answer
-// 503), so it sells nothing rather than too much.
+// its Redis shards a new item must not be taken for a lost one.
+//
+// It holds the sweeper lease for the whole run and rebuilds the items in
+// parallel, those on sale now first; an item whose pipeline does not settle
+// is tried again until it does or ctx ends (its shards stay absent
+// meanwhile: purchases answer 503, so it sells nothing rather than too
+// much). One item's failure never stops the others. If this instance dies
+// midway, the lease expires and another instance's RebuildAll (the rebuild
+// marker is still there) takes over.
 func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error {
 	items, err := l.orders.Items(ctx)
 	if err != nil {
 		return fmt.Errorf("rebuild all: %w", err)
 	}
+	var lost []Item
 	var errs []error
 	for _, it := range items {
 		if !it.CreatedAt.Before(createdBefore) {
@@ -513,23 +543,59 @@ func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error 
 				"item", it.ID, "present", snap.Present, "shards", it.Shards)
 			continue
 		}
-		l.log.Warn("rebuild all: item stock missing in redis, rebuilding", "item", it.ID)
-		for attempt := 1; ; attempt++ {
-			err := l.Rebuild(ctx, it)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				errs = append(errs, err)
-				break
-			}
-			wait := min(time.Duration(attempt)*time.Second, 10*time.Second)
-			l.log.Warn("rebuild all: retrying", "item", it.ID, "err", err, "in", wait)
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
+		lost = append(lost, it)
+	}
+	if len(lost) == 0 {
+		return errors.Join(errs...)
+	}
+	now := time.Now()
+	onSale := func(it Item) bool { return !now.Before(it.StartsAt) && (it.EndsAt == nil || now.Before(*it.EndsAt)) }
+	slices.SortStableFunc(lost, func(a, b Item) int {
+		switch {
+		case onSale(a) && !onSale(b):
+			return -1
+		case onSale(b) && !onSale(a):
+			return 1
+		}
+		return 0
+	})
+	err = l.underLease(ctx, func(lctx context.Context) error {
+		var mu sync.Mutex
+		var errs []error
+		g := make(chan struct{}, rebuildParallel)
+		var wg sync.WaitGroup
+		for _, it := range lost {
+			g <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-g; wg.Done() }()
+				l.log.Warn("rebuild all: item stock missing in redis, rebuilding", "item", it.ID)
+				if err := l.rebuildRetrying(lctx, it); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	})
+	return errors.Join(append(errs, err)...)
+}
+
+// rebuildRetrying rebuilds one item until it succeeds or ctx ends.
+func (l *Ledger) rebuildRetrying(ctx context.Context, it Item) error {
+	for attempt := 1; ; attempt++ {
+		err := l.rebuild(ctx, it)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		wait := min(time.Duration(attempt)*time.Second, 10*time.Second)
+		l.log.Warn("rebuild all: retrying", "item", it.ID, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
 		}
 	}
-	return errors.Join(errs...)
 }

@@ -27,6 +27,9 @@ type message struct {
 	Shard      *int       `json:"shard"`
 	Home       *int       `json:"home"`
 	ReservedAt *time.Time `json:"reserved_at"`
+	// StreamID is the reservation's outbox entry, acknowledged once the
+	// order is stored (absent in messages of older producers).
+	StreamID string `json:"stream_id"`
 }
 
 // outMessage is message as written; only strings and integers, so encoding
@@ -38,6 +41,7 @@ type outMessage struct {
 	Shard      int    `json:"shard"`
 	Home       int    `json:"home"`
 	ReservedAt string `json:"reserved_at"`
+	StreamID   string `json:"stream_id,omitempty"`
 }
 
 // EncodeReservation is the Kafka key and value of a reservation. The key is
@@ -48,6 +52,7 @@ func EncodeReservation(r stock.Reservation) (key, value []byte) {
 		OrderID: strconv.FormatInt(r.OrderID, 10),
 		ItemID:  r.ItemID, UserID: r.UserID, Shard: r.Shard, Home: r.Home,
 		ReservedAt: r.At.UTC().Format(time.RFC3339Nano),
+		StreamID:   r.StreamID,
 	})
 	return strconv.AppendInt(nil, r.ItemID, 10), value
 }
@@ -57,34 +62,49 @@ func EncodeReservation(r stock.Reservation) (key, value []byte) {
 // it fail with ErrInvalidMessage; unknown fields are ignored, so a newer
 // producer can add some during a rolling deploy.
 func DecodeOrder(value []byte, ttl time.Duration) (Order, error) {
+	o, _, err := DecodeReservation(value, ttl)
+	return o, err
+}
+
+// DecodeReservation is DecodeOrder that also returns the reservation's
+// outbox entry, to be acknowledged once the order is stored.
+func DecodeReservation(value []byte, ttl time.Duration) (Order, stock.Entry, error) {
+	o, m, err := decode(value, ttl)
+	if err != nil {
+		return Order{}, stock.Entry{}, err
+	}
+	return o, stock.Entry{ItemID: o.ItemID, Shard: o.Shard, StreamID: m.StreamID}, nil
+}
+
+func decode(value []byte, ttl time.Duration) (Order, message, error) {
 	var m message
 	dec := json.NewDecoder(bytes.NewReader(value))
 	if err := dec.Decode(&m); err != nil {
-		return Order{}, fmt.Errorf("decode order: %w: %v", ErrInvalidMessage, err)
+		return Order{}, m, fmt.Errorf("decode order: %w: %v", ErrInvalidMessage, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return Order{}, fmt.Errorf("decode order: %w: trailing data", ErrInvalidMessage)
+		return Order{}, m, fmt.Errorf("decode order: %w: trailing data", ErrInvalidMessage)
 	}
 	switch {
 	case m.OrderID == nil || *m.OrderID <= 0:
-		return Order{}, fmt.Errorf("decode order: %w: order_id missing or not positive", ErrInvalidMessage)
+		return Order{}, m, fmt.Errorf("decode order: %w: order_id missing or not positive", ErrInvalidMessage)
 	case m.ItemID == nil || *m.ItemID <= 0:
-		return Order{}, fmt.Errorf("decode order %d: %w: item_id missing or not positive", *m.OrderID, ErrInvalidMessage)
+		return Order{}, m, fmt.Errorf("decode order %d: %w: item_id missing or not positive", *m.OrderID, ErrInvalidMessage)
 	case m.UserID == nil || *m.UserID <= 0:
-		return Order{}, fmt.Errorf("decode order %d: %w: user_id missing or not positive", *m.OrderID, ErrInvalidMessage)
+		return Order{}, m, fmt.Errorf("decode order %d: %w: user_id missing or not positive", *m.OrderID, ErrInvalidMessage)
 	case m.Shard == nil || *m.Shard < 0:
-		return Order{}, fmt.Errorf("decode order %d: %w: shard missing or negative", *m.OrderID, ErrInvalidMessage)
+		return Order{}, m, fmt.Errorf("decode order %d: %w: shard missing or negative", *m.OrderID, ErrInvalidMessage)
 	case m.Home == nil || *m.Home < 0:
-		return Order{}, fmt.Errorf("decode order %d: %w: home missing or negative", *m.OrderID, ErrInvalidMessage)
+		return Order{}, m, fmt.Errorf("decode order %d: %w: home missing or negative", *m.OrderID, ErrInvalidMessage)
 	case m.ReservedAt == nil || m.ReservedAt.IsZero():
-		return Order{}, fmt.Errorf("decode order %d: %w: reserved_at missing", *m.OrderID, ErrInvalidMessage)
+		return Order{}, m, fmt.Errorf("decode order %d: %w: reserved_at missing", *m.OrderID, ErrInvalidMessage)
 	case ttl <= 0:
-		return Order{}, fmt.Errorf("decode order %d: order ttl %v, want > 0", *m.OrderID, ttl)
+		return Order{}, m, fmt.Errorf("decode order %d: order ttl %v, want > 0", *m.OrderID, ttl)
 	}
 	return Order{
 		ID: *m.OrderID, ItemID: *m.ItemID, UserID: *m.UserID, Shard: *m.Shard,
 		Status:    StatusPending,
 		CreatedAt: *m.ReservedAt,
 		ExpiresAt: m.ReservedAt.Add(ttl),
-	}, nil
+	}, m, nil
 }

@@ -38,14 +38,28 @@ type RelayConfig struct {
 	// Shards returns the shard count of an item. The relay calls it once
 	// per item and then about once a second.
 	Shards func(ctx context.Context, itemID int64) (int, error)
+	// Renew, if set, is called after publishing failed for RenewAfter: it
+	// makes sure the topics exist (a broker that came back without its
+	// data has none) and returns a fresh producer (an idempotent producer's
+	// sequence state does not survive such a broker). The relay closes the
+	// old producer.
+	Renew func(ctx context.Context) (sarama.SyncProducer, error)
+	// RenewAfter is how long publishing must keep failing before Renew is
+	// called. Default 3s.
+	RenewAfter time.Duration
 }
+
+// RelayGroup is the default Redis consumer group of the outboxes.
+const RelayGroup = "relay"
 
 // maxBatches bounds the batches one pass reads from one source of a shard.
 const maxBatches = 16
 
-// Relay moves reservations from the Redis outboxes to Kafka. An entry
-// leaves its outbox only after Kafka acknowledged it, so a crash at any
-// point loses nothing; at worst an entry is sent twice, and the writer
+// Relay moves reservations from the Redis outboxes to Kafka. It does not
+// remove what it sent: an entry leaves its outbox only when the order writer
+// stored its order in MySQL (Writer's Ack), so neither a crash nor a broker
+// that loses its data loses a reservation. An entry sent but not stored
+// within ClaimIdle is taken over and sent again (by any relay); the writer
 // inserts it once.
 type Relay struct {
 	st       *stock.Store
@@ -66,10 +80,10 @@ type Relay struct {
 	// are pending for this consumer in Redis, and ReadOutbox(">") will not
 	// return them again.
 	retry map[stock.Outbox][]stock.Reservation
-	// unacked holds entries Kafka acknowledged but whose ack in Redis
-	// failed; acking them again beats publishing them again.
-	unacked     map[stock.Outbox][]string
-	refreshedAt time.Time
+	// failingSince is when publishing started failing (zero: it works).
+	failingSince time.Time
+	renewedAt    time.Time
+	refreshedAt  time.Time
 	claimedAt   time.Time
 	gauged      map[int64]bool
 }
@@ -89,7 +103,7 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Group == "" {
-		cfg.Group = "relay"
+		cfg.Group = RelayGroup
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
@@ -102,6 +116,9 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.RenewAfter <= 0 {
+		cfg.RenewAfter = 3 * time.Second
 	}
 	r := &Relay{
 		st: st, producer: producer, cfg: cfg, log: log,
@@ -124,9 +141,8 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 		}, []string{"item"}),
 		groups:  map[stock.Outbox]bool{},
 		shards:  map[int64]int{},
-		retry:   map[stock.Outbox][]stock.Reservation{},
-		unacked: map[stock.Outbox][]string{},
-		gauged:  map[int64]bool{},
+		retry:  map[stock.Outbox][]stock.Reservation{},
+		gauged: map[int64]bool{},
 	}
 	for _, c := range []prometheus.Collector{r.published, r.duration, r.errors, r.backlog} {
 		if err := reg.Register(c); err != nil {
@@ -174,8 +190,9 @@ func (r *Relay) Run(ctx context.Context) error {
 // DrainOnce makes one pass over every shard of every item: it republishes
 // its own failed batches, takes over entries idle for ClaimIdle, and
 // publishes new entries until the outbox is empty (or up to maxBatches
-// batches of each). It returns how many
-// reservations Kafka acknowledged, and stops at the first error.
+// batches of each). It returns how many reservations Kafka acknowledged. A
+// failing item or shard does not stop the others: the pass goes on and
+// returns every error it met.
 func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -199,20 +216,31 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 		r.refreshedAt = time.Now()
 		r.refresh(ctx, items)
 	}
+	var errs []error
 	for _, id := range items {
 		n, err := r.shardCount(ctx, id)
 		if err != nil {
-			return total, err
+			errs = append(errs, err)
+			continue
 		}
 		for sh := range n {
-			k, err := r.drainShard(ctx, stock.Outbox{ItemID: id, Shard: sh}, claim)
+			if ctx.Err() != nil {
+				return total, ctx.Err()
+			}
+			o := stock.Outbox{ItemID: id, Shard: sh}
+			k, err := r.drainShard(ctx, o, claim)
 			total += k
 			if err != nil {
-				return total, err
+				if stock.IsNoGroup(err) {
+					// Redis lost the stream and its group: create it again
+					// on the next pass.
+					delete(r.groups, o)
+				}
+				errs = append(errs, err)
 			}
 		}
 	}
-	return total, nil
+	return total, errors.Join(errs...)
 }
 
 // shardCount is the item's cached shard count, fetched on first use and by
@@ -271,12 +299,6 @@ func (r *Relay) drainShard(ctx context.Context, o stock.Outbox, claimIdle bool) 
 		}
 		r.groups[o] = true
 	}
-	if ids := r.unacked[o]; len(ids) > 0 {
-		if err := r.st.AckOutbox(ctx, o, r.cfg.Group, ids...); err != nil {
-			return 0, fmt.Errorf("relay: %w", err)
-		}
-		delete(r.unacked, o)
-	}
 	sent := 0
 	if b := r.retry[o]; len(b) > 0 {
 		delete(r.retry, o)
@@ -319,16 +341,14 @@ func (r *Relay) drainShard(ctx context.Context, o stock.Outbox, claimIdle bool) 
 	return sent, nil
 }
 
-// publish sends a batch in one call and acknowledges it in the outbox only
-// if Kafka acknowledged every message. Otherwise the batch is kept for a
-// retry: nothing leaves the outbox that Kafka does not hold.
+// publish sends a batch in one call. The entries stay in the outbox,
+// pending for this relay, until the writer stores them; a batch Kafka did
+// not take is kept for a retry. A producer that keeps failing is renewed.
 func (r *Relay) publish(ctx context.Context, o stock.Outbox, b []stock.Reservation) error {
 	msgs := make([]*sarama.ProducerMessage, len(b))
-	ids := make([]string, len(b))
 	for i, res := range b {
 		key, value := EncodeReservation(res)
 		msgs[i] = &sarama.ProducerMessage{Topic: r.cfg.Topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)}
-		ids[i] = res.StreamID
 	}
 	start := time.Now()
 	err := r.producer.SendMessages(msgs)
@@ -337,24 +357,44 @@ func (r *Relay) publish(ctx context.Context, o stock.Outbox, b []stock.Reservati
 		// Some messages may have landed; sending them all again only
 		// makes duplicates, which the writer ignores.
 		r.retry[o] = b
+		r.renew(ctx)
 		return fmt.Errorf("relay: publish %d reservations of item %d shard %d: %w", len(b), o.ItemID, o.Shard, err)
 	}
+	r.failingSince = time.Time{}
 	r.published.Add(float64(len(b)))
-	// Until the writer stores them, these orders are found by their mark.
-	if err := r.st.MarkInFlight(ctx, b, inFlightTTL); err != nil {
-		r.log.Warn("relay: mark in flight", "err", err) // visibility only
-	}
-	// From here Kafka holds the promise; the outbox can let go.
-	if err := r.st.AckOutbox(ctx, o, r.cfg.Group, ids...); err != nil {
-		r.unacked[o] = ids
-		return fmt.Errorf("relay: %w", err)
-	}
 	return nil
 }
 
-// inFlightTTL is how long an order handed to Kafka stays findable without
-// being in MySQL; longer than any consumer lag worth serving reads through.
-const inFlightTTL = 30 * time.Minute
+// renew replaces the producer once publishing failed for RenewAfter, and
+// then at most once per RenewAfter.
+func (r *Relay) renew(ctx context.Context) {
+	now := time.Now()
+	if r.failingSince.IsZero() {
+		r.failingSince = now
+	}
+	if r.cfg.Renew == nil || now.Sub(r.failingSince) < r.cfg.RenewAfter || now.Sub(r.renewedAt) < r.cfg.RenewAfter {
+		return
+	}
+	r.renewedAt = now
+	p, err := r.cfg.Renew(ctx)
+	if err != nil {
+		r.log.Warn("relay: renew producer", "err", err)
+		return
+	}
+	old := r.producer
+	r.producer = p
+	if err := old.Close(); err != nil {
+		r.log.Warn("relay: close old producer", "err", err)
+	}
+	r.log.Info("relay: producer renewed")
+}
+
+// Producer is the producer the relay publishes with now.
+func (r *Relay) Producer() sarama.SyncProducer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.producer
+}
 
 // backoff is base doubled per attempt (attempt 1 waits base), capped at max.
 func backoff(attempt int, base, max time.Duration) time.Duration {

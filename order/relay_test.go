@@ -251,12 +251,8 @@ func TestRelayPublishesAndAcks(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- r.Run(ctx) }()
-			eventually(t, 15*time.Second, "outboxes empty", func() bool {
-				var n int64
-				for i := range tt.items {
-					n += relayBacklog(t, st, int64(i+1), tt.shards)
-				}
-				return n == 0
+			eventually(t, 15*time.Second, "all published", func() bool {
+				return metricValue(t, reg, "seckill_relay_published_total") >= float64(len(want))
 			})
 			cancel()
 			if err := <-done; err != nil {
@@ -272,11 +268,14 @@ func TestRelayPublishesAndAcks(t *testing.T) {
 			if len(seen) != len(want) {
 				t.Errorf("distinct orders in Kafka: got %d, want %d", len(seen), len(want))
 			}
-			// Out of the outbox, each order stays findable until stored.
-			for _, id := range want {
-				if _, _, ok, err := st.InFlight(context.Background(), id); !ok || err != nil {
-					t.Errorf("order %d: in flight mark %v, %v; want present", id, ok, err)
-				}
+			// Sent, not stored: the outbox still holds every reservation, so
+			// a broker that loses its data loses none of them.
+			var held int64
+			for i := range tt.items {
+				held += relayBacklog(t, st, int64(i+1), tt.shards)
+			}
+			if held != int64(len(want)) {
+				t.Errorf("outboxes hold %d reservations after publishing, want %d until the writer stores them", held, len(want))
 			}
 			if got := metricValue(t, reg, "seckill_relay_published_total"); got != float64(len(want)) {
 				t.Errorf("published_total: got %v, want %d", got, len(want))
@@ -337,7 +336,6 @@ func TestRelayCrashBeforeAck(t *testing.T) {
 	if n, err := heir.DrainOnce(ctx); err != nil || n != 0 {
 		t.Fatalf("heir before ClaimIdle: got %d, %v; want 0, nil", n, err)
 	}
-	time.Sleep(claimIdle + 100*time.Millisecond)
 	total := 0
 	eventually(t, 10*time.Second, "heir republishes", func() bool {
 		n, err := heir.DrainOnce(ctx)
@@ -345,10 +343,14 @@ func TestRelayCrashBeforeAck(t *testing.T) {
 			t.Fatalf("heir DrainOnce: %v", err)
 		}
 		total += n
-		return relayBacklog(t, st, 7, shards) == 0
+		return total >= len(want)
 	})
 	if total != len(want) {
 		t.Errorf("heir published %d, want %d", total, len(want))
+	}
+	// Published, not stored: the outbox keeps them until the writer acks.
+	if got := relayBacklog(t, st, 7, shards); got != int64(len(want)) {
+		t.Errorf("outbox after republishing: got %d entries, want %d", got, len(want))
 	}
 	seen := publishedOrders(t, brokers, topic)
 	for _, id := range want {
@@ -412,8 +414,8 @@ func TestRelayKafkaDown(t *testing.T) {
 	// sarama's producer opens a 10s circuit breaker after failed leader
 	// lookups, so recovery takes about that long.
 	down.Store(false)
-	eventually(t, 20*time.Second, "outbox empty after Kafka is back", func() bool {
-		return relayBacklog(t, st, 3, shards) == 0
+	eventually(t, 20*time.Second, "published after Kafka is back", func() bool {
+		return metricValue(t, reg, "seckill_relay_published_total") >= float64(len(want))
 	})
 	seen := publishedOrders(t, brokers, topic)
 	for _, id := range want {

@@ -347,12 +347,38 @@ func existing(ctx context.Context, q sqlx.QueryerContext, orders []Order) (map[i
 	return stored, nil
 }
 
+// Stored returns which of the order ids are in MySQL.
+func (s *Store) Stored(ctx context.Context, ids []int64) (map[int64]bool, error) {
+	orders := make([]Order, len(ids))
+	for i, id := range ids {
+		orders[i].ID = id
+	}
+	return existing(ctx, s.db, orders)
+}
+
 // Pay marks a pending order of userID paid, if its payment window is still
 // open at now. Otherwise it changes nothing and says why: ErrNotFound (no
 // such order, or another user's), ErrAlreadyPaid, ErrCancelled or
 // ErrPaymentExpired.
 func (s *Store) Pay(ctx context.Context, orderID, userID int64, now time.Time) (Order, error) {
 	now = ms(now)
+	o, err := s.pay(ctx, orderID, userID, now)
+	if errors.Is(err, errArrived) {
+		// The row landed between the UPDATE and the read: it is pending
+		// and payable, so the UPDATE matches it now.
+		o, err = s.pay(ctx, orderID, userID, now)
+	}
+	if errors.Is(err, errArrived) {
+		return Order{}, fmt.Errorf("pay order %d: %w", orderID, ErrNotFound)
+	}
+	return o, err
+}
+
+// errArrived: Pay's UPDATE matched nothing, yet the row read right after
+// it is pending and payable (the writer stored it in between).
+var errArrived = errors.New("order arrived during payment")
+
+func (s *Store) pay(ctx context.Context, orderID, userID int64, now time.Time) (Order, error) {
 	var ok bool
 	err := s.retry(ctx, func() error {
 		// One conditional UPDATE: the row lock makes it race-free against a
@@ -389,6 +415,8 @@ func (s *Store) Pay(ctx context.Context, orderID, userID int64, now time.Time) (
 		return Order{}, fmt.Errorf("pay order %d: %w", orderID, ErrCancelled)
 	case o.Status == StatusPending && !o.ExpiresAt.After(now):
 		return Order{}, fmt.Errorf("pay order %d: %w", orderID, ErrPaymentExpired)
+	case o.Status == StatusPending:
+		return Order{}, errArrived
 	}
 	return Order{}, fmt.Errorf("pay order %d: refused in state %q expiring %s", orderID, o.Status, o.ExpiresAt)
 }
@@ -470,6 +498,18 @@ func (s *Store) Unreturned(ctx context.Context, limit int) ([]Order, error) {
 		 ORDER BY cancelled_at, order_id LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("find unreturned orders: %w", err)
+	}
+	return out, nil
+}
+
+// UnreturnedOf is Unreturned for one item.
+func (s *Store) UnreturnedOf(ctx context.Context, itemID int64, limit int) ([]Order, error) {
+	var out []Order
+	err := s.db.SelectContext(ctx, &out,
+		"SELECT "+orderCols+` FROM orders WHERE item_id = ? AND status = 'cancelled' AND stock_returned = 0
+		 ORDER BY cancelled_at, order_id LIMIT ?`, itemID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("find unreturned orders of item %d: %w", itemID, err)
 	}
 	return out, nil
 }

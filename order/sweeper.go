@@ -149,20 +149,24 @@ func (s *Sweeper) tick(ctx context.Context) {
 // lease only saves duplicate work and lets Rebuild pause returns.
 func (s *Sweeper) Sweep(ctx context.Context) (Swept, error) {
 	var res Swept
+	var errs []error
 	// Commit order: cancel in MySQL, then return in Redis, then mark in
 	// MySQL. A crash after the cancel leaves an unreturned order that the
 	// next pass finds here; a crash after the return makes the next Return
-	// a no-op, and the order is only marked then.
+	// a no-op, and the order is only marked then. An order or item that
+	// fails is left for a later pass and never stops the others: every
+	// step below runs whatever the one before it met.
 	for range maxSweepRounds {
 		orders, err := s.orders.Unreturned(ctx, s.cfg.Batch)
 		if err != nil {
-			return res, fmt.Errorf("sweep: %w", err)
+			errs = append(errs, fmt.Errorf("sweep: %w", err))
+			break
 		}
 		n, done, err := s.giveBack(ctx, orders)
 		res.Recovered += done
 		res.Returned += n
 		if err != nil {
-			return res, fmt.Errorf("sweep: recover: %w", err)
+			errs = append(errs, fmt.Errorf("sweep: recover: %w", err))
 		}
 		if len(orders) < s.cfg.Batch || done == 0 {
 			break
@@ -176,11 +180,12 @@ func (s *Sweeper) Sweep(ctx context.Context) (Swept, error) {
 		// go back now rather than on the next pass.
 		n, _, rerr := s.giveBack(ctx, orders)
 		res.Returned += n
-		if err != nil {
-			return res, fmt.Errorf("sweep: %w", err)
-		}
 		if rerr != nil {
-			return res, fmt.Errorf("sweep: %w", rerr)
+			errs = append(errs, fmt.Errorf("sweep: %w", rerr))
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sweep: %w", err))
+			break
 		}
 		// Not "fewer than a batch": a concurrent payment or sweeper can
 		// win some of a full batch of candidates while more are waiting.
@@ -188,24 +193,87 @@ func (s *Sweeper) Sweep(ctx context.Context) (Swept, error) {
 			break
 		}
 	}
-	return res, nil
+	if err := s.freeDeadLetters(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("sweep: %w", err))
+	}
+	if err := s.settleClaims(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("sweep: %w", err))
+	}
+	return res, errors.Join(errs...)
+}
+
+// freeDeadLetters frees the per-user slot of every refused order: the order
+// does not exist, so it must not count against its buyer. (Its unit is not
+// put back: the guard refused it because MySQL's stock was already full,
+// so Redis had handed out a unit too many.)
+func (s *Sweeper) freeDeadLetters(ctx context.Context) error {
+	dls, err := s.orders.UnfreedDeadLetters(ctx, s.cfg.Batch)
+	if err != nil || len(dls) == 0 {
+		return err
+	}
+	var freed []int64
+	var errs []error
+	for _, d := range dls {
+		if d.ItemID == nil || d.UserID == nil || d.OrderID == nil {
+			continue
+		}
+		shards, err := s.itemShards(ctx, *d.ItemID)
+		if err == nil {
+			err = s.stock.FreeSlot(ctx, *d.ItemID, *d.UserID, *d.OrderID, shards)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		freed = append(freed, d.ID)
+	}
+	if err := s.orders.MarkSlotsFreed(ctx, freed...); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// settleClaims settles fall-through claims whose process died or stalls
+// and whose buyer did not come back to replay: their slot is released (or
+// their order completed) without waiting for the buyer.
+func (s *Sweeper) settleClaims(ctx context.Context) error {
+	claims, err := s.stock.StaleClaims(ctx, int64(s.cfg.Batch))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range claims {
+		shards, err := s.itemShards(ctx, c.ItemID)
+		if err == nil {
+			_, err = s.stock.SettleClaim(ctx, c, shards)
+		}
+		switch {
+		case err == nil, errors.Is(err, stock.ErrSoldOut), errors.Is(err, stock.ErrPurchaseInProgress):
+			// Settled (with a unit or sold out), or someone else is at it.
+		default:
+			errs = append(errs, fmt.Errorf("settle claim of order %d: %w", c.OrderID, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // giveBack returns the units of cancelled orders to Redis, marks them
 // returned in MySQL, and tells every instance about the items that got
 // units back. It reports the units this call put back and the orders it
-// marked; it stops at the first Redis error (the rest wait for a later pass).
+// marked. An order that fails (its item's shard missing, say) is left for
+// a later pass; the others go on, and every error is returned.
 func (s *Sweeper) giveBack(ctx context.Context, orders []Order) (returned, marked int, err error) {
 	if len(orders) == 0 {
 		return 0, 0, nil
 	}
 	var ids []int64
+	var errs []error
 	restocked := map[int64]bool{}
 	for _, o := range orders {
 		shards, serr := s.itemShards(ctx, o.ItemID)
 		if serr != nil {
-			err = serr
-			break
+			errs = append(errs, serr)
+			continue
 		}
 		back, rerr := s.stock.Return(ctx, o.ItemID, o.UserID, o.ID, o.Shard, shards)
 		if back {
@@ -215,8 +283,8 @@ func (s *Sweeper) giveBack(ctx context.Context, orders []Order) (returned, marke
 			restocked[o.ItemID] = true
 		}
 		if rerr != nil {
-			err = rerr
-			break
+			errs = append(errs, rerr)
+			continue
 		}
 		// Marked whether or not this call put the unit back: false means
 		// an earlier call did.
@@ -232,9 +300,9 @@ func (s *Sweeper) giveBack(ctx context.Context, orders []Order) (returned, marke
 		}
 	}
 	if merr := s.orders.MarkReturned(ctx, ids...); merr != nil {
-		return returned, 0, errors.Join(err, merr)
+		return returned, 0, errors.Join(append(errs, merr)...)
 	}
-	return returned, len(ids), err
+	return returned, len(ids), errors.Join(errs...)
 }
 
 // itemShards is the shard count of an item, read once from MySQL.

@@ -10,9 +10,11 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"seckill/stock"
 )
 
-// Dead-letter reasons, in the "reason" header and the metric label.
+// Dead-letter reasons, in the dead_letters table and the metric label.
 const (
 	// ReasonDecode: the message is not a reservation (ErrInvalidMessage).
 	ReasonDecode = "decode"
@@ -20,16 +22,15 @@ const (
 	ReasonOversell = "oversell"
 )
 
-// Inserter stores a batch of new orders in one transaction; *Store is one.
+// Inserter stores a batch of new orders in one transaction, and what cannot
+// become an order as dead letters; *Store is one.
 type Inserter interface {
 	InsertBatch(ctx context.Context, orders []Order) (inserted int, refused []Order, err error)
+	RecordDeadLetters(ctx context.Context, dls []DeadLetter) error
 }
 
 // WriterConfig tunes a Writer.
 type WriterConfig struct {
-	// DLQTopic receives the messages that can never become orders.
-	// Default "seckill.orders.dlq".
-	DLQTopic string
 	// BatchSize is the most messages inserted in one transaction. Default 500.
 	BatchSize int
 	// BatchWait is how long a batch waits to fill after its first message.
@@ -39,15 +40,17 @@ type WriterConfig struct {
 	OrderTTL time.Duration
 	// MaxBackoff caps the pause between retries of a failed batch. Default 5s.
 	MaxBackoff time.Duration
+	// Ack, if set, removes the reservations of a stored batch from their
+	// outboxes (stock.Store.AckEntries). Until then the outbox holds them.
+	Ack func(ctx context.Context, entries []stock.Entry) error
 }
 
 // Writer is the consumer group handler that turns reservation messages into
 // order rows. A partition's offset moves only past messages whose rows are
-// committed in MySQL (or that went to the dead-letter topic), so a crash
+// committed in MySQL (or recorded as dead letters), so a crash
 // anywhere makes Kafka redeliver, and redelivery inserts nothing twice.
 type Writer struct {
 	store Inserter
-	dlq   sarama.SyncProducer
 	cfg   WriterConfig
 	log   *slog.Logger
 
@@ -60,20 +63,16 @@ type Writer struct {
 	lag       *prometheus.GaugeVec
 }
 
-// NewWriter returns a Writer inserting into store and sending dead letters
-// through dlq (configured with mq.ProducerConfig).
-func NewWriter(store Inserter, dlq sarama.SyncProducer, cfg WriterConfig, reg prometheus.Registerer, log *slog.Logger) (*Writer, error) {
+// NewWriter returns a Writer inserting into store.
+func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log *slog.Logger) (*Writer, error) {
 	if cfg.OrderTTL <= 0 {
 		return nil, fmt.Errorf("new writer: order ttl %v, want > 0", cfg.OrderTTL)
 	}
-	if store == nil || dlq == nil {
-		return nil, errors.New("new writer: store and dlq producer are required")
+	if store == nil {
+		return nil, errors.New("new writer: store is required")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.DLQTopic == "" {
-		cfg.DLQTopic = "seckill.orders.dlq"
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
@@ -85,7 +84,7 @@ func NewWriter(store Inserter, dlq sarama.SyncProducer, cfg WriterConfig, reg pr
 		cfg.MaxBackoff = 5 * time.Second
 	}
 	w := &Writer{
-		store: store, dlq: dlq, cfg: cfg, log: log,
+		store: store, cfg: cfg, log: log,
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "seckill_consumer_batch_size",
 			Help:    "Messages per batch handled by the order writer.",
@@ -186,38 +185,41 @@ func (w *Writer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMessag
 
 // handle stores a batch and then marks it, retrying each step until it
 // succeeds or ctx ends; it reports whether the batch was marked. A batch is
-// never skipped: the alternative to storing it is not marking it.
+
+// handle stores one batch: decodes it, inserts the orders in one
+// transaction, records what cannot become an order in MySQL's dead letters,
+// acknowledges the stored reservations in their outboxes, and only then
+// marks the batch's offsets. MySQL down means retry without marking, so
+// nothing is lost; it returns false only when ctx ended.
 func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim, batch []*sarama.ConsumerMessage) bool {
 	w.batchSize.Observe(float64(len(batch)))
 	var (
-		orders      []Order
-		dead        []*sarama.ProducerMessage
-		undecodable int
-		source      = make(map[int64]*sarama.ConsumerMessage, len(batch))
+		orders  []Order
+		dead    []DeadLetter
+		entries []stock.Entry
+		source  = make(map[int64]*sarama.ConsumerMessage, len(batch))
 	)
 	for _, m := range batch {
-		o, err := DecodeOrder(m.Value, w.cfg.OrderTTL)
+		o, e, err := DecodeReservation(m.Value, w.cfg.OrderTTL)
 		if err != nil {
 			w.log.Error("writer: undecodable message", "partition", m.Partition, "offset", m.Offset, "err", err)
-			dead = append(dead, w.deadLetter(m, ReasonDecode, err))
-			undecodable++
+			dead = append(dead, DeadLetter{Reason: ReasonDecode, Payload: m.Value, Detail: err.Error()})
 			continue
 		}
+		entries = append(entries, e)
 		if _, dup := source[o.ID]; !dup {
 			orders = append(orders, o)
 		}
 		source[o.ID] = m
 	}
 
-	var refused []Order
+	undecodable := len(dead)
 	if len(orders) > 0 {
 		var inserted int
+		var refused []Order
 		ok := w.retry(ctx, "insert orders", func() error {
 			start := time.Now()
 			var err error
-			// One transaction, idempotent on order_id: a rerun after an
-			// unknown outcome (e.g. a lost COMMIT reply) inserts nothing
-			// twice.
 			inserted, refused, err = w.store.InsertBatch(ctx, orders)
 			if err == nil {
 				w.commitDur.Observe(time.Since(start).Seconds())
@@ -235,18 +237,25 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 				continue // InsertBatch returns only orders it was given
 			}
 			w.log.Error("writer: stock guard refused order", "order", o.ID, "item", o.ItemID)
-			dead = append(dead, w.deadLetter(m, ReasonOversell, nil))
+			dead = append(dead, DeadLetter{Reason: ReasonOversell, OrderID: &o.ID, ItemID: &o.ItemID,
+				UserID: &o.UserID, Shard: &o.Shard, Payload: m.Value, Detail: "items.sold reached stock"})
 		}
 	}
 	if len(dead) > 0 {
-		// After the insert: the rows are committed, and only the dead
-		// letters stand between the batch and its offset.
-		ok := w.retry(ctx, "send dead letters", func() error { return w.dlq.SendMessages(dead) })
-		if !ok {
+		if !w.retry(ctx, "record dead letters", func() error { return w.store.RecordDeadLetters(ctx, dead) }) {
 			return false
 		}
 		w.dead.WithLabelValues(ReasonDecode).Add(float64(undecodable))
 		w.dead.WithLabelValues(ReasonOversell).Add(float64(len(dead) - undecodable))
+	}
+	// Stored (or dead-lettered): the outbox can let go. A failed ack only
+	// means the relay sends these again after its claim timeout, and they
+	// are inserted once.
+	if w.cfg.Ack != nil {
+		if err := w.cfg.Ack(ctx, entries); err != nil && ctx.Err() == nil {
+			w.errs.Inc()
+			w.log.Warn("writer: acknowledge outbox entries", "n", len(entries), "err", err)
+		}
 	}
 
 	// Only now, with every message of the batch stored or dead-lettered,
@@ -280,25 +289,5 @@ func (w *Writer) retry(ctx context.Context, what string, fn func() error) bool {
 			return false
 		case <-t.C:
 		}
-	}
-}
-
-// deadLetter is m addressed to the dead-letter topic, with why and where it
-// came from in its headers.
-func (w *Writer) deadLetter(m *sarama.ConsumerMessage, reason string, cause error) *sarama.ProducerMessage {
-	h := []sarama.RecordHeader{
-		{Key: []byte("reason"), Value: []byte(reason)},
-		{Key: []byte("topic"), Value: []byte(m.Topic)},
-		{Key: []byte("partition"), Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
-		{Key: []byte("offset"), Value: strconv.AppendInt(nil, m.Offset, 10)},
-	}
-	if cause != nil {
-		h = append(h, sarama.RecordHeader{Key: []byte("error"), Value: []byte(cause.Error())})
-	}
-	return &sarama.ProducerMessage{
-		Topic:   w.cfg.DLQTopic,
-		Key:     sarama.ByteEncoder(m.Key),
-		Value:   sarama.ByteEncoder(m.Value),
-		Headers: h,
 	}
 }

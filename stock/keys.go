@@ -42,6 +42,17 @@ func (k Keys) Returned() string { return k.prefix + ":" + k.tag + ":returned" }
 // (home) shard.
 func (k Keys) Freed() string { return k.prefix + ":" + k.tag + ":freed" }
 
+// claimsKey is the index of open fall-through claims (a sorted set scored
+// by claim epoch), so abandoned claims are found without scanning.
+func (s *Store) claimsKey() string { return s.prefix + ":claims" }
+
+// orderKey is the order index entry of an order id: the item, the buyer's
+// home shard and the token that may have created it. Its hash tag is the
+// order's own, so it can be written next to any shard's script.
+func (s *Store) orderKey(orderID int64) string {
+	return s.prefix + ":{o" + strconv.FormatInt(orderID, 10) + "}"
+}
+
 // HomeShard is the shard that keeps a user's purchase tokens and per-user
 // count for an item with n shards. It is a stable hash of the user id, so
 // every instance agrees on it.

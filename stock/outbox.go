@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -77,7 +76,7 @@ func (s *Store) outboxKey(o Outbox) string { return s.keys(o.ItemID, o.Shard).Ou
 // first entry, if it does not exist yet.
 func (s *Store) EnsureGroup(ctx context.Context, o Outbox, group string) error {
 	err := s.rdb.XGroupCreateMkStream(ctx, s.outboxKey(o), group, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return fmt.Errorf("create outbox group %d/%d: %w", o.ItemID, o.Shard, err)
 	}
 	return nil
@@ -114,8 +113,13 @@ func (s *Store) ClaimOutbox(ctx context.Context, o Outbox, group, consumer strin
 	return parseAll(msgs), nil
 }
 
-// AckOutbox removes reservations from the outbox. Call it only after Kafka
-// acknowledged them: from then on Kafka holds the promise.
+// IsNoGroup reports whether err says the outbox stream or its consumer group
+// is gone (Redis lost its data): the group must be created again.
+func IsNoGroup(err error) bool { return redis.HasErrorPrefix(err, "NOGROUP") }
+
+// AckOutbox removes reservations from the outbox. Call it only once MySQL
+// stored their orders: until then the outbox holds the promise (a broker
+// that loses its data loses nothing that is not still here).
 func (s *Store) AckOutbox(ctx context.Context, o Outbox, group string, streamIDs ...string) error {
 	if len(streamIDs) == 0 {
 		return nil
@@ -140,6 +144,46 @@ func (s *Store) OutboxLen(ctx context.Context, o Outbox) (int64, error) {
 	return n, nil
 }
 
+// Entry names one outbox entry: the shard's outbox and the entry's id.
+type Entry struct {
+	ItemID   int64
+	Shard    int
+	StreamID string
+}
+
+// AckEntries removes stored reservations from their outboxes, in one round
+// trip for all of them. Entries that are gone already (acknowledged before,
+// or lost with Redis) are skipped by Redis.
+func (s *Store) AckEntries(ctx context.Context, group string, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	by := map[Outbox][]string{}
+	for _, e := range entries {
+		if e.StreamID == "" {
+			continue
+		}
+		o := Outbox{ItemID: e.ItemID, Shard: e.Shard}
+		by[o] = append(by[o], e.StreamID)
+	}
+	pipe := s.rdb.Pipeline()
+	for o, ids := range by {
+		pipe.XAck(ctx, s.outboxKey(o), group, ids...)
+		pipe.XDel(ctx, s.outboxKey(o), ids...)
+	}
+	cmds, err := pipe.Exec(ctx)
+	if err != nil {
+		// A stream whose group vanished (Redis lost it) has nothing to ack;
+		// its entries are gone or will be read anew.
+		for _, c := range cmds {
+			if c.Err() != nil && !IsNoGroup(c.Err()) {
+				return fmt.Errorf("ack %d stored reservations: %w", len(entries), c.Err())
+			}
+		}
+	}
+	return nil
+}
+
 // PendingReservations lists every reservation still in the outbox of the
 // item's shards (used to find orders not yet in MySQL, and by rebuild).
 func (s *Store) PendingReservations(ctx context.Context, itemID int64, shards int) ([]Reservation, error) {
@@ -156,49 +200,4 @@ func (s *Store) PendingReservations(ctx context.Context, itemID int64, shards in
 		out = append(out, parseAll(c.Val())...)
 	}
 	return out, nil
-}
-
-func (s *Store) inFlightKey(orderID int64) string {
-	return s.prefix + ":inflight:" + strconv.FormatInt(orderID, 10)
-}
-
-// MarkInFlight records reservations that were handed to Kafka, so their
-// orders can still be found (as pending) until the writer stores them.
-// Call it before AckOutbox: at every moment an accepted order is in the
-// outbox, marked in flight, or in MySQL. Marks expire after ttl.
-func (s *Store) MarkInFlight(ctx context.Context, rs []Reservation, ttl time.Duration) error {
-	if len(rs) == 0 {
-		return nil
-	}
-	pipe := s.rdb.Pipeline()
-	for _, r := range rs {
-		pipe.Set(ctx, s.inFlightKey(r.OrderID), strconv.FormatInt(r.ItemID, 10)+":"+strconv.FormatInt(r.UserID, 10), ttl)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("mark %d reservations in flight: %w", len(rs), err)
-	}
-	return nil
-}
-
-// InFlight returns the item and buyer of an order handed to Kafka and not
-// yet known to be stored; ok is false if there is no such mark.
-func (s *Store) InFlight(ctx context.Context, orderID int64) (itemID, userID int64, ok bool, err error) {
-	v, err := s.rdb.Get(ctx, s.inFlightKey(orderID)).Result()
-	if errors.Is(err, redis.Nil) {
-		return 0, 0, false, nil
-	}
-	if err != nil {
-		return 0, 0, false, fmt.Errorf("order %d in flight: %w", orderID, err)
-	}
-	item, user, found := strings.Cut(v, ":")
-	if !found {
-		return 0, 0, false, nil
-	}
-	if itemID, err = strconv.ParseInt(item, 10, 64); err != nil {
-		return 0, 0, false, nil
-	}
-	if userID, err = strconv.ParseInt(user, 10, 64); err != nil {
-		return 0, 0, false, nil
-	}
-	return itemID, userID, true, nil
 }

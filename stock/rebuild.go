@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/bsm/redislock"
@@ -149,16 +150,51 @@ func (s *Store) SkipReturns(ctx context.Context, itemID int64, shards int, units
 	return nil
 }
 
-// MarkAlive sets the marker that this Redis holds seckill's data and
-// reports whether it was missing: then Redis is new or lost its data (a
-// restart without persistence), and items in MySQL need their stock rebuilt.
-// Of several instances asking at once, one gets true.
-func (s *Store) MarkAlive(ctx context.Context) (lost bool, err error) {
-	lost, err = s.rdb.SetNX(ctx, s.prefix+":alive", "1", 0).Result()
-	if err != nil {
-		return false, fmt.Errorf("mark redis alive: %w", err)
+// lossScript sets the alive marker if it is missing (Redis is new or lost
+// its data) and then, in the same step, the rebuild marker with the time the
+// loss was seen. It returns the rebuild marker, if any: every instance sees
+// a pending rebuild, not only the one that noticed the loss.
+var lossScript = redis.NewScript(`
+if redis.call('SETNX', KEYS[1], '1') == 1 then
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+return redis.call('GET', KEYS[2])
+`)
+
+var doneScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+func (s *Store) aliveKey() string   { return s.prefix + ":{meta}:alive" }
+func (s *Store) rebuildKey() string { return s.prefix + ":{meta}:rebuild" }
+
+// CheckLoss reports a pending rebuild: Redis lost its data (its alive
+// marker was missing, now or before) and the rebuild of the items created
+// before cutoff has not been finished by any instance yet.
+func (s *Store) CheckLoss(ctx context.Context) (pending bool, cutoff time.Time, err error) {
+	v, err := lossScript.Run(ctx, s.rdb, []string{s.aliveKey(), s.rebuildKey()}, time.Now().UnixMilli()).Text()
+	if errors.Is(err, redis.Nil) {
+		return false, time.Time{}, nil
 	}
-	return lost, nil
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("check redis data: %w", err)
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("check redis data: rebuild marker %q: %w", v, err)
+	}
+	return true, time.UnixMilli(ms), nil
+}
+
+// RebuildDone clears the rebuild marker of the loss seen at cutoff (not a
+// later one).
+func (s *Store) RebuildDone(ctx context.Context, cutoff time.Time) error {
+	err := doneScript.Run(ctx, s.rdb, []string{s.rebuildKey()}, strconv.FormatInt(cutoff.UnixMilli(), 10)).Err()
+	if err != nil {
+		return fmt.Errorf("clear rebuild marker: %w", err)
+	}
+	return nil
 }
 
 // DropShards removes the item's shard counts: every purchase of it then

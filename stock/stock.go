@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,10 @@ var (
 	ErrTokenInvalid       = errors.New("purchase token invalid")
 	ErrNotReady           = errors.New("stock not in redis")
 	ErrPurchaseInProgress = errors.New("purchase in progress")
+	// ErrNotReplicated: the reservation is taken on the primary, but fewer
+	// replicas than configured acknowledged it in time. Not an answer: the
+	// buyer retries the same token and gets the 202 once it is replicated.
+	ErrNotReplicated = errors.New("reservation not acknowledged by enough replicas")
 )
 
 // Script result codes, shared with the Lua scripts in lua/.
@@ -36,6 +41,7 @@ const (
 	codeTokenInvalid = 4
 	codeNotReady     = 5
 	codeInProgress   = 6
+	codeFenced       = 7
 )
 
 // codeErr maps a script result code to its sentinel; the one place that does.
@@ -51,7 +57,7 @@ func codeErr(code int64) error {
 		return ErrTokenInvalid
 	case codeNotReady:
 		return ErrNotReady
-	case codeInProgress:
+	case codeInProgress, codeFenced:
 		return ErrPurchaseInProgress
 	}
 	return fmt.Errorf("unexpected script code %d", code)
@@ -70,6 +76,10 @@ var (
 	freeLua string
 	//go:embed lua/reclaim.lua
 	reclaimLua string
+	//go:embed lua/fence.lua
+	fenceLua string
+	//go:embed lua/answer.lua
+	answerLua string
 
 	reserveScript = redis.NewScript(reserveLua)
 	takeScript    = redis.NewScript(takeLua)
@@ -77,6 +87,8 @@ var (
 	restockScript = redis.NewScript(restockLua)
 	freeScript    = redis.NewScript(freeLua)
 	reclaimScript = redis.NewScript(reclaimLua)
+	fenceScript   = redis.NewScript(fenceLua)
+	answerScript  = redis.NewScript(answerLua)
 )
 
 // Config tunes a Store.
@@ -90,6 +102,11 @@ type Config struct {
 	// ClaimTimeout is how long a fall-through may stay unsettled before a
 	// replay of its token settles it.
 	ClaimTimeout time.Duration
+	// WaitReplicas is how many replicas must acknowledge a reservation
+	// (Redis WAIT) before it counts as accepted; 0: none.
+	WaitReplicas int
+	// WaitTimeout bounds that wait (default 100ms).
+	WaitTimeout time.Duration
 }
 
 // Store is the sharded Redis stock of all items.
@@ -114,6 +131,9 @@ func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
 	}
 	if cfg.ClaimTimeout <= 0 {
 		cfg.ClaimTimeout = 30 * time.Second
+	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = 100 * time.Millisecond
 	}
 	return &Store{rdb: rdb, prefix: cfg.Prefix, cfg: cfg}
 }
@@ -245,23 +265,35 @@ func (s *Store) SoldOut(itemID int64) bool {
 // ClearSoldOut forgets the local sold-out flag, after stock came back.
 func (s *Store) ClearSoldOut(itemID int64) { s.soldOut.Delete(itemID) }
 
+// ttlSeconds is how long a used token keeps its answer, in whole seconds.
+func (s *Store) ttlSeconds() int64 { return int64(s.cfg.ResultTTL / time.Second) }
+
+// claimMember names an open fall-through claim in the claims index: enough
+// to find its token (item, home shard, token).
+func claimMember(itemID int64, home int, token string) string {
+	return strconv.FormatInt(itemID, 10) + ":" + strconv.Itoa(home) + ":" + token
+}
+
 // Reserve takes one unit for p and records the reservation in the shard's
 // outbox, or returns why not. A nil error means the reservation is durable in
-// Redis and the returned order id will become an order.
+// Redis (and acknowledged by the configured replicas) and the returned order
+// id will become an order.
+//
+// Once this process saw the item sold out, Reserve takes nothing: it reads
+// the token's stored answer (one call), and an unused token is answered sold
+// out, for good, so a retry gets the same answer on every instance.
 func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
-	if s.SoldOut(p.ItemID) {
-		return 0, ErrSoldOut
-	}
 	if p.Token == "" || len(p.Token) > 64 {
 		return 0, ErrTokenInvalid
 	}
 	home := HomeShard(p.UserID, p.Shards)
 	k := s.keys(p.ItemID, home)
-	now := time.Now().UnixMilli()
-	res, err := reserveScript.Run(ctx, s.rdb,
-		[]string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox()},
-		p.UserID, p.ItemID, p.OrderID, p.Limit, now, home, int64(s.cfg.ResultTTL/time.Second),
-	).Int64Slice()
+	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey()}
+	args := []any{p.UserID, p.ItemID, p.OrderID, p.Limit, time.Now().UnixMilli(), home, s.ttlSeconds(), claimMember(p.ItemID, home, p.Token)}
+	if s.SoldOut(p.ItemID) {
+		script, keys, args = answerScript, []string{k.Token(p.Token)}, []any{p.UserID, s.ttlSeconds()}
+	}
+	res, err := s.run(ctx, script, keys, args, script == reserveScript, p.OrderID, p.ItemID, home, p.Token)
 	if err != nil {
 		return 0, fmt.Errorf("reserve item %d: %w", p.ItemID, err)
 	}
@@ -271,10 +303,11 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	}
 	switch code {
 	case codeHomeEmpty:
-		return s.fallThrough(ctx, p, home, orderID)
+		return s.fallThrough(ctx, p, home, orderID, res[2])
 	case codeInProgress:
 		if len(res) > 2 && time.Since(time.UnixMilli(res[2])) > s.cfg.ClaimTimeout {
-			// The process that claimed died mid fall-through: settle it.
+			// The process that claimed died or stalls mid fall-through:
+			// settle the claim, fencing that process out.
 			return s.settleStale(ctx, p, home, orderID, res[2])
 		}
 	case codeSoldOut:
@@ -286,12 +319,60 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	return orderID, nil
 }
 
-// settleStale finishes a fall-through whose process died. One replay wins
-// the claim; if the dead process had already taken a unit somewhere (its
-// take marker), that unit is the order's, and no second one is taken.
+// run calls a purchase script in one round trip together with the order
+// index entry of the order id it may create (written first: whenever the
+// reservation exists, so does its index) and, if configured, WAIT for the
+// replicas. An acceptance that the replicas did not acknowledge in time is
+// ErrNotReplicated: the token keeps the answer, so the retry gets it.
+func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, args []any, index bool, orderID, itemID int64, home int, token string) ([]int64, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		if index {
+			pipe.Set(ctx, s.orderKey(orderID), strconv.FormatInt(itemID, 10)+":"+strconv.Itoa(home)+":"+token, s.cfg.ResultTTL)
+		}
+		cmd := script.EvalSha(ctx, pipe, keys, args...)
+		var wait *redis.Cmd
+		if s.cfg.WaitReplicas > 0 {
+			wait = pipe.Do(ctx, "wait", s.cfg.WaitReplicas, s.cfg.WaitTimeout.Milliseconds())
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") && attempt == 0 {
+			// Redis restarted (or lost its data): load and go again; the
+			// index write is idempotent and the script ran nowhere.
+			if lerr := script.Load(ctx, s.rdb).Err(); lerr != nil {
+				return nil, lerr
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		res, err := cmd.Int64Slice()
+		if err != nil {
+			return nil, err
+		}
+		if wait != nil && res[0] == codeOK {
+			if n, err := wait.Int64(); err != nil || n < int64(s.cfg.WaitReplicas) {
+				return nil, fmt.Errorf("%w: %d of %d replicas acknowledged", ErrNotReplicated, n, s.cfg.WaitReplicas)
+			}
+		}
+		return res, nil
+	}
+}
+
+// settleStale finishes a fall-through whose process died or stalls. One
+// replay wins the claim and a new epoch; it then fences every other shard
+// before it looks: if some epoch of the claim already took a unit somewhere,
+// that unit is the order's and no second one is taken, and the old epoch's
+// process can take nothing from here on (take.lua refuses it).
 func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, claimedAt int64) (int64, error) {
 	hk := s.keys(p.ItemID, home)
-	won, err := reclaimScript.Run(ctx, s.rdb, []string{hk.Token(p.Token)}, claimedAt, time.Now().UnixMilli()).Int()
+	epoch := time.Now().UnixMilli()
+	if epoch <= claimedAt {
+		epoch = claimedAt + 1
+	}
+	member := claimMember(p.ItemID, home, p.Token)
+	won, err := reclaimScript.Run(ctx, s.rdb, []string{hk.Token(p.Token), s.claimsKey()}, claimedAt, epoch, member).Int()
 	if err != nil {
 		return 0, fmt.Errorf("reclaim item %d: %w", p.ItemID, err)
 	}
@@ -299,41 +380,55 @@ func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, 
 		return 0, ErrPurchaseInProgress
 	}
 	pipe := s.rdb.Pipeline()
-	took := make([]*redis.IntCmd, 0, p.Shards-1)
+	marks := make([]*redis.Cmd, 0, p.Shards-1)
 	for i := 1; i < p.Shards; i++ {
-		took = append(took, pipe.Exists(ctx, s.keys(p.ItemID, (home+i)%p.Shards).Took(orderID)))
+		marks = append(marks, fenceScript.EvalSha(ctx, pipe,
+			[]string{s.keys(p.ItemID, (home+i)%p.Shards).Took(orderID)}, epoch, s.ttlSeconds()))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, fmt.Errorf("reclaim item %d: %w", p.ItemID, err)
+		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return 0, fmt.Errorf("fence item %d: %w", p.ItemID, err)
+		}
+		// Not loaded yet: fence one by one (Run loads the script).
+		marks = marks[:0]
+		for i := 1; i < p.Shards; i++ {
+			c := fenceScript.Run(ctx, s.rdb, []string{s.keys(p.ItemID, (home+i)%p.Shards).Took(orderID)}, epoch, s.ttlSeconds())
+			if c.Err() != nil {
+				return 0, fmt.Errorf("fence item %d: %w", p.ItemID, c.Err())
+			}
+			marks = append(marks, c)
+		}
 	}
-	for _, c := range took {
-		if c.Val() == 1 {
-			err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token)},
-				p.UserID, orderID, codeOK, "0", int64(s.cfg.ResultTTL/time.Second)).Err()
+	for _, c := range marks {
+		if m, _ := c.Text(); strings.HasPrefix(m, "t") {
+			err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token), s.claimsKey()},
+				p.UserID, orderID, codeOK, "0", s.ttlSeconds(), epoch, member).Err()
 			if err != nil {
 				return 0, fmt.Errorf("finish item %d: %w", p.ItemID, err)
 			}
 			return orderID, nil
 		}
 	}
-	return s.fallThrough(ctx, p, home, orderID)
+	return s.fallThrough(ctx, p, home, orderID, epoch)
 }
 
 // fallThrough takes the unit from another shard when the home shard is empty.
 // The user's slot is already claimed on the home shard, so the per-user
-// limit holds whichever shard serves them. Take markers make it safe to run
-// again for the same order after a crash.
-func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID int64) (int64, error) {
+// limit holds whichever shard serves them. Every take is fenced with the
+// claim's epoch: run again for the same epoch it is a no-op, and once a
+// replay took the claim over it takes nothing (ErrPurchaseInProgress: the
+// buyer's retry gets the replay's answer).
+func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, epoch int64) (int64, error) {
 	now := time.Now().UnixMilli()
-	ttl := int64(s.cfg.ResultTTL / time.Second)
+	ttl := s.ttlSeconds()
 	code := int64(codeSoldOut)
 	for i := 1; i < p.Shards && code != codeOK; i++ {
 		sh := (home + i) % p.Shards
 		k := s.keys(p.ItemID, sh)
 		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(orderID)},
-			p.UserID, p.ItemID, orderID, now, sh, home, ttl).Int64()
+			p.UserID, p.ItemID, orderID, now, sh, home, ttl, epoch).Int64()
 		if err != nil {
-			// The claim stays: a replay after ClaimTimeout settles it.
+			// The claim stays: a replay or the sweeper settles it.
 			return 0, fmt.Errorf("take item %d shard %d: %w", p.ItemID, sh, err)
 		}
 		switch c {
@@ -343,6 +438,8 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID i
 			// A shard without a key cannot be told from an empty one safely;
 			// refuse rather than answer sold out.
 			return 0, ErrNotReady
+		case codeFenced:
+			return 0, ErrPurchaseInProgress
 		default:
 			return 0, codeErr(c)
 		}
@@ -352,13 +449,18 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID i
 	if code != codeOK {
 		release = "1"
 	}
-	if err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token)},
-		p.UserID, orderID, code, release, ttl).Err(); err != nil {
+	settled, err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token), s.claimsKey()},
+		p.UserID, orderID, code, release, ttl, epoch, claimMember(p.ItemID, home, p.Token)).Int()
+	if err != nil {
 		if code == codeOK {
 			// The unit is taken and in an outbox: the order will exist.
 			return orderID, nil
 		}
 		return 0, fmt.Errorf("finish item %d: %w", p.ItemID, err)
+	}
+	if settled == 0 {
+		// A replay took the claim over meanwhile; its answer is the one.
+		return 0, ErrPurchaseInProgress
 	}
 	if code != codeOK {
 		s.soldOut.Store(p.ItemID, struct{}{})
@@ -387,4 +489,14 @@ func (s *Store) Return(ctx context.Context, itemID, userID, orderID int64, shard
 		return back == 1, fmt.Errorf("free slot of order %d: %w", orderID, err)
 	}
 	return back == 1, nil
+}
+
+// FreeSlot frees the buyer's per-user slot of an order that will never
+// exist (its reservation was refused downstream), once per order id.
+func (s *Store) FreeSlot(ctx context.Context, itemID, userID, orderID int64, shards int) error {
+	hk := s.keys(itemID, HomeShard(userID, shards))
+	if err := freeScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Freed()}, userID, orderID).Err(); err != nil {
+		return fmt.Errorf("free slot of order %d: %w", orderID, err)
+	}
+	return nil
 }

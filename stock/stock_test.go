@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -393,9 +396,25 @@ func TestLastUnitRacedFromOtherShard(t *testing.T) {
 	}
 }
 
-func TestSoldOutFlagSkipsRedis(t *testing.T) {
+// roundTrips counts the requests a client sends (a pipeline counts once).
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+// TestSoldOutCostsOneCallPerToken: once flagged sold out, a purchase reads
+// its token's answer in one round trip and takes nothing; with Redis
+// unreachable it is a dependency failure, never a made-up "sold out".
+func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t, Config{})
+	s, rdb := newStore(t, Config{})
+	hook := &roundTrips{}
+	rdb.AddHook(hook)
 	const item, shards = 12, 2
 	if err := s.Warm(ctx, item, 0, shards); err != nil {
 		t.Fatal(err)
@@ -403,11 +422,19 @@ func TestSoldOutFlagSkipsRedis(t *testing.T) {
 	if _, err := buy(ctx, t, s, item, shards, 1, 1, 1); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("got %v, want ErrSoldOut", err)
 	}
-	// Same flags, a Redis that cannot be reached: still sold out, so no call.
+	tok, _, _ := s.IssueToken(ctx, item, 2, shards)
+	before := hook.n.Load()
+	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: tok, OrderID: 2}); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("flagged item: got %v, want ErrSoldOut", err)
+	}
+	if n := hook.n.Load() - before; n != 1 {
+		t.Errorf("sold-out purchase made %d round trips, want 1", n)
+	}
 	dead := NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Config{Prefix: s.prefix})
 	dead.soldOut.Store(int64(item), struct{}{})
-	if _, err := dead.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: "x", OrderID: 2}); !errors.Is(err, ErrSoldOut) {
-		t.Errorf("flagged item: got %v, want ErrSoldOut without Redis", err)
+	_, err := dead.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: "x", OrderID: 2})
+	if err == nil || errors.Is(err, ErrSoldOut) {
+		t.Errorf("flagged item, Redis down: got %v, want a dependency error", err)
 	}
 }
 
@@ -494,8 +521,8 @@ func TestStaleClaimIsSettledOnReplay(t *testing.T) {
 	tok, _, _ := s.IssueToken(ctx, item, user, shards)
 	k := s.keys(item, 0)
 	// A process ran the home script, claimed the slot, then died.
-	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox()},
-		user, item, 500, 1, time.Now().Add(-time.Minute).UnixMilli(), 0, 3600).Int64Slice()
+	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey()},
+		user, item, 500, 1, time.Now().Add(-time.Minute).UnixMilli(), 0, 3600, claimMember(item, 0, tok)).Int64Slice()
 	if err != nil || code[0] != codeHomeEmpty {
 		t.Fatalf("claim: got %v, %v; want code %d", code, err, codeHomeEmpty)
 	}
@@ -551,12 +578,12 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 	k := s.keys(item, 0)
 	const order = 700
 	claim := time.Now().Add(-time.Minute).UnixMilli()
-	if _, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox()},
-		user, item, order, 1, claim, 0, 3600).Int64Slice(); err != nil {
+	if _, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey()},
+		user, item, order, 1, claim, 0, 3600, claimMember(item, 0, tok)).Int64Slice(); err != nil {
 		t.Fatal(err)
 	}
 	k2 := s.keys(item, 2)
-	if err := takeScript.Run(ctx, rdb, []string{k2.Stock(), k2.Outbox(), k2.Took(order)}, user, item, order, claim, 2, 0, 3600).Err(); err != nil {
+	if err := takeScript.Run(ctx, rdb, []string{k2.Stock(), k2.Outbox(), k2.Took(order)}, user, item, order, claim, 2, 0, 3600, claim).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// ...then it died. A cancelled order's unit comes back to shard 1.
@@ -597,5 +624,199 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 	}
 	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 900}); err != nil || id != order {
 		t.Errorf("replay after settling: got %d, %v; want %d", id, err, order)
+	}
+}
+
+// claimStale makes the home script claim the buyer's slot as a process
+// would whose home shard is empty, with a claim time long past, and returns
+// the claim's epoch.
+func claimStale(ctx context.Context, t *testing.T, s *Store, rdb *redis.Client, item int64, home int, user int64, tok string, order int64) int64 {
+	t.Helper()
+	k := s.keys(item, home)
+	epoch := time.Now().Add(-time.Minute).UnixMilli()
+	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey()},
+		user, item, order, 1, epoch, home, 3600, claimMember(item, home, tok)).Int64Slice()
+	if err != nil || code[0] != codeHomeEmpty {
+		t.Fatalf("claim: got %v, %v; want code %d", code, err, codeHomeEmpty)
+	}
+	return epoch
+}
+
+// TestSlowProcessIsFencedAfterReplay: a process stalls (SIGSTOP) after
+// claiming, a replay settles its claim with a unit of shard 1, then the
+// process wakes up and tries shard 2. It must take nothing: one order id,
+// one outbox entry, one unit.
+func TestSlowProcessIsFencedAfterReplay(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{ClaimTimeout: time.Millisecond})
+	const item, shards, order = 18, 3, 1000
+	user := homeOf(0, shards, 1)
+	if err := s.SetShards(ctx, item, []int64{0, 1, 1}); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	epoch := claimStale(ctx, t, s, rdb, item, 0, user, tok, order)
+	// The buyer's replay settles the stale claim.
+	id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 1001})
+	if err != nil || id != order {
+		t.Fatalf("replay: got %d, %v; want %d", id, err, order)
+	}
+	// The stalled process wakes up and goes on with its own epoch.
+	for sh := 1; sh < shards; sh++ {
+		k := s.keys(item, sh)
+		c, err := takeScript.Run(ctx, rdb, []string{k.Stock(), k.Outbox(), k.Took(order)},
+			user, item, order, epoch, sh, 0, 3600, epoch).Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c != codeFenced && c != codeOK {
+			t.Fatalf("stalled take on shard %d: code %d", sh, c)
+		}
+	}
+	res, _ := s.PendingReservations(ctx, item, shards)
+	if len(res) != 1 {
+		t.Errorf("outbox holds %d entries for order %d, want 1: %+v", len(res), order, res)
+	}
+	if rem, _ := s.Remaining(ctx, item, shards); sum(rem) != 1 {
+		t.Errorf("shards %v: %d units left, want 1", rem, sum(rem))
+	}
+	// And it cannot settle the token with its old epoch either.
+	hk := s.keys(item, 0)
+	n, err := finishScript.Run(ctx, rdb, []string{hk.Bought(), hk.Token(tok), s.claimsKey()},
+		user, order, codeSoldOut, "1", 3600, epoch, claimMember(item, 0, tok)).Int()
+	if err != nil || n != 0 {
+		t.Errorf("stale finish: got %d, %v; want 0 (fenced)", n, err)
+	}
+	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 1002}); err != nil || id != order {
+		t.Errorf("replay after all: got %d, %v; want %d", id, err, order)
+	}
+}
+
+// TestSoldOutAnswersStoredResult: once an instance flagged the item sold
+// out, a retried token still gets the answer Redis stored for it (the
+// buyer's 202 whose answer was lost), and an unused token is answered sold
+// out on every instance from then on.
+func TestSoldOutAnswersStoredResult(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	a := NewStore(rdb, Config{Prefix: prefix})
+	b := NewStore(rdb, Config{Prefix: prefix}) // another instance
+	const item, shards = 19, 2
+	if err := a.SetShards(ctx, item, []int64{1, 0}); err != nil {
+		t.Fatal(err)
+	}
+	user := homeOf(0, shards, 1)
+	tok, _, _ := a.IssueToken(ctx, item, user, shards)
+	id, err := a.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 42})
+	if err != nil || id != 42 {
+		t.Fatalf("buy: got %d, %v", id, err)
+	}
+	// The answer got lost; meanwhile both instances saw the item sold out.
+	other := homeOf(1, shards, user+1)
+	for _, st := range []*Store{a, b} {
+		tk, _, _ := st.IssueToken(ctx, item, other, shards)
+		if _, err := st.Reserve(ctx, Purchase{ItemID: item, UserID: other, Shards: shards, Limit: 1, Token: tk, OrderID: 43}); !errors.Is(err, ErrSoldOut) {
+			t.Fatalf("other buyer: got %v, want sold out", err)
+		}
+		other += 2
+	}
+	for _, st := range []*Store{a, b} {
+		if !st.SoldOut(item) {
+			t.Fatal("not flagged sold out")
+		}
+		id, err := st.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 44})
+		if err != nil || id != 42 {
+			t.Errorf("retry after sell-out: got %d, %v; want the order 42", id, err)
+		}
+	}
+	// An unused token: sold out, and the same answer once the flag is gone.
+	late := homeOf(0, shards, user+100)
+	tk, _, _ := a.IssueToken(ctx, item, late, shards)
+	if _, err := a.Reserve(ctx, Purchase{ItemID: item, UserID: late, Shards: shards, Limit: 1, Token: tk, OrderID: 45}); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("unused token: got %v, want sold out", err)
+	}
+	rdb.Set(ctx, a.keys(item, 1).Stock(), 1, 0) // a unit came back
+	b.ClearSoldOut(item)
+	if _, err := b.Reserve(ctx, Purchase{ItemID: item, UserID: late, Shards: shards, Limit: 1, Token: tk, OrderID: 46}); !errors.Is(err, ErrSoldOut) {
+		t.Errorf("same token elsewhere after a restock: got %v, want its sold-out answer kept", err)
+	}
+}
+
+// TestLookupOrder: an accepted order is found by id alone in two reads,
+// for its buyer only, and an id that only an attempt refused is not found.
+func TestLookupOrder(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t, Config{})
+	const item, shards = 20, 4
+	if err := s.SetShards(ctx, item, []int64{1, 1, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	var accepted []int64
+	for u := int64(1); u <= 6; u++ {
+		if id, err := buy(ctx, t, s, item, shards, 1, u, 2000+u); err == nil {
+			accepted = append(accepted, id)
+		}
+	}
+	if len(accepted) != 2 {
+		t.Fatalf("accepted %v, want 2 orders", accepted)
+	}
+	for _, id := range accepted {
+		found := false
+		for u := int64(1); u <= 6; u++ {
+			a, ok, err := s.LookupOrder(ctx, id, u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				if found || a.ItemID != item {
+					t.Errorf("order %d: found for a second user or wrong item %+v", id, a)
+				}
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("accepted order %d not found", id)
+		}
+	}
+	for u := int64(1); u <= 6; u++ {
+		id := 2000 + u
+		if slices.Contains(accepted, id) {
+			continue
+		}
+		if _, ok, _ := s.LookupOrder(ctx, id, u); ok {
+			t.Errorf("refused attempt %d found as an order", id)
+		}
+	}
+}
+
+// TestSweeperSettlesAbandonedClaim: a claim whose process died and whose
+// buyer never comes back is listed as stale and settled, freeing the slot
+// when every shard is empty.
+func TestSettleAbandonedClaim(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{ClaimTimeout: time.Millisecond})
+	const item, shards, order = 21, 2, 3000
+	user := homeOf(0, shards, 1)
+	if err := s.SetShards(ctx, item, []int64{0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	claimStale(ctx, t, s, rdb, item, 0, user, tok, order)
+	open, err := s.OpenClaims(ctx, item)
+	if err != nil || len(open) != 1 || open[0].UserID != user {
+		t.Fatalf("open claims: got %+v, %v; want the user's one", open, err)
+	}
+	stale, err := s.StaleClaims(ctx, 10)
+	if err != nil || len(stale) != 1 {
+		t.Fatalf("stale claims: got %+v, %v", stale, err)
+	}
+	if _, err := s.SettleClaim(ctx, stale[0], shards); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("settle: got %v, want sold out", err)
+	}
+	if n, _ := rdb.HGet(ctx, s.keys(item, 0).Bought(), strconv.FormatInt(user, 10)).Int(); n != 0 {
+		t.Errorf("slot still held: %d", n)
+	}
+	if left, _ := s.StaleClaims(ctx, 10); len(left) != 0 {
+		t.Errorf("claims left after settling: %+v", left)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"seckill/app"
 	"seckill/app/testenv"
+	"seckill/handler/contract"
 )
 
 // Secrets of every app booted here.
@@ -36,6 +38,9 @@ type App struct {
 	Log *Buffer
 	// DSN is the app's MySQL database.
 	DSN string
+	// Client is an HTTP client for the app that checks every answer
+	// against handler/openapi.yaml and fails the test on a mismatch.
+	Client *http.Client
 
 	stop func()
 }
@@ -109,7 +114,10 @@ func Start(t testing.TB, env map[string]string) *App {
 			t.Logf("app log (warn and above):\n%s", logs)
 		}
 	})
-	return &App{Server: srv, Base: "http://" + srv.Addr, DB: db, Prefix: vars["SECKILL_REDIS_PREFIX"], DSN: vars["SECKILL_MYSQL_DSN"], Log: logs, stop: stop}
+	// Sized for the tests' races: thousands of buyers at once.
+	client := &http.Client{Timeout: 30 * time.Second,
+		Transport: contract.Transport(t, &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512})}
+	return &App{Server: srv, Base: "http://" + srv.Addr, DB: db, Prefix: vars["SECKILL_REDIS_PREFIX"], DSN: vars["SECKILL_MYSQL_DSN"], Log: logs, Client: client, stop: stop}
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writers.

@@ -1,8 +1,10 @@
 -- reserve: the whole common-case purchase in one atomic call on the user's
--- home shard. Everything it touches shares the shard's hash tag.
--- KEYS: 1 stock, 2 bought, 3 token, 4 outbox
+-- home shard. Everything it touches shares the shard's hash tag, except the
+-- open-claims index (KEYS[5]), which is touched only when the home shard is
+-- empty.
+-- KEYS: 1 stock, 2 bought, 3 token, 4 outbox, 5 open-claims index
 -- ARGV: 1 user, 2 item, 3 order id, 4 per-user limit, 5 now (ms), 6 shard,
---       7 seconds to keep the token's result for replays
+--       7 seconds to keep the token's result for replays, 8 claims member
 -- Returns {code, order id, claim time}; codes are mapped in stock.go.
 local tok = redis.call('HMGET', KEYS[3], 'u', 'st', 'c', 'o', 'ct')
 -- Missing, expired, another user's or another item's token (another item's
@@ -25,9 +27,13 @@ redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 if tonumber(s) <= 0 then
   -- Home shard empty: keep the slot claimed while the caller tries the other
   -- shards; finish.lua settles the token (and frees the slot if all are empty).
+  -- The claim time is also the claim's epoch: every take is fenced with it.
   redis.call('HSET', KEYS[3], 'st', 'c', 'o', ARGV[3], 'ct', ARGV[5])
   redis.call('EXPIRE', KEYS[3], ARGV[7])
-  return {1, ARGV[3]}
+  -- Indexed, so the sweeper settles a claim its buyer abandoned and a
+  -- rebuild counts the slot it holds.
+  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[8])
+  return {1, ARGV[3], ARGV[5]}
 end
 -- Stock check and decrement in the same call: no check-then-act gap.
 redis.call('DECR', KEYS[1])

@@ -2,7 +2,11 @@
 // protocol) as a process of its own, so the bench measures the seckill
 // process without a broker inside it, as in production.
 //
-//	kafka -addr 127.0.0.1:19092
+//	kafka -addr 127.0.0.1:19092 [-data-dir DIR [-sync]]
+//
+// With -data-dir the broker keeps its topics, records and committed group
+// offsets in DIR and reloads them at start, so it survives a restart (stop
+// it with SIGTERM or SIGINT so it flushes; -sync also fsyncs every batch).
 package main
 
 import (
@@ -21,14 +25,16 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:19092", "listen address")
+	dataDir := flag.String("data-dir", "", "persist the broker's state in this directory and reload it at start (default: in memory only)")
+	syncWrites := flag.Bool("sync", false, "with -data-dir, fsync every produced batch")
 	flag.Parse()
-	if err := run(*addr); err != nil {
+	if err := run(*addr, *dataDir, *syncWrites); err != nil {
 		fmt.Fprintln(os.Stderr, "kafka:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string) error {
+func run(addr, dataDir string, syncWrites bool) error {
 	_, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -37,7 +43,16 @@ func run(addr string) error {
 	if err != nil {
 		return err
 	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}
+	if dataDir != "" {
+		opts = append(opts, kfake.DataDir(dataDir))
+		if syncWrites {
+			opts = append(opts, kfake.SyncWrites())
+		}
+	} else if syncWrites {
+		return fmt.Errorf("-sync needs -data-dir")
+	}
+	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+)
+
+// scenario is one fault, injected into one sale on a fresh cluster.
+type scenario struct {
+	name        string
+	apps        int
+	replica     bool // primary + replica behind a proxy
+	fsyncAlways bool
+	orderTTL    time.Duration // 0: 1h
+	env         map[string]string
+	pay         bool // buyers pay right after the 202 (none-pay)
+	expiry      bool // nobody pays; second wave after the returns
+	// users picks the user ids of the buyers (nil: 1..n).
+	users func(n int) []int64
+	// fault waits for its moment, breaks something, repairs it, and
+	// reports when the fault began and ended through r.begin/r.end.
+	fault func(ctx context.Context, r *run) error
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func atTrigger(ctx context.Context, r *run) error {
+	select {
+	case <-r.trigger:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// appKill takes app 0 down with sig (SIGKILL or SIGTERM) and restarts it
+// after opt.appDown.
+func appKill(sig syscall.Signal) func(ctx context.Context, r *run) error {
+	return func(ctx context.Context, r *run) error {
+		if err := atTrigger(ctx, r); err != nil {
+			return err
+		}
+		return r.bounceApp(ctx, r.c.apps[0], sig)
+	}
+}
+
+func (r *run) bounceApp(ctx context.Context, a *app, sig syscall.Signal) error {
+	r.begin(fmt.Sprintf("%s app%d (pid %d)", sig, a.idx, a.proc().pid()))
+	a.down.Store(true)
+	p := a.proc()
+	if sig == syscall.SIGKILL {
+		p.kill9()
+	} else {
+		t := time.Now()
+		if err := p.term(30 * time.Second); err != nil {
+			r.fail("app did not stop on SIGTERM: %v", err)
+		} else if p.exitErr != nil {
+			r.fail("app%d exited with %v after SIGTERM (log %s)", a.idx, p.exitErr, p.logPath)
+		} else {
+			r.note("app%d stopped %.1fs after SIGTERM", a.idx, time.Since(t).Seconds())
+		}
+	}
+	sleepCtx(ctx, opt.appDown)
+	r.end("restarting app")
+	err := r.c.startApp(a)
+	a.down.Store(false)
+	return err
+}
+
+func scenarios() []*scenario {
+	return []*scenario{
+		{name: "none-pay", apps: 1, pay: true},
+		{name: "app-kill9", apps: 1, fault: appKill(syscall.SIGKILL)},
+		{name: "app-sigterm", apps: 1, fault: appKill(syscall.SIGTERM)},
+		{name: "redis-kill9-aof", apps: 1, fsyncAlways: true, fault: func(ctx context.Context, r *run) error {
+			if err := atTrigger(ctx, r); err != nil {
+				return err
+			}
+			r.begin("SIGKILL redis (appendfsync always)")
+			r.c.redis.kill9()
+			sleepCtx(ctx, opt.redisDown)
+			r.end("restarting redis on the same dir")
+			return r.c.startPrimary(false)
+		}},
+		{name: "redis-empty", apps: 1, fault: func(ctx context.Context, r *run) error {
+			if err := atTrigger(ctx, r); err != nil {
+				return err
+			}
+			r.begin("SIGKILL redis")
+			r.c.redis.kill9()
+			sleepCtx(ctx, opt.redisDown)
+			r.end("restarting redis with an empty data dir")
+			return r.c.startPrimary(true)
+		}},
+		{name: "redis-failover", apps: 1, replica: true, fsyncAlways: true,
+			env: map[string]string{"SECKILL_REDIS_WAIT_REPLICAS": "1"},
+			fault: func(ctx context.Context, r *run) error {
+				if err := atTrigger(ctx, r); err != nil {
+					return err
+				}
+				r.begin("SIGKILL redis primary")
+				r.c.redis.kill9()
+				rep := fmt.Sprintf("127.0.0.1:%d", r.c.replicaPort)
+				if _, err := redisDo(rep, "REPLICAOF", "NO", "ONE"); err != nil {
+					return fmt.Errorf("promote replica: %w", err)
+				}
+				r.c.px.retarget(rep)
+				r.end("replica promoted, proxy points at it")
+				return nil
+			}},
+		{name: "mysql-down", apps: 1, fault: func(ctx context.Context, r *run) error {
+			if err := atTrigger(ctx, r); err != nil {
+				return err
+			}
+			r.begin(fmt.Sprintf("SIGTERM mariadbd (pid %d) for %s", r.c.mysql.pid(), opt.mysqlDown))
+			if err := r.c.stopMySQL(); err != nil {
+				r.note("%v", err)
+			}
+			sleepCtx(ctx, opt.mysqlDown)
+			r.end("restarting mariadbd")
+			return r.c.startMySQL()
+		}},
+		{name: "kafka-down", apps: 1, fault: func(ctx context.Context, r *run) error {
+			if err := atTrigger(ctx, r); err != nil {
+				return err
+			}
+			r.begin(fmt.Sprintf("SIGTERM kafka for %s (data dir kept)", opt.kafkaDown))
+			if err := r.c.kafka.term(20 * time.Second); err != nil {
+				r.note("%v", err)
+			}
+			sleepCtx(ctx, opt.kafkaDown)
+			r.end("restarting kafka on its data dir")
+			return r.c.startKafka(false)
+		}},
+		{name: "kafka-empty", apps: 1, fault: func(ctx context.Context, r *run) error {
+			if err := atTrigger(ctx, r); err != nil {
+				return err
+			}
+			r.begin(fmt.Sprintf("SIGTERM kafka for %s", opt.kafkaEmptyDown))
+			if err := r.c.kafka.term(20 * time.Second); err != nil {
+				r.note("%v", err)
+			}
+			sleepCtx(ctx, opt.kafkaEmptyDown)
+			r.end("restarting kafka with an empty data dir")
+			return r.c.startKafka(true)
+		}},
+		{name: "two-instances-kill", apps: 2, fault: func(ctx context.Context, r *run) error {
+			if err := atTrigger(ctx, r); err != nil {
+				return err
+			}
+			a := r.c.apps[0]
+			r.begin(fmt.Sprintf("SIGKILL app0 (pid %d), not restarted", a.proc().pid()))
+			a.gone.Store(true)
+			a.proc().kill9()
+			r.end("app0 stays down")
+			return nil
+		}},
+		{name: "expiry-kill9", apps: 1, orderTTL: opt.orderTTL, expiry: true, fault: func(ctx context.Context, r *run) error {
+			// The moment: the sweeper has started cancelling and returning.
+			err := waitFor(ctx, 60*time.Second, 50*time.Millisecond, "first cancelled order", func() (bool, error) {
+				s, err := r.cl.stats(ctx)
+				return err == nil && s.Ledger.Cancelled > 0, err
+			})
+			if err != nil {
+				return err
+			}
+			return r.bounceApp(ctx, r.c.apps[0], syscall.SIGKILL)
+		}},
+		{name: "slow-fallthrough", apps: 2,
+			// Every buyer's home is shard 0: once its 1/8 of the stock is
+			// gone, every purchase falls through to other shards.
+			users: func(n int) []int64 {
+				var out []int64
+				for u := int64(1); len(out) < n; u++ {
+					if homeShard(u, 8) == 0 {
+						out = append(out, u)
+					}
+				}
+				return out
+			},
+			fault: func(ctx context.Context, r *run) error {
+				if err := atTrigger(ctx, r); err != nil {
+					return err
+				}
+				if s, err := r.cl.stats(ctx); err == nil {
+					empty, left := 0, int64(0)
+					for _, v := range s.Shards {
+						if v <= 0 {
+							empty++
+						} else {
+							left += v
+						}
+					}
+					r.note("at SIGSTOP: shards %v (%d empty, %d units left): fall-through state reached: %v",
+						s.Shards, empty, left, empty > 0 && left > 0)
+				}
+				a := r.c.apps[0]
+				r.begin(fmt.Sprintf("SIGSTOP app0 (pid %d) for %s", a.proc().pid(), opt.stopFor))
+				a.down.Store(true)
+				if err := a.proc().signal(syscall.SIGSTOP); err != nil {
+					return err
+				}
+				sleepCtx(ctx, opt.stopFor)
+				if err := a.proc().signal(syscall.SIGCONT); err != nil {
+					return err
+				}
+				r.end("SIGCONT app0")
+				err := r.c.waitReady(a, 30*time.Second)
+				a.down.Store(false)
+				return err
+			}},
+	}
+}

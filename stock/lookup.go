@@ -1,0 +1,166 @@
+package stock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Accepted is a purchase Redis accepted whose order may not be in MySQL yet.
+type Accepted struct {
+	ItemID int64
+	// InProgress: the purchase is still falling through to other shards.
+	InProgress bool
+}
+
+// LookupOrder finds an order the buyer was told about, in two reads
+// whatever the number of items and shards: the order index entry written
+// with the reservation, then the token it names, which keeps its answer for
+// ResultTTL. ok is false if user has no such accepted purchase.
+func (s *Store) LookupOrder(ctx context.Context, orderID, userID int64) (a Accepted, ok bool, err error) {
+	v, err := s.rdb.Get(ctx, s.orderKey(orderID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Accepted{}, false, nil
+	}
+	if err != nil {
+		return Accepted{}, false, fmt.Errorf("look up order %d: %w", orderID, err)
+	}
+	itemS, rest, _ := strings.Cut(v, ":")
+	homeS, token, _ := strings.Cut(rest, ":")
+	item, err1 := strconv.ParseInt(itemS, 10, 64)
+	home, err2 := strconv.Atoi(homeS)
+	if err1 != nil || err2 != nil || token == "" {
+		return Accepted{}, false, nil
+	}
+	tok, err := s.rdb.HMGet(ctx, s.keys(item, home).Token(token), "u", "st", "c", "o").Result()
+	if err != nil {
+		return Accepted{}, false, fmt.Errorf("look up order %d: %w", orderID, err)
+	}
+	str := func(i int) string { v, _ := tok[i].(string); return v }
+	if str(0) != strconv.FormatInt(userID, 10) || str(3) != strconv.FormatInt(orderID, 10) {
+		return Accepted{}, false, nil
+	}
+	switch {
+	case str(1) == "d" && str(2) == "0":
+		return Accepted{ItemID: item}, true, nil
+	case str(1) == "c":
+		return Accepted{ItemID: item, InProgress: true}, true, nil
+	}
+	return Accepted{}, false, nil
+}
+
+// Claim is an open fall-through claim: a buyer's slot is counted on the
+// home shard while the purchase looks for a unit on the other shards.
+type Claim struct {
+	ItemID  int64
+	Home    int
+	Token   string
+	UserID  int64
+	OrderID int64
+	// Epoch is the claim's time (ms); a claim older than ClaimTimeout is
+	// abandoned or stalled.
+	Epoch int64
+}
+
+func parseMember(m string) (item int64, home int, token string, ok bool) {
+	a, rest, ok1 := strings.Cut(m, ":")
+	b, token, ok2 := strings.Cut(rest, ":")
+	var err1, err2 error
+	item, err1 = strconv.ParseInt(a, 10, 64)
+	home, err2 = strconv.Atoi(b)
+	return item, home, token, ok1 && ok2 && err1 == nil && err2 == nil && token != ""
+}
+
+// claims reads the claims named by index members, dropping the members of
+// claims that are settled (or gone with their token).
+func (s *Store) claims(ctx context.Context, members []string) ([]Claim, error) {
+	if len(members) == 0 {
+		return nil, nil
+	}
+	type read struct {
+		c   Claim
+		cmd *redis.SliceCmd
+	}
+	var reads []read
+	var stale []any
+	pipe := s.rdb.Pipeline()
+	for _, m := range members {
+		item, home, token, ok := parseMember(m)
+		if !ok {
+			stale = append(stale, m)
+			continue
+		}
+		reads = append(reads, read{Claim{ItemID: item, Home: home, Token: token},
+			pipe.HMGet(ctx, s.keys(item, home).Token(token), "u", "st", "o", "ct")})
+	}
+	if len(reads) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read open claims: %w", err)
+		}
+	}
+	var out []Claim
+	for i, r := range reads {
+		v := r.cmd.Val()
+		str := func(i int) string { s, _ := v[i].(string); return s }
+		c := r.c
+		var err1, err2, err3 error
+		c.UserID, err1 = strconv.ParseInt(str(0), 10, 64)
+		c.OrderID, err2 = strconv.ParseInt(str(2), 10, 64)
+		c.Epoch, err3 = strconv.ParseInt(str(3), 10, 64)
+		if str(1) != "c" || err1 != nil || err2 != nil || err3 != nil {
+			stale = append(stale, members[i])
+			continue
+		}
+		out = append(out, c)
+	}
+	if len(stale) > 0 {
+		s.rdb.ZRem(ctx, s.claimsKey(), stale...) // tidying only
+	}
+	return out, nil
+}
+
+// OpenClaims lists the item's open fall-through claims (rebuild counts the
+// slots they hold). The index holds only claims not settled yet, so this
+// reads few entries whatever the history.
+func (s *Store) OpenClaims(ctx context.Context, itemID int64) ([]Claim, error) {
+	ms, err := s.rdb.ZRange(ctx, s.claimsKey(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("open claims: %w", err)
+	}
+	prefix := strconv.FormatInt(itemID, 10) + ":"
+	var mine []string
+	for _, m := range ms {
+		if strings.HasPrefix(m, prefix) {
+			mine = append(mine, m)
+		}
+	}
+	return s.claims(ctx, mine)
+}
+
+// StaleClaims lists up to limit claims older than the claim timeout: their
+// process died or stalls, and their buyer may never come back.
+func (s *Store) StaleClaims(ctx context.Context, limit int64) ([]Claim, error) {
+	before := time.Now().Add(-s.cfg.ClaimTimeout).UnixMilli()
+	ms, err := s.rdb.ZRangeByScore(ctx, s.claimsKey(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(before, 10), Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("stale claims: %w", err)
+	}
+	return s.claims(ctx, ms)
+}
+
+// SettleClaim settles a stale claim as its buyer's replay would: fencing out
+// the process that holds it, then finishing with the unit that process took
+// or with one of its own, or as sold out. It returns the order id if the
+// purchase ended with a unit; ErrPurchaseInProgress if someone else settles
+// it right now.
+func (s *Store) SettleClaim(ctx context.Context, c Claim, shards int) (int64, error) {
+	p := Purchase{ItemID: c.ItemID, UserID: c.UserID, Shards: shards, Token: c.Token, OrderID: c.OrderID}
+	return s.settleStale(ctx, p, c.Home, c.OrderID, c.Epoch)
+}

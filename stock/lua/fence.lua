@@ -1,0 +1,10 @@
+-- fence: a replay that took over a stale claim shuts the claim's earlier
+-- epochs out of one shard before it decides anything.
+-- KEYS: 1 took marker of the order on this shard
+-- ARGV: 1 the replay's epoch, 2 seconds to keep the marker
+-- Returns '' if the shard is now fenced for the replay, or the marker found
+-- ('t<epoch>': some epoch of the claim took its unit here).
+local m = redis.call('GET', KEYS[1])
+if m then return m end
+redis.call('SET', KEYS[1], 'f' .. ARGV[1], 'EX', ARGV[2])
+return ''
