@@ -25,7 +25,7 @@ type UsageError struct {
 	Usage string
 }
 
-func (e *UsageError) Error() string { return e.Err.Error() + "\n\n" + e.Usage }
+func (e *UsageError) Error() string { return e.Err.Error() + "\n\n" + strings.TrimRight(e.Usage, "\n") }
 func (e *UsageError) Unwrap() error { return e.Err }
 
 // ExitCode is the process exit code for an error of Run: 0 for none, 2 for
@@ -207,6 +207,7 @@ func binaryUsage() string {
 	for _, o := range overrides {
 		fmt.Fprintf(&b, "  %-28s %s\n", o.env, o.key)
 	}
+	b.WriteString("redis.addr, mysql.dsn and kafka.brokers may be \"embedded\" (an in-process stand-in).\n")
 	return b.String()
 }
 
@@ -287,7 +288,10 @@ func tokenFlags(fs *flag.FlagSet) func(context.Context, invocation) error {
 	user := fs.Int64("user", 0, "the user id, a positive integer (required)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid, positive")
 	return func(_ context.Context, in invocation) error {
-		if *user <= 0 {
+		switch {
+		case *user == 0:
+			return in.usageError(errors.New("token: --user is required"))
+		case *user < 0:
 			return in.usageError(fmt.Errorf("token: --user %d: want a positive integer", *user))
 		}
 		if *ttl <= 0 {

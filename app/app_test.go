@@ -59,6 +59,9 @@ func (a *testApp) call(method, path, bearer string, body any, hdr map[string]str
 		rd = bytes.NewReader(js)
 	}
 	req, _ := http.NewRequest(method, a.base+path, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}

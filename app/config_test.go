@@ -237,3 +237,65 @@ func TestConfigStringMasksDSNPassword(t *testing.T) {
 		t.Errorf("String() shows:\n%s\nwant the DSN as app:***@tcp(db:3306)/seckill...", s)
 	}
 }
+
+// TestConfigRedisAndClaimSettings: redis.mode, redis.wait_replicas,
+// redis.wait_timeout and order.claim_timeout, from defaults and env.
+func TestConfigRedisAndClaimSettings(t *testing.T) {
+	c := validConfig(t)
+	if c.Redis.Mode != app.RedisSingle || c.Redis.WaitReplicas != 0 || c.Redis.WaitTimeout != 100*time.Millisecond ||
+		c.Order.ClaimTimeout != 30*time.Second || !reflect.DeepEqual(c.RedisAddrs(), []string{"127.0.0.1:6379"}) {
+		t.Errorf("defaults: mode %q wait %d/%v claim %v addrs %q, want single 0/100ms 30s [127.0.0.1:6379]",
+			c.Redis.Mode, c.Redis.WaitReplicas, c.Redis.WaitTimeout, c.Order.ClaimTimeout, c.RedisAddrs())
+	}
+	c, err := app.LoadConfig(env(map[string]string{
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_REDIS_MODE": "cluster", "SECKILL_REDIS_ADDR": "n1:7000, n2:7001,n3:7002",
+		"SECKILL_REDIS_WAIT_REPLICAS": "1", "SECKILL_REDIS_WAIT_TIMEOUT": "50ms", "SECKILL_CLAIM_TIMEOUT": "5s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("cluster config: got %v, want valid", err)
+	}
+	if got, want := c.RedisAddrs(), []string{"n1:7000", "n2:7001", "n3:7002"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("cluster seeds: got %q, want %q", got, want)
+	}
+	if c.Redis.WaitReplicas != 1 || c.Redis.WaitTimeout != 50*time.Millisecond || c.Order.ClaimTimeout != 5*time.Second {
+		t.Errorf("env: wait %d/%v claim %v, want 1/50ms 5s", c.Redis.WaitReplicas, c.Redis.WaitTimeout, c.Order.ClaimTimeout)
+	}
+	for _, want := range []string{"mode: cluster", "wait_replicas: 1", "wait_timeout: 50ms", "claim_timeout: 5s"} {
+		if !strings.Contains(c.String(), want) {
+			t.Errorf("String() lacks %q:\n%s", want, c)
+		}
+	}
+	embedded := validConfig(t)
+	embedded.Redis.Addr = app.Embedded
+	if err := embedded.Validate(); err != nil {
+		t.Errorf("single mode, embedded: got %v, want valid", err)
+	}
+
+	if _, err := app.LoadConfig(env(map[string]string{"SECKILL_REDIS_WAIT_REPLICAS": "one"})); err == nil {
+		t.Error("SECKILL_REDIS_WAIT_REPLICAS=one: got nil error")
+	}
+	for _, tc := range []struct {
+		name  string
+		spoil func(c *app.Config)
+	}{
+		{"redis.mode", func(c *app.Config) { c.Redis.Mode = "sentinel" }},
+		{"redis.mode", func(c *app.Config) { c.Redis.Mode = "" }},
+		{"redis.wait_replicas", func(c *app.Config) { c.Redis.WaitReplicas = -1 }},
+		{"redis.wait_timeout", func(c *app.Config) { c.Redis.WaitTimeout = 0 }},
+		{"redis.wait_timeout", func(c *app.Config) { c.Redis.WaitReplicas, c.Redis.WaitTimeout = 1, c.Redis.Timeout }}, // WAIT would outlast the call
+		{"order.claim_timeout", func(c *app.Config) { c.Order.ClaimTimeout = 0 }},
+		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, app.Embedded }},
+		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, "n1:7000,,n2:7000" }},
+		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, "" }},
+	} {
+		c := validConfig(t)
+		tc.spoil(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("broken %s: got %v, want an error naming it", tc.name, err)
+		}
+	}
+}

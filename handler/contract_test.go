@@ -215,6 +215,35 @@ func TestDecodeDetails(t *testing.T) {
 	}
 }
 
+// TestCreateItemContentType: a body is JSON only when labelled so; a form
+// or plain text is not read as JSON by guesswork.
+func TestCreateItemContentType(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	tests := []struct {
+		contentType []string
+		status      int
+	}{
+		{nil, http.StatusUnsupportedMediaType},
+		{[]string{"text/plain"}, http.StatusUnsupportedMediaType},
+		{[]string{"application/x-www-form-urlencoded"}, http.StatusUnsupportedMediaType},
+		{[]string{"application/json;;"}, http.StatusUnsupportedMediaType},
+		{[]string{"application/json"}, http.StatusCreated},
+		{[]string{"Application/JSON; charset=utf-8"}, http.StatusCreated},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("POST", "/api/v1/admin/items", strings.NewReader(`{"name":"typed","stock":1}`))
+		req.Header.Set("Authorization", "Bearer "+benchAdmin)
+		if tt.contentType != nil {
+			req.Header["Content-Type"] = tt.contentType
+		}
+		w := httptest.NewRecorder()
+		f.serve.ServeHTTP(w, req)
+		if w.Code != tt.status {
+			t.Errorf("Content-Type %q: got %d %s, want %d", tt.contentType, w.Code, w.Body, tt.status)
+		}
+	}
+}
+
 // TestSaleTimeBounds: the window's bounds hold in UTC, whatever the offset
 // a time is written with; past them is the client's mistake (400), never a
 // failing dependency (503) that a retry would not cure.

@@ -34,24 +34,24 @@ func (p *Problem) Error() string { return p.Code + ": " + p.Detail }
 
 // Codes of the API's problems; clients switch on these.
 const (
-	CodeSoldOut            = "sold_out"
-	CodePurchaseLimit      = "purchase_limit"
-	CodeTokenInvalid       = "token_invalid"
-	CodeSaleNotStarted     = "sale_not_started"
-	CodeSaleEnded          = "sale_ended"
-	CodeRateLimited        = "rate_limited"
-	CodeOverloaded         = "overloaded"
-	CodeUnavailable        = "unavailable"
-	CodeNotFound           = "not_found"
-	CodeInvalidRequest     = "invalid_request"
-	CodeUnsupportedMedia   = "unsupported_media_type"
-	CodeUnauthorized       = "unauthorized"
-	CodePurchaseInProgress = "purchase_in_progress"
-	CodeOrderPending       = "order_pending"
-	CodePaymentExpired     = "payment_expired"
-	CodeAlreadyPaid        = "already_paid"
-	CodeOrderCancelled     = "order_cancelled"
-	CodeInternal           = "internal"
+	CodeSoldOut              = "sold_out"
+	CodePurchaseLimit        = "purchase_limit"
+	CodeTokenInvalid         = "token_invalid"
+	CodeSaleNotStarted       = "sale_not_started"
+	CodeSaleEnded            = "sale_ended"
+	CodeRateLimited          = "rate_limited"
+	CodeOverloaded           = "overloaded"
+	CodeUnavailable          = "unavailable"
+	CodeNotFound             = "not_found"
+	CodeInvalidRequest       = "invalid_request"
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	CodeUnauthorized         = "unauthorized"
+	CodePurchaseInProgress   = "purchase_in_progress"
+	CodeOrderPending         = "order_pending"
+	CodePaymentExpired       = "payment_expired"
+	CodeAlreadyPaid          = "already_paid"
+	CodeOrderCancelled       = "order_cancelled"
+	CodeInternal             = "internal"
 )
 
 func newProblem(status int, code, detail string) *Problem {
@@ -93,7 +93,7 @@ var (
 	errBadToken = unauthorized("invalid or expired bearer token",
 		`Bearer realm="seckill", error="invalid_token", error_description="the token is invalid or expired"`)
 	errDuplicateKey = invalid("send the Idempotency-Key header once")
-	errNotJSON      = newProblem(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "Content-Type must be application/json")
+	errNotJSON      = newProblem(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type must be application/json")
 	errNotFound     = newProblem(http.StatusNotFound, CodeNotFound, "no such resource")
 	errOrderPending = retryable(newProblem(http.StatusConflict, CodeOrderPending,
 		"the order is accepted but not stored yet; retry shortly"), time.Second)

@@ -201,3 +201,9 @@ func (s *Store) PendingReservations(ctx context.Context, itemID int64, shards in
 	}
 	return out, nil
 }
+
+// DropOutbox deletes a shard's outbox stream with its consumer group, as a
+// Redis that lost its data would; for tests and operators.
+func (s *Store) DropOutbox(ctx context.Context, itemID int64, shard int) error {
+	return s.rdb.Del(ctx, s.outboxKey(Outbox{ItemID: itemID, Shard: shard})).Err()
+}

@@ -154,7 +154,7 @@ func (r *run) main(ctx context.Context) error {
 
 	settledAt, ok := r.settle(ctx, "after wave 1", r.sc.expiry)
 	if !ok {
-		r.fail("pipeline did not settle within %s after wave 1", opt.settleTimeout)
+		r.fail("pipeline did not settle after wave 1 (deadline %s, or nothing moved for %s)", opt.settleTimeout, opt.stuck)
 	}
 	if r.sc.fault != nil {
 		first := time.Duration(0)
@@ -283,6 +283,9 @@ func (r *run) settle(ctx context.Context, what string, expiry bool) (time.Time, 
 	var last int64 = -1
 	lastChange := time.Now()
 	var st itemStats
+	var sig string
+	sigSince := time.Now()
+	stuck := errors.New("no progress")
 	err := waitFor(ctx, opt.settleTimeout, 250*time.Millisecond, "settle "+what, func() (bool, error) {
 		n, err := r.orderCount(ctx)
 		if err != nil {
@@ -297,12 +300,23 @@ func (r *run) settle(ctx context.Context, what string, expiry bool) (time.Time, 
 		}
 		st = s
 		l := s.Ledger
+		// Give up early when nothing moves at all for -stuck (longer than
+		// the product's 30s relay claim idle, which can hold entries).
+		if now := fmt.Sprint(n, l.Outbox, l.Drift, l.Pending, l.Paid, l.Cancelled, l.Returned, l.Remaining); now != sig {
+			sig, sigSince = now, time.Now()
+		} else if time.Since(sigSince) > opt.stuck && (l.Outbox != 0 || (expiry && (l.Pending != 0 || l.Unreturned != 0))) {
+			return false, fmt.Errorf("%w for %s", stuck, opt.stuck)
+		}
 		quiet := time.Since(lastChange)
 		if l.Outbox != 0 || (expiry && (l.Pending != 0 || l.Unreturned != 0)) {
 			return false, nil
 		}
 		return (quiet >= opt.settleQuiet && l.Drift == 0) || quiet >= opt.driftQuiet, nil
 	})
+	if errors.Is(err, stuck) {
+		r.note("settle %s: gave up, nothing moved for %s; last stats %+v", what, opt.stuck, st.Ledger)
+		return time.Time{}, false
+	}
 	if err != nil {
 		r.note("settle %s: %v; last stats %+v", what, err, st.Ledger)
 		return time.Time{}, false
@@ -342,7 +356,7 @@ func (r *run) expiryWave2(ctx context.Context, wave1 []*buyer) {
 		r.fail("wave 2 bought %d of the %d returned units (%d buyers): returned units not sellable", acc, avail, len(bs))
 	}
 	if _, ok := r.settle(ctx, "after wave 2", true); !ok {
-		r.fail("pipeline did not settle within %s after wave 2", opt.settleTimeout)
+		r.fail("pipeline did not settle after wave 2 (deadline %s, or nothing moved for %s)", opt.settleTimeout, opt.stuck)
 	}
 }
 
