@@ -70,8 +70,10 @@ func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
 	t := time.NewTicker(s.cfg.Reconciler.Interval)
 	defer t.Stop()
 	var seen time.Time // the loss this instance saw pending
+	since := s.started // a Redis empty at start: items made before this process
 	for {
-		pending, cutoff, err := s.Stock.CheckLoss(ctx)
+		pending, cutoff, err := s.Stock.CheckLoss(ctx, since)
+		since = time.Now()
 		switch {
 		case err != nil:
 			if ctx.Err() == nil {

@@ -69,8 +69,7 @@ func decode(c *gin.Context, v any) error {
 	return nil
 }
 
-// decodeProblem words a decoding error of a body that is too large for
-// none of the checks above.
+// decodeProblem words an encoding/json error in the API's terms.
 func decodeProblem(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	if !errors.As(err, &typeErr) {

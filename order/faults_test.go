@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"seckill/app/testenv"
+	"seckill/mq"
 	"seckill/order"
 	"seckill/stock"
 )
@@ -194,5 +196,55 @@ func TestRelayRecreatesLostGroupAndIsolatesShards(t *testing.T) {
 	})
 	if metricValue(t, reg, "seckill_relay_errors_total") == 0 {
 		t.Log("the lost group was recreated before any read failed")
+	}
+}
+
+// TestRelayRecreatesLostTopic: the broker came back without its data (the
+// topic is gone): the relay renews its producer, which creates the topic
+// again, and relays on by itself (it used to fail until a restart).
+func TestRelayRecreatesLostTopic(t *testing.T) {
+	st := relayStock(t)
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic("orders")
+	relayTopic(t, brokers, topic, 2)
+	admin, err := sarama.NewClusterAdmin(brokers, mq.ProducerConfig("test-admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	renewed := 0
+	renew := func(ctx context.Context) (sarama.SyncProducer, error) {
+		renewed++
+		if err := mq.EnsureTopics(ctx, brokers, mq.ProducerConfig("test"), map[string]int32{topic: 2}); err != nil {
+			return nil, err
+		}
+		return sarama.NewSyncProducer(brokers, mq.ProducerConfig("test"))
+	}
+	// Not relayProducer: the relay closes the producer it replaces.
+	first, err := sarama.NewSyncProducer(brokers, mq.ProducerConfig("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, reg := relayNew(t, st, first, order.RelayConfig{
+		Topic: topic, Consumer: "r1", Shards: fixedShards(2), Renew: renew, RenewAfter: 100 * time.Millisecond,
+	})
+	t.Cleanup(func() { r.Producer().Close() })
+	if err := admin.DeleteTopic(topic); err != nil {
+		t.Fatal(err)
+	}
+	want := relayReserve(t, st, 11, 2, 10)
+	ctx := context.Background()
+	eventually(t, 30*time.Second, "published into the recreated topic", func() bool {
+		r.DrainOnce(ctx)
+		return metricValue(t, reg, "seckill_relay_published_total") >= float64(len(want))
+	})
+	if renewed == 0 {
+		t.Error("the producer was never renewed")
+	}
+	seen := publishedOrders(t, brokers, topic)
+	for _, id := range want {
+		if seen[id] == 0 {
+			t.Errorf("order %d not in the recreated topic", id)
+		}
 	}
 }

@@ -171,9 +171,12 @@ func (s *Store) rebuildKey() string { return s.prefix + ":{meta}:rebuild" }
 
 // CheckLoss reports a pending rebuild: Redis lost its data (its alive
 // marker was missing, now or before) and the rebuild of the items created
-// before cutoff has not been finished by any instance yet.
-func (s *Store) CheckLoss(ctx context.Context) (pending bool, cutoff time.Time, err error) {
-	v, err := lossScript.Run(ctx, s.rdb, []string{s.aliveKey(), s.rebuildKey()}, time.Now().UnixMilli()).Text()
+// before cutoff has not been finished by any instance yet. If this call
+// finds the marker missing, the cutoff is since: items created later are
+// warmed by their creator and must not be taken for lost ones (between an
+// item's MySQL row and its shards, it looks lost).
+func (s *Store) CheckLoss(ctx context.Context, since time.Time) (pending bool, cutoff time.Time, err error) {
+	v, err := lossScript.Run(ctx, s.rdb, []string{s.aliveKey(), s.rebuildKey()}, since.UnixMilli()).Text()
 	if errors.Is(err, redis.Nil) {
 		return false, time.Time{}, nil
 	}

@@ -288,12 +288,13 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	}
 	home := HomeShard(p.UserID, p.Shards)
 	k := s.keys(p.ItemID, home)
-	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey()}
-	args := []any{p.UserID, p.ItemID, p.OrderID, p.Limit, time.Now().UnixMilli(), home, s.ttlSeconds(), claimMember(p.ItemID, home, p.Token)}
+	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(), s.orderKey(p.OrderID)}
+	args := []any{p.UserID, p.ItemID, p.OrderID, p.Limit, time.Now().UnixMilli(), home, s.ttlSeconds(),
+		claimMember(p.ItemID, home, p.Token), indexValue(p.ItemID, home, p.Token)}
 	if s.SoldOut(p.ItemID) {
 		script, keys, args = answerScript, []string{k.Token(p.Token)}, []any{p.UserID, s.ttlSeconds()}
 	}
-	res, err := s.run(ctx, script, keys, args, script == reserveScript, p.OrderID, p.ItemID, home, p.Token)
+	res, err := s.run(ctx, script, keys, args)
 	if err != nil {
 		return 0, fmt.Errorf("reserve item %d: %w", p.ItemID, err)
 	}
@@ -319,17 +320,19 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	return orderID, nil
 }
 
-// run calls a purchase script in one round trip together with the order
-// index entry of the order id it may create (written first: whenever the
-// reservation exists, so does its index) and, if configured, WAIT for the
-// replicas. An acceptance that the replicas did not acknowledge in time is
-// ErrNotReplicated: the token keeps the answer, so the retry gets it.
-func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, args []any, index bool, orderID, itemID int64, home int, token string) ([]int64, error) {
+// indexValue is what the order index entry of an order says: where the
+// token that holds the purchase's answer lives.
+func indexValue(itemID int64, home int, token string) string {
+	return strconv.FormatInt(itemID, 10) + ":" + strconv.Itoa(home) + ":" + token
+}
+
+// run calls a purchase script in one round trip, followed in the same
+// round trip by WAIT for the replicas if configured. An acceptance that the
+// replicas did not acknowledge in time is ErrNotReplicated: the token keeps
+// the answer, so the retry gets it.
+func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, error) {
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
-		if index {
-			pipe.Set(ctx, s.orderKey(orderID), strconv.FormatInt(itemID, 10)+":"+strconv.Itoa(home)+":"+token, s.cfg.ResultTTL)
-		}
 		cmd := script.EvalSha(ctx, pipe, keys, args...)
 		var wait *redis.Cmd
 		if s.cfg.WaitReplicas > 0 {
@@ -338,7 +341,7 @@ func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, ar
 		_, err := pipe.Exec(ctx)
 		if err != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") && attempt == 0 {
 			// Redis restarted (or lost its data): load and go again; the
-			// index write is idempotent and the script ran nowhere.
+			// script ran nowhere.
 			if lerr := script.Load(ctx, s.rdb).Err(); lerr != nil {
 				return nil, lerr
 			}
@@ -425,8 +428,8 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, 
 	for i := 1; i < p.Shards && code != codeOK; i++ {
 		sh := (home + i) % p.Shards
 		k := s.keys(p.ItemID, sh)
-		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(orderID)},
-			p.UserID, p.ItemID, orderID, now, sh, home, ttl, epoch).Int64()
+		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(orderID), s.orderKey(orderID)},
+			p.UserID, p.ItemID, orderID, now, sh, home, ttl, epoch, indexValue(p.ItemID, home, p.Token)).Int64()
 		if err != nil {
 			// The claim stays: a replay or the sweeper settles it.
 			return 0, fmt.Errorf("take item %d shard %d: %w", p.ItemID, sh, err)

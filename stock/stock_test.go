@@ -521,7 +521,7 @@ func TestStaleClaimIsSettledOnReplay(t *testing.T) {
 	tok, _, _ := s.IssueToken(ctx, item, user, shards)
 	k := s.keys(item, 0)
 	// A process ran the home script, claimed the slot, then died.
-	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey()},
+	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(), s.orderKey(500)},
 		user, item, 500, 1, time.Now().Add(-time.Minute).UnixMilli(), 0, 3600, claimMember(item, 0, tok)).Int64Slice()
 	if err != nil || code[0] != codeHomeEmpty {
 		t.Fatalf("claim: got %v, %v; want code %d", code, err, codeHomeEmpty)
@@ -578,12 +578,12 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 	k := s.keys(item, 0)
 	const order = 700
 	claim := time.Now().Add(-time.Minute).UnixMilli()
-	if _, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey()},
+	if _, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(), s.orderKey(500)},
 		user, item, order, 1, claim, 0, 3600, claimMember(item, 0, tok)).Int64Slice(); err != nil {
 		t.Fatal(err)
 	}
 	k2 := s.keys(item, 2)
-	if err := takeScript.Run(ctx, rdb, []string{k2.Stock(), k2.Outbox(), k2.Took(order)}, user, item, order, claim, 2, 0, 3600, claim).Err(); err != nil {
+	if err := takeScript.Run(ctx, rdb, []string{k2.Stock(), k2.Outbox(), k2.Took(order), s.orderKey(order)}, user, item, order, claim, 2, 0, 3600, claim, indexValue(item, 0, tok)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// ...then it died. A cancelled order's unit comes back to shard 1.
@@ -634,7 +634,7 @@ func claimStale(ctx context.Context, t *testing.T, s *Store, rdb *redis.Client, 
 	t.Helper()
 	k := s.keys(item, home)
 	epoch := time.Now().Add(-time.Minute).UnixMilli()
-	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey()},
+	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(), s.orderKey(500)},
 		user, item, order, 1, epoch, home, 3600, claimMember(item, home, tok)).Int64Slice()
 	if err != nil || code[0] != codeHomeEmpty {
 		t.Fatalf("claim: got %v, %v; want code %d", code, err, codeHomeEmpty)
@@ -664,8 +664,8 @@ func TestSlowProcessIsFencedAfterReplay(t *testing.T) {
 	// The stalled process wakes up and goes on with its own epoch.
 	for sh := 1; sh < shards; sh++ {
 		k := s.keys(item, sh)
-		c, err := takeScript.Run(ctx, rdb, []string{k.Stock(), k.Outbox(), k.Took(order)},
-			user, item, order, epoch, sh, 0, 3600, epoch).Int64()
+		c, err := takeScript.Run(ctx, rdb, []string{k.Stock(), k.Outbox(), k.Took(order), s.orderKey(order)},
+			user, item, order, epoch, sh, 0, 3600, epoch, indexValue(item, 0, tok)).Int64()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -251,6 +251,8 @@ type buyer struct {
 	token string
 
 	final      string // "202", a refusal code, or "no_answer"
+	// tokenSoldOut: the token request itself was refused as sold_out.
+	tokenSoldOut bool
 	lastSeen   string
 	orderID    string
 	acceptApp  int
@@ -306,6 +308,13 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 		case r.status == 410 && r.code == "sale_ended":
 			cl.note("token", a, r, false, "")
 			b.final = r.code
+			return
+		case r.status == 409 && r.code == "sold_out":
+			// A true business answer (not in openapi.yaml for this route
+			// as of writing; run.check notes how often it came).
+			cl.note("token", a, r, false, "")
+			cl.markAnswer()
+			b.final, b.tokenSoldOut, b.acceptApp, b.answeredAt = r.code, true, a.idx, time.Now()
 			return
 		default:
 			cl.note("token", a, r, true, "unexpected answer")

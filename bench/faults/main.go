@@ -47,6 +47,7 @@ var opt struct {
 	driftQuiet     time.Duration
 	replaySample   int
 	stuck          time.Duration
+	rejoin         bool
 	cache          string
 	src            string
 }
@@ -78,6 +79,7 @@ func main() {
 	flag.DurationVar(&opt.settleQuiet, "settle-quiet", 3*time.Second, "settled: outbox 0, drift 0 and the MySQL order count unchanged this long")
 	flag.DurationVar(&opt.driftQuiet, "drift-quiet", 20*time.Second, "settled with drift: outbox 0 and the order count unchanged this long")
 	flag.DurationVar(&opt.stuck, "stuck", 45*time.Second, "stop waiting for the pipeline when the outbox is not empty and nothing moved this long")
+	flag.BoolVar(&opt.rejoin, "failover-rejoin", true, "redis-failover: after -redis-down the killed primary comes back (empty) as a replica of the promoted one")
 	flag.IntVar(&opt.replaySample, "replay-sample", 100, "accepted buyers whose purchase is replayed on every instance after settle")
 	flag.StringVar(&opt.cache, "cache", filepath.Join(os.TempDir(), "seckill-faults-cache"), "where the initialised MariaDB datadir template is cached")
 	flag.StringVar(&opt.src, "src", "", "build seckill and the broker from this source tree instead of the current module (e.g. an export of a commit)")

@@ -469,6 +469,9 @@ func (r *run) check(ctx context.Context) {
 	}
 	sort.Strings(fins)
 	r.note("final answers: %s", strings.Join(fins, " "))
+	if n := countIf(r.buyers, func(b *buyer) bool { return b.tokenSoldOut }); n > 0 {
+		r.note("%d buyers were refused sold_out by POST .../tokens (409, not listed for that route in openapi.yaml)", n)
+	}
 	if len(unknown) > 0 {
 		r.fail("%d orders in MySQL no buyer got a 202 for (e.g. %s): buyers were told a refusal or got no answer", len(unknown), strings.Join(unknown[:min(3, len(unknown))], ", "))
 	}
@@ -698,4 +701,14 @@ func (r *run) replays(ctx context.Context) {
 	r.res.phantom += len(bad)
 	r.fail("retry-same-answer: %d of %d replays of accepted keys did not return the same 202 (%s; %d on the accepting instance, %d on another; counted in phantom)",
 		len(bad), len(sample)*len(r.c.liveApps()), strings.Join(ws, ", "), sameApp, otherApp)
+}
+
+func countIf(bs []*buyer, f func(*buyer) bool) int {
+	n := 0
+	for _, b := range bs {
+		if f(b) {
+			n++
+		}
+	}
+	return n
 }

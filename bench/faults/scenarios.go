@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -112,8 +113,29 @@ func scenarios() []*scenario {
 					return fmt.Errorf("promote replica: %w", err)
 				}
 				r.c.px.retarget(rep)
-				r.end("replica promoted, proxy points at it")
-				return nil
+				r.c.logf("replica promoted, proxy points at it")
+				if !opt.rejoin {
+					r.end("replica promoted, proxy points at it; no new replica")
+					return nil
+				}
+				// As after a real failover, the failed node comes back as a
+				// replica of the new primary (empty dir: it full-syncs).
+				sleepCtx(ctx, opt.redisDown)
+				d, err := mkdir(r.c.dir, "rejoined-data")
+				if err != nil {
+					return err
+				}
+				r.end("old primary rejoining as a replica of the promoted one")
+				p, err := r.c.startRedis("redis", r.c.redisPort, d, "always", rep)
+				r.c.redis = p
+				if err != nil {
+					return err
+				}
+				return waitFor(ctx, 30*time.Second, 100*time.Millisecond, "rejoined replica link up", func() (bool, error) {
+					v, err := redisDo(fmt.Sprintf("127.0.0.1:%d", r.c.redisPort), "INFO", "replication")
+					s, _ := v.(string)
+					return strings.Contains(s, "master_link_status:up"), err
+				})
 			}},
 		{name: "mysql-down", apps: 1, fault: func(ctx context.Context, r *run) error {
 			if err := atTrigger(ctx, r); err != nil {

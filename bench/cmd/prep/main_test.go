@@ -61,6 +61,7 @@ func TestRunAgainstApp(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/admin/items",
 		strings.NewReader(`{"name":"prep test","stock":10,"shards":4,"per_user_limit":1}`))
 	req.Header.Set("Authorization", "Bearer "+apptest.AdminToken)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
