@@ -84,8 +84,8 @@ type Relay struct {
 	failingSince time.Time
 	renewedAt    time.Time
 	refreshedAt  time.Time
-	claimedAt   time.Time
-	gauged      map[int64]bool
+	claimedAt    time.Time
+	gauged       map[int64]bool
 }
 
 // NewRelay returns a relay from st's outboxes to cfg.Topic through producer,
@@ -139,8 +139,8 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 			Name: "seckill_outbox_backlog",
 			Help: "Reservations in an item's outboxes not yet acknowledged by Kafka.",
 		}, []string{"item"}),
-		groups:  map[stock.Outbox]bool{},
-		shards:  map[int64]int{},
+		groups: map[stock.Outbox]bool{},
+		shards: map[int64]int{},
 		retry:  map[stock.Outbox][]stock.Reservation{},
 		gauged: map[int64]bool{},
 	}

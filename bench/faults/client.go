@@ -250,14 +250,14 @@ type buyer struct {
 	wave  int
 	token string
 
-	final      string // "202", a refusal code, or "no_answer"
+	final string // "202", a refusal code, or "no_answer"
 	// tokenSoldOut: the token request itself was refused as sold_out.
 	tokenSoldOut bool
-	lastSeen   string
-	orderID    string
-	acceptApp  int
-	orderIDs   map[string]bool // every order id a 202 of this key carried
-	answeredAt time.Time
+	lastSeen     string
+	orderID      string
+	acceptApp    int
+	orderIDs     map[string]bool // every order id a 202 of this key carried
+	answeredAt   time.Time
 }
 
 // next picks the instance after a failure: the other one when there are two.
