@@ -263,7 +263,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 	redisKeys := func() int {
 		n := 0
 		for _, k := range rdb.Keys(context.Background(), a.Prefix+":*").Val() {
-			if !strings.HasSuffix(k, ":outbox") {
+			// The loss watcher's markers come and go on their own.
+			if !strings.HasSuffix(k, ":outbox") && !strings.Contains(k, ":{meta}:") {
 				n++
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -28,6 +29,11 @@ func TestREADMEListsEnvVars(t *testing.T) {
 		}
 	}
 	for v := range documented {
+		// The test suite's own variables are documented next to the test
+		// command; LoadConfig never reads them.
+		if strings.HasPrefix(v, "SECKILL_TEST_") {
+			continue
+		}
 		if !slices.Contains(read, v) {
 			t.Errorf("README.md documents %s, which LoadConfig does not read", v)
 		}

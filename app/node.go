@@ -11,11 +11,13 @@ import (
 
 	"github.com/bwmarrin/snowflake"
 	"github.com/redis/go-redis/v9"
+
+	"seckill/handler"
 )
 
 // errNodeLease: the node id lease could not be confirmed lately, so another
 // instance may hold the id; making ids now could collide.
-var errNodeLease = errors.New("node id lease not confirmed")
+var errNodeLease = fmt.Errorf("node id lease not confirmed: %w", handler.ErrNoOrderID)
 
 // nodeLease holds one of the 1024 snowflake node ids in Redis, so two running
 // instances never make the same order id (a duplicate id would make the

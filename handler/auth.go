@@ -25,7 +25,8 @@ func header(c *gin.Context, canonicalKey string) string {
 }
 
 // oneIdempotencyKey refuses a request with more than one Idempotency-Key:
-// which of them would decide the purchase is not the client's to guess.
+// the server must not guess which one the client meant to decide the
+// purchase, and a replay must not depend on the guess.
 func oneIdempotencyKey(fn func(c *gin.Context, user int64) error) func(c *gin.Context, user int64) error {
 	return func(c *gin.Context, user int64) error {
 		if len(c.Request.Header["Idempotency-Key"]) > 1 {

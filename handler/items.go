@@ -30,8 +30,9 @@ const (
 	maxBody         = 1 << 16
 )
 
-// decode reads a JSON object into the struct v points to, strictly:
-// unknown fields, trailing data and oversized bodies are bad requests.
+// decode reads a JSON object into the struct v points to, strictly: a body
+// not labelled application/json is 415; unknown fields, trailing data and
+// oversized bodies are bad requests.
 // Every refusal is worded here: a decoder's error text names Go types and
 // fields, which are ours, not the API's.
 func decode(c *gin.Context, v any) error {

@@ -186,13 +186,18 @@ func scenarios() []*scenario {
 		}},
 		{name: "expiry-kill9", apps: 1, orderTTL: opt.orderTTL, expiry: true, fault: func(ctx context.Context, r *run) error {
 			// The moment: the sweeper has started cancelling and returning.
+			var at ledgerStats
 			err := waitFor(ctx, 60*time.Second, 50*time.Millisecond, "first cancelled order", func() (bool, error) {
 				s, err := r.cl.stats(ctx)
-				return err == nil && s.Ledger.Cancelled > 0, err
+				if err == nil {
+					at = *s.Ledger
+				}
+				return err == nil && at.Cancelled > 0, err
 			})
 			if err != nil {
 				return err
 			}
+			r.note("at SIGKILL: cancelled %d, returned %d, unreturned %d, pending %d", at.Cancelled, at.Returned, at.Unreturned, at.Pending)
 			return r.bounceApp(ctx, r.c.apps[0], syscall.SIGKILL)
 		}},
 		{name: "slow-fallthrough", apps: 2,
