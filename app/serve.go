@@ -19,10 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
-	"seckill/app/embedded"
 	"seckill/handler"
 	"seckill/limiter"
 	"seckill/migrations"
@@ -65,11 +63,15 @@ func (s *Server) closeAll() {
 	}
 }
 
-// backends replaces every "embedded" address with an in-process server.
+// backends replaces every "embedded" address with an in-process server; a
+// binary built with -tags nodev has none and refuses them all at once.
 func (s *Server) backends() error {
 	cfg := &s.cfg
+	if names := embeddedIn(*cfg); !standIns && len(names) > 0 {
+		return errNoStandIns(names)
+	}
 	if cfg.Redis.Addr == Embedded {
-		addr, stop, err := embedded.Redis()
+		addr, stop, err := embeddedRedis()
 		if err != nil {
 			return err
 		}
@@ -77,9 +79,7 @@ func (s *Server) backends() error {
 		cfg.Redis.Addr = addr
 	}
 	if cfg.MySQL.DSN == Embedded {
-		// go-mysql-server logs every connection through the global logrus.
-		logrus.SetLevel(logrus.ErrorLevel)
-		dsn, stop, err := embedded.MySQL("seckill")
+		dsn, stop, err := embeddedMySQL("seckill")
 		if err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ func (s *Server) backends() error {
 		cfg.MySQL.MaxOpenConns = 1
 	}
 	if len(cfg.Kafka.Brokers) == 1 && cfg.Kafka.Brokers[0] == Embedded {
-		brokers, stop, err := embedded.Kafka()
+		brokers, stop, err := embeddedKafka()
 		if err != nil {
 			return err
 		}
