@@ -593,3 +593,64 @@ func TestRedisLostRebuildsAtStart(t *testing.T) {
 	}
 	second.checkOrders(it.ID, accepted, stock)
 }
+
+// TestRedisLostWithOrdersInFlight: Redis loses its data while accepted
+// reservations are still in the outbox (Kafka is down, so none reached
+// MySQL). The instance that accepted them puts them back before the
+// rebuild counts: every 202 becomes exactly one order, no unit is sold
+// twice, and each buyer's retried key still answers its 202 (it used to
+// lose the orders and resell their units: more 202s than stock).
+func TestRedisLostWithOrdersInFlight(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // Kafka down: reservations stay in the outbox
+	a := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": fmt.Sprintf("127.0.0.1:%d", port)})
+	const stock = 10
+	it := a.createItem(map[string]any{"name": "lost-in-flight", "stock": stock, "shards": 2})
+	type bought struct{ key, order string }
+	accepted := map[int64]bought{}
+	for u := int64(3_000_000); u < 3_000_000+stock; u++ {
+		jwt := userToken(t, u)
+		key := a.purchaseToken(it.ID, jwt)
+		code, p := a.purchase(it.ID, jwt, key)
+		if code != http.StatusAccepted {
+			t.Fatalf("purchase %d: %d %+v", u, code, p)
+		}
+		accepted[u] = bought{key, p.OrderID}
+	}
+	rdb, _ := testenv.Redis(t)
+	ctx := context.Background()
+	for _, k := range rdb.Keys(ctx, a.Prefix+":*").Val() {
+		rdb.Del(ctx, k) // Redis lost everything, the app keeps running
+	}
+	testenv.Kafka(t, kfake.Ports(port))
+	want := map[int64]string{}
+	for u, b := range accepted {
+		want[u] = b.order
+	}
+	a.checkOrders(it.ID, want, stock)
+	for u, b := range accepted {
+		jwt := userToken(t, u)
+		code, p := a.purchase(it.ID, jwt, b.key)
+		for try := 0; code == http.StatusServiceUnavailable && try < 100; try++ {
+			time.Sleep(100 * time.Millisecond) // rebuild still running: 503 until it is done
+			code, p = a.purchase(it.ID, jwt, b.key)
+		}
+		if code != http.StatusAccepted || p.OrderID != b.order {
+			t.Errorf("retry of user %d's key after the loss: %d %+v, want 202 with order %s", u, code, p, b.order)
+		}
+	}
+	// Nothing left to sell: the units are the reinjected orders'.
+	jwt := userToken(t, 3_100_000)
+	code, p := a.purchase(it.ID, jwt, a.purchaseToken(it.ID, jwt))
+	for try := 0; code == http.StatusServiceUnavailable && try < 100; try++ {
+		time.Sleep(100 * time.Millisecond)
+		code, p = a.purchase(it.ID, jwt, a.purchaseToken(it.ID, jwt))
+	}
+	if code != http.StatusConflict || p.Code != handler.CodeSoldOut {
+		t.Errorf("a new buyer after the rebuild: %d %+v, want 409 sold_out", code, p)
+	}
+}

@@ -30,6 +30,7 @@ func (s *Server) lifecycle(reg prometheus.Registerer) (*parts, error) {
 		return nil, err
 	}
 	ledger, err := order.NewLedger(s.Stock, s.Orders, reg, s.log, order.LedgerConfig{
+		Restored: s.allRestored,
 		CaughtUp: func(context.Context) (bool, error) {
 			lag := s.lag.Load()
 			if lag == nil {
@@ -63,14 +64,20 @@ func (p *parts) start(g *errgroup.Group, ctx context.Context) {
 // start or later: stock.CheckLoss leaves a rebuild marker every instance
 // sees) and then rebuilds the items from MySQL once nothing is left in the
 // outbox or in Kafka, never from a lagging count; until then they answer
-// 503. Whichever instance holds the sweeper lease rebuilds; if it dies the
-// marker stays and another one takes over. Once the rebuild is done, each
-// instance counts its own accepted purchases that exist nowhere any more.
+// 503. On first sight of a loss every instance puts back the purchases it
+// accepted (its journal), and the rebuild waits for that. Whichever
+// instance holds the sweeper lease rebuilds; if it dies the marker stays and
+// another one takes over. An instance that could not put its purchases back
+// counts those that exist nowhere once the rebuild is done.
 func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
 	t := time.NewTicker(s.cfg.Reconciler.Interval)
 	defer t.Stop()
 	var seen time.Time // the loss this instance saw pending
-	since := s.started // a Redis empty at start: items made before this process
+	unrestored := false
+	// A Redis empty at start: the items made before this process started;
+	// a loss seen later: the items made before it is seen (later ones are
+	// warmed into the new Redis by their creator).
+	since := s.started
 	for {
 		pending, cutoff, err := s.Stock.CheckLoss(ctx, since)
 		since = time.Now()
@@ -80,15 +87,22 @@ func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
 				s.log.Warn("check redis data", "err", err)
 			}
 		case pending:
-			seen = cutoff
+			if !cutoff.Equal(seen) {
+				// First sight of this loss: put back what this instance
+				// accepted before it, then say so (the rebuild waits).
+				unrestored = !s.restore(ctx, cutoff)
+				seen = cutoff
+			}
 			err := ledger.RebuildAll(ctx, cutoff)
 			switch {
 			case err == nil:
 				if err := s.Stock.RebuildDone(ctx, cutoff); err != nil {
 					s.log.Warn("rebuild items", "err", err)
 				}
-				s.countLost(ctx, seen)
-				seen = time.Time{}
+				if unrestored {
+					s.countLost(ctx)
+				}
+				seen, unrestored = time.Time{}, false
 			case errors.Is(err, redislock.ErrNotObtained):
 				// Another instance rebuilds.
 			case ctx.Err() == nil:
@@ -96,24 +110,75 @@ func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
 			}
 		case !seen.IsZero():
 			// Another instance finished the rebuild.
-			s.countLost(ctx, seen)
-			seen = time.Time{}
+			if unrestored {
+				s.countLost(ctx)
+			}
+			seen, unrestored = time.Time{}, false
+		}
+		if err := s.Stock.Heartbeat(ctx, s.owner, 3*s.cfg.Reconciler.Interval); err != nil && ctx.Err() == nil {
+			s.log.Warn("heartbeat", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			since = time.Now()
 		}
 	}
 }
 
-// countLost counts this instance's accepted purchases made before the loss
-// that are in MySQL neither.
-func (s *Server) countLost(ctx context.Context, cutoff time.Time) {
+// restore puts back this instance's purchases accepted before the loss seen
+// at cutoff, and records that it did (also when it has none to put back).
+// It reports whether it could.
+func (s *Server) restore(ctx context.Context, cutoff time.Time) bool {
+	now := time.Now()
+	s.lossSeen.Store(now.UnixNano())
+	if s.journal != nil {
+		// Everything accepted until now: since the loss no purchase of a
+		// lost item can be accepted (its shards are missing).
+		rs, err := s.journal.Restorable(ctx, s.Orders, now)
+		if err == nil {
+			err = s.Stock.Restore(ctx, rs)
+		}
+		if err != nil {
+			s.log.Error("restore accepted purchases", "err", err)
+			return false // not marked: the rebuild waits, then goes on without them
+		}
+		n := 0
+		for _, r := range rs {
+			if r.Reinject {
+				n++
+			}
+		}
+		if n > 0 {
+			s.log.Warn("redis lost its data: accepted purchases put back", "answers", len(rs), "reinjected", n)
+		}
+	}
+	if err := s.Stock.MarkRestored(ctx, cutoff, s.owner); err != nil {
+		s.log.Error("restore accepted purchases", "err", err)
+		return false
+	}
+	return true
+}
+
+// allRestored: every instance alive has had a full check interval since
+// this one saw the loss (so has seen it too) and has put back its purchases.
+func (s *Server) allRestored(ctx context.Context, cutoff time.Time) (bool, error) {
+	seen := s.lossSeen.Load()
+	if seen == 0 || time.Since(time.Unix(0, seen)) < s.cfg.Reconciler.Interval+time.Second {
+		return false, nil
+	}
+	return s.Stock.AllRestored(ctx, cutoff, 3*s.cfg.Reconciler.Interval)
+}
+
+// countLost counts this instance's accepted purchases from before the loss
+// that are in MySQL neither: it could not put them back, and the rebuild
+// went on without them.
+func (s *Server) countLost(ctx context.Context) {
 	if s.journal == nil {
 		return
 	}
-	lost, err := s.journal.CountLost(ctx, s.Orders, cutoff)
+	lost, err := s.journal.CountLost(ctx, s.Orders, time.Unix(0, s.lossSeen.Load()))
 	if err != nil {
 		s.log.Warn("count lost orders", "err", err)
 		return

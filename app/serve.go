@@ -43,9 +43,13 @@ type Server struct {
 	// lag reads the order writer's consumer lag once Kafka is connected.
 	lag     atomic.Pointer[func() (int64, error)]
 	journal *order.Journal
-	done    chan struct{}
-	err     error
-	closers []func() // run in reverse order at the end
+	// owner names this instance (leases, heartbeats); lossSeen is when it
+	// first saw the pending Redis loss (unix ns).
+	owner    string
+	lossSeen atomic.Int64
+	done     chan struct{}
+	err      error
+	closers  []func() // run in reverse order at the end
 }
 
 // Wait blocks until the server stopped (its ctx was cancelled, or a part
@@ -152,6 +156,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	}
 	cfg = s.cfg
 	owner := hostname() + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	s.owner = owner
 
 	// Redis: stock calls fail closed after the configured timeout.
 	rdb := redis.NewClient(&redis.Options{

@@ -89,7 +89,8 @@ func (h *Handler) purchase(c *gin.Context, user int64) error {
 		return h.outcome(err)
 	}
 	if h.Journal != nil && orderID == newID {
-		h.Journal.Add(orderID, id, now)
+		h.Journal.Add(stock.Restored{OrderID: orderID, ItemID: id, UserID: user,
+			Home: stock.HomeShard(user, it.Shards), Token: key, At: now})
 	}
 	return h.accept(c, orderID)
 }

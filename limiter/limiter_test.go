@@ -33,6 +33,19 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// doneProbe is a context that closes asked the first time its Done is
+// called, so a test knows when the code under test starts waiting on it.
+type doneProbe struct {
+	context.Context
+	once  sync.Once
+	asked chan struct{}
+}
+
+func (c *doneProbe) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.asked) })
+	return c.Context.Done()
+}
+
 // newTest builds a Limiter on a fresh registry, closed at test end.
 func newTest(t *testing.T, cfg Config, now func() time.Time) (*Limiter, *prometheus.Registry) {
 	t.Helper()
@@ -211,14 +224,21 @@ func TestAcquireInFlight(t *testing.T) {
 		for i := range releases {
 			releases[i] = mustAcquire(t, l, int64(i))
 		}
+		// The slot is freed once Acquire is past its fast path: it asks for
+		// ctx.Done only to wait in its select.
+		ctx := &doneProbe{Context: t.Context(), asked: make(chan struct{})}
+		var released atomic.Bool
 		go func() {
-			time.Sleep(20 * time.Millisecond)
+			<-ctx.asked
+			released.Store(true)
 			releases[0]()
 		}()
-		start := time.Now()
-		release := mustAcquire(t, l, 99)
-		if elapsed := time.Since(start); elapsed < 10*time.Millisecond {
-			t.Errorf("Acquire returned after %v, want it to wait for the release", elapsed)
+		release, err := l.Acquire(ctx, 99)
+		if err != nil {
+			t.Fatalf("Acquire while a slot is freed: got error %v, want nil", err)
+		}
+		if !released.Load() {
+			t.Error("Acquire returned before the release, want it to wait for it")
 		}
 		release()
 		for _, r := range releases[1:] {

@@ -84,6 +84,18 @@ func (c *collector) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Con
 	return nil
 }
 
+// joined is a collector that closes up when its first session starts.
+type joined struct {
+	*collector
+	once sync.Once
+	up   chan struct{}
+}
+
+func (j *joined) Setup(sarama.ConsumerGroupSession) error {
+	j.once.Do(func() { close(j.up) })
+	return nil
+}
+
 // TestProduceConsume sends through the idempotent producer and reads back
 // through RunGroup: every message arrives once, and RunGroup returns nil on
 // cancellation.
@@ -156,10 +168,18 @@ func TestRunGroupClosed(t *testing.T) {
 		t.Fatalf("group: %v", err)
 	}
 	res := make(chan error, 1)
+	h := &joined{collector: &collector{seen: map[string]int{}, done: make(chan struct{})}, up: make(chan struct{})}
 	go func() {
-		res <- mq.RunGroup(context.Background(), g, []string{topic}, &collector{seen: map[string]int{}, done: make(chan struct{})}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		res <- mq.RunGroup(context.Background(), g, []string{topic}, h, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
-	time.Sleep(500 * time.Millisecond)
+	// Close while RunGroup is inside a session, not before it joined.
+	select {
+	case <-h.up:
+	case err := <-res:
+		t.Fatalf("RunGroup before Close: got %v, want it consuming", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("RunGroup did not join the group within 20s")
+	}
 	if err := g.Close(); err != nil {
 		t.Fatalf("close group: %v", err)
 	}

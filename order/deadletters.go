@@ -125,3 +125,22 @@ func (s *Store) DeadLetters(ctx context.Context, itemID int64) (int64, error) {
 	}
 	return n, nil
 }
+
+// DeadLettered returns which of the order ids are dead letters.
+func (s *Store) DeadLettered(ctx context.Context, ids []int64) (map[int64]bool, error) {
+	out := map[int64]bool{}
+	for chunk := range slices.Chunk(ids, insertChunk) {
+		q, args, err := sqlx.In("SELECT order_id FROM dead_letters WHERE order_id IN (?)", chunk)
+		if err != nil {
+			return nil, err
+		}
+		var found []int64
+		if err := s.db.SelectContext(ctx, &found, q, args...); err != nil {
+			return nil, fmt.Errorf("find dead-lettered orders: %w", err)
+		}
+		for _, id := range found {
+			out[id] = true
+		}
+	}
+	return out, nil
+}

@@ -7,14 +7,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"seckill/stock"
 )
 
-// Journal remembers the purchases this instance accepted lately (order id,
-// item, time), in a fixed-size ring, so that after Redis lost its data the
-// instance can tell which of its 202s exist nowhere any more: neither in
-// MySQL nor anywhere upstream once the pipeline has settled. Those are
-// counted as lost (seckill_orders_lost_total) and logged: a promise broken
-// by the chosen durability, never a silent one.
+// Journal remembers the purchases this instance accepted lately, in a
+// fixed-size ring. After Redis lost its data the instance puts them back
+// (Restorable, stock.Restore) before the rebuild counts, so a 202 whose
+// reservation had not reached MySQL still becomes an order and its key
+// still answers 202. What exists nowhere even so once the rebuild is done
+// (its instance died too, or it fell out of the ring) is counted as lost
+// (seckill_orders_lost_total) and logged: never silent.
 type Journal struct {
 	mu   sync.Mutex
 	ring []journalEntry
@@ -24,10 +27,7 @@ type Journal struct {
 	lost prometheus.Counter
 }
 
-type journalEntry struct {
-	order, item int64
-	at          time.Time
-}
+type journalEntry = stock.Restored
 
 // NewJournal returns a Journal of size entries and registers its counter.
 func NewJournal(size int, reg prometheus.Registerer) (*Journal, error) {
@@ -43,10 +43,11 @@ func NewJournal(size int, reg prometheus.Registerer) (*Journal, error) {
 	return j, nil
 }
 
-// Add records an accepted purchase.
-func (j *Journal) Add(orderID, itemID int64, at time.Time) {
+// Add records an accepted purchase (Reinject is ignored).
+func (j *Journal) Add(r stock.Restored) {
+	r.Reinject = false
 	j.mu.Lock()
-	j.ring[j.next] = journalEntry{orderID, itemID, at}
+	j.ring[j.next] = r
 	j.next++
 	if j.next == len(j.ring) {
 		j.next, j.full = 0, true
@@ -64,11 +65,34 @@ func (j *Journal) before(t time.Time) []journalEntry {
 	}
 	var out []journalEntry
 	for _, e := range j.ring[:n] {
-		if e.order != 0 && e.at.Before(t) {
+		if e.OrderID != 0 && e.At.Before(t) {
 			out = append(out, e)
 		}
 	}
 	return out
+}
+
+// Restorable lists the purchases accepted before cutoff, for stock.Restore:
+// those in MySQL only get their token answer back, the others (neither
+// stored nor dead-lettered) are reinjected.
+func (j *Journal) Restorable(ctx context.Context, orders *Store, cutoff time.Time) ([]stock.Restored, error) {
+	es := j.before(cutoff)
+	ids := make([]int64, len(es))
+	for i, e := range es {
+		ids[i] = e.OrderID
+	}
+	stored, err := orders.Stored(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("restorable purchases: %w", err)
+	}
+	dead, err := orders.DeadLettered(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("restorable purchases: %w", err)
+	}
+	for i := range es {
+		es[i].Reinject = !stored[es[i].OrderID] && !dead[es[i].OrderID]
+	}
+	return es, nil
 }
 
 // CountLost checks the orders accepted before cutoff (when Redis was found
@@ -78,11 +102,18 @@ func (j *Journal) CountLost(ctx context.Context, orders *Store, cutoff time.Time
 	es := j.before(cutoff)
 	ids := make([]int64, len(es))
 	for i, e := range es {
-		ids[i] = e.order
+		ids[i] = e.OrderID
 	}
 	stored, err := orders.Stored(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("count lost orders: %w", err)
+	}
+	dead, err := orders.DeadLettered(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("count lost orders: %w", err)
+	}
+	for id := range dead {
+		stored[id] = true // accounted for, as refused
 	}
 	var lost []int64
 	for _, id := range ids {

@@ -45,6 +45,11 @@ type LedgerConfig struct {
 	// MySQL, so Rebuild trusts its counts only once it says yes; nil skips
 	// the check (tests without Kafka).
 	CaughtUp func(ctx context.Context) (bool, error)
+	// Restored reports whether every live instance has put back the
+	// purchases it accepted before the loss seen at cutoff (stock.Restore).
+	// RebuildAll waits for it, up to RebuildWait, before it counts; nil
+	// skips the wait.
+	Restored func(ctx context.Context, cutoff time.Time) (bool, error)
 }
 
 // LedgerStats is one reconciliation of an item. The accounting identity is
@@ -548,6 +553,7 @@ func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error 
 	if len(lost) == 0 {
 		return errors.Join(errs...)
 	}
+	l.awaitRestored(ctx, createdBefore)
 	now := time.Now()
 	onSale := func(it Item) bool { return !now.Before(it.StartsAt) && (it.EndsAt == nil || now.Before(*it.EndsAt)) }
 	slices.SortStableFunc(lost, func(a, b Item) int {
@@ -581,6 +587,31 @@ func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error 
 		return errors.Join(errs...)
 	})
 	return errors.Join(append(errs, err)...)
+}
+
+// awaitRestored waits until every live instance has put back what it
+// remembers of the purchases before the loss, or RebuildWait passed (then
+// what is missing is counted as lost afterwards).
+func (l *Ledger) awaitRestored(ctx context.Context, cutoff time.Time) {
+	if l.cfg.Restored == nil {
+		return
+	}
+	deadline := time.Now().Add(l.cfg.RebuildWait)
+	for {
+		ok, err := l.cfg.Restored(ctx, cutoff)
+		if ok && err == nil {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			l.log.Warn("rebuild all: not every instance restored its purchases in time", "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(l.cfg.RebuildPoll):
+		}
+	}
 }
 
 // rebuildRetrying rebuilds one item until it succeeds or ctx ends.

@@ -7,14 +7,15 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bsm/redislock"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
+	"seckill/app/testenv"
 	"seckill/order"
 	"seckill/stock"
 )
@@ -50,6 +51,48 @@ func (e *lifeEnv) flushItem(t *testing.T, it order.Item) {
 			t.Fatalf("after flush shard %d: got %d, want missing", i, n)
 		}
 	}
+}
+
+// ledgerHook watches one instance's Redis client, so a test follows a
+// Ledger by its steps instead of by time: it counts the commands naming
+// leaseKey (each attempt to take the lease), and runs beforeSnapshot (if
+// set) before each stock snapshot is sent — one per item per
+// reconciliation pass of Run, one per look of Rebuild's settle loop.
+type ledgerHook struct {
+	leaseKey       string
+	leases         atomic.Int64
+	beforeSnapshot func(ctx context.Context) error
+}
+
+func (h *ledgerHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *ledgerHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if h.leaseKey != "" && slices.Contains(cmd.Args(), any(h.leaseKey)) {
+			h.leases.Add(1)
+		}
+		return err
+	}
+}
+func (h *ledgerHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.beforeSnapshot != nil && slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "xlen" }) {
+			if err := h.beforeSnapshot(ctx); err != nil {
+				return err
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// instance is the stock store of another instance: its own Redis client,
+// watched by h, on e's keys.
+func (e *lifeEnv) instance(t *testing.T, h *ledgerHook) *stock.Store {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	t.Cleanup(func() { rdb.Close() })
+	rdb.AddHook(h)
+	return stock.NewStore(rdb, stock.Config{Prefix: e.prefix})
 }
 
 func (e *lifeEnv) shards(t *testing.T, it order.Item) []int64 {
@@ -197,32 +240,45 @@ func TestRebuildNotSettled(t *testing.T) {
 	it := e.item
 	cfg := fastRebuild
 	cfg.RebuildWait = 600 * time.Millisecond
-	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg)
+	// The writer keeps delivering orders that were in Kafka: one arrives
+	// before each look of the rebuild, so no two looks ever agree, however
+	// slow the machine (no window of quiet to hit by chance).
+	var moving atomic.Bool
+	var delivered atomic.Int64
+	h := &ledgerHook{beforeSnapshot: func(ctx context.Context) error {
+		if !moving.Load() {
+			return nil
+		}
+		id := delivered.Add(1)
+		now := time.Now()
+		_, _, err := e.orders.InsertBatch(ctx, []order.Order{{ID: id, ItemID: it.ID, UserID: id, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}})
+		if err != nil {
+			t.Errorf("insert: %v", err)
+		}
+		return nil
+	}}
+	led, err := order.NewLedger(e.instance(t, h), e.orders, nil, lifeLog(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(e.ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		// The writer keeps delivering orders that were in Kafka.
-		for id := int64(1); ctx.Err() == nil; id++ {
-			now := time.Now()
-			if _, _, err := e.orders.InsertBatch(ctx, []order.Order{{ID: id, ItemID: it.ID, UserID: id, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}}); err != nil && ctx.Err() == nil {
-				t.Errorf("insert: %v", err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
+	moving.Store(true)
 	err = led.Rebuild(e.ctx, it)
-	cancel()
-	wg.Wait()
+	moving.Store(false)
 	if !errors.Is(err, order.ErrNotSettled) {
-		t.Fatalf("rebuild while orders arrive: got %v, want ErrNotSettled", err)
+		t.Fatalf("rebuild while orders arrive: got %v after %d orders delivered, want ErrNotSettled", err, delivered.Load())
+	}
+	if n := delivered.Load(); n < 2 {
+		t.Errorf("orders delivered during the rebuild: got %d, want at least 2 (one per look)", n)
 	}
 	if got := fmt.Sprint(e.shards(t, it)); got != "[-1 -1]" {
 		t.Errorf("shards after a failed rebuild: got %s, want [-1 -1] (sales stopped, answering 503)", got)
 	}
-	// Once quiet, it succeeds.
+	// Once quiet, it succeeds (with the usual wait: quiet must be seen
+	// for RebuildSettle, which a short wait on a busy machine can miss).
+	led, err = order.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := led.Rebuild(e.ctx, it); err != nil {
 		t.Fatalf("rebuild when quiet: %v", err)
 	}
@@ -249,6 +305,11 @@ func TestRebuildWaitsForKafka(t *testing.T) {
 		t.Errorf("shards while Kafka lags: got %s, want [-1 -1] (sales stopped, answering 503)", got)
 	}
 	caughtUp.Store(true)
+	// The usual wait: a short one on a busy machine can miss RebuildSettle.
+	cfg.RebuildWait = fastRebuild.RebuildWait
+	if led, err = order.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg); err != nil {
+		t.Fatal(err)
+	}
 	if err := led.Rebuild(e.ctx, it); err != nil {
 		t.Fatalf("rebuild once caught up: %v", err)
 	}
@@ -277,6 +338,10 @@ func TestRebuildWaitsForSweeper(t *testing.T) {
 		t.Errorf("shards after a refused rebuild: got %s, want [5 5] untouched", got)
 	}
 	if err := lock.Release(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The usual wait: a short one on a busy machine can miss RebuildSettle.
+	if led, err = order.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild); err != nil {
 		t.Fatal(err)
 	}
 	if err := led.Rebuild(e.ctx, it); err != nil {
@@ -401,11 +466,18 @@ func TestLedgerRunExportsGauges(t *testing.T) {
 	ctxA, stopA := context.WithCancel(e.ctx)
 	doneA := make(chan error, 1)
 	go func() { doneA <- ledA.Run(ctxA, 20*time.Millisecond) }()
+	// The shards are exported one after the other: wait for every one.
 	waitFor(t, 5*time.Second, "remaining exported", func() bool {
-		return counter(t, regA, "seckill_stock_remaining", map[string]string{"item": item, "shard": "0"}) >= 0
+		for sh := range it.Shards {
+			if counter(t, regA, "seckill_stock_remaining", map[string]string{"item": item, "shard": strconv.Itoa(sh)}) < 0 {
+				return false
+			}
+		}
+		return true
 	})
 	// A second instance cannot take the lease and exports nothing.
-	ledB, err := order.NewLedger(e.st, e.orders, regB, lifeLog(t), fastRebuild)
+	hookB := &ledgerHook{leaseKey: e.prefix + ":lease:ledger"}
+	ledB, err := order.NewLedger(e.instance(t, hookB), e.orders, regB, lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,9 +506,17 @@ func TestLedgerRunExportsGauges(t *testing.T) {
 	waitFor(t, 5*time.Second, "drift exported", func() bool {
 		return counter(t, regA, "seckill_stock_drift", map[string]string{"item": item}) == 2
 	})
-	time.Sleep(100 * time.Millisecond)
+	// B tried the lease twice more since: its loop went round at least
+	// once (a holder would not try again) while A exported the drift.
+	tried := hookB.leases.Load()
+	waitFor(t, 5*time.Second, "second instance tries the lease again", func() bool {
+		return hookB.leases.Load() >= tried+2
+	})
 	if got := counter(t, regB, "seckill_stock_drift", map[string]string{"item": item}); got != -1 {
 		t.Errorf("drift on the instance without the lease: got %v, want no series", got)
+	}
+	if got := counter(t, regB, "seckill_stock_remaining", map[string]string{"item": item, "shard": "0"}); got != -1 {
+		t.Errorf("remaining on the instance without the lease: got %v, want no series", got)
 	}
 
 	stopA()
@@ -463,24 +543,58 @@ func TestLedgerDriftNeedsNoProgress(t *testing.T) {
 	it := e.item
 	item := strconv.FormatInt(it.ID, 10)
 	reg := prometheus.NewRegistry()
-	led, err := order.NewLedger(e.st, e.orders, reg, lifeLog(t))
+	// Run is driven pass by pass: each pass waits at its snapshot until
+	// let goes; a pass at the gate means the one before it has exported.
+	arrived, let := make(chan struct{}), make(chan struct{})
+	h := &ledgerHook{beforeSnapshot: func(ctx context.Context) error {
+		select {
+		case arrived <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case <-let:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	led, err := order.NewLedger(e.instance(t, h), e.orders, reg, lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	const interval = 250 * time.Millisecond
 	ctx, stop := context.WithCancel(e.ctx)
 	done := make(chan error, 1)
-	go func() { done <- led.Run(ctx, interval) }()
+	go func() { done <- led.Run(ctx, time.Millisecond) }()
 	defer func() {
 		stop()
 		<-done
 	}()
+	atGate := func() {
+		t.Helper()
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reconciliation pass within 10s")
+		}
+	}
+	// onePass lets the waiting pass read and export, and waits for the next.
+	onePass := func() {
+		t.Helper()
+		select {
+		case let <- struct{}{}:
+		case <-time.After(10 * time.Second):
+			t.Fatal("reconciliation pass gone from the gate")
+		}
+		atGate()
+	}
+	atGate()
 	// Purchases whose reservations go "into Kafka" (leave the outbox, not
-	// in MySQL yet) for several intervals: the identity is off by the units
-	// in flight while they keep coming.
+	// in MySQL yet), one between each two passes: the identity is off by
+	// the units in flight while they keep coming.
 	var seen []float64
 	var bought int64
-	for end := time.Now().Add(4 * interval); time.Now().Before(end); {
+	for range 8 {
 		bought++
 		if err := e.buy(t, e.st, it, bought); err != nil {
 			t.Fatal(err)
@@ -498,13 +612,16 @@ func TestLedgerDriftNeedsNoProgress(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		onePass()
 		seen = append(seen, counter(t, reg, "seckill_stock_drift", map[string]string{"item": item}))
 	}
 	if i := slices.IndexFunc(seen, func(v float64) bool { return v > 0 }); i >= 0 {
 		t.Errorf("drift while units move: got %v after %d purchases, want 0 (or no series) throughout", seen[i], i+1)
 	}
-	// Stuck with every unit in flight: now it is drift.
-	waitFor(t, 5*time.Second, "stuck drift exported", func() bool {
-		return counter(t, reg, "seckill_stock_drift", map[string]string{"item": item}) == float64(bought)
-	})
+	// Stuck with every unit in flight: the next pass sees nothing moved,
+	// and now it is drift.
+	onePass()
+	if got := counter(t, reg, "seckill_stock_drift", map[string]string{"item": item}); got != float64(bought) {
+		t.Errorf("stuck drift: got %v, want %d", got, bought)
+	}
 }

@@ -1,12 +1,14 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -192,15 +194,19 @@ func TestRedisStock(t *testing.T) {
 			if len(again) != 0 {
 				t.Errorf("second read of shard %d: got %d entries, want 0", sh, len(again))
 			}
-			// Just delivered: not idle long enough to be claimed.
-			early, err := s.ClaimOutbox(ctx, o, group, "b", time.Second, 100)
+			// Just delivered: not idle long enough to be claimed (a minute,
+			// so that no pause of a busy machine gets there).
+			early, err := s.ClaimOutbox(ctx, o, group, "b", time.Minute, 100)
 			if err != nil {
 				t.Fatalf("ClaimOutbox(shard %d): %v", sh, err)
 			}
 			if len(early) != 0 {
 				t.Errorf("early claim of shard %d: got %d entries, want 0", sh, len(early))
 			}
+			// The idle time is the input here: at least 60ms have passed
+			// once Sleep returns, however busy the machine.
 			time.Sleep(60 * time.Millisecond)
+			claimedAt := time.Now()
 			claimed, err := s.ClaimOutbox(ctx, o, group, "b", 50*time.Millisecond, 100)
 			if err != nil {
 				t.Fatalf("ClaimOutbox(shard %d): %v", sh, err)
@@ -208,13 +214,25 @@ func TestRedisStock(t *testing.T) {
 			if len(claimed) != len(read) {
 				t.Errorf("claim of shard %d: got %d entries, want %d", sh, len(claimed), len(read))
 			}
-			// The claim restarted the idle time: a third consumer gets none.
-			stolen, err := s.ClaimOutbox(ctx, o, group, "c", 50*time.Millisecond, 100)
+			// The claim restarted the idle time: every entry is b's, idle
+			// at most since the claim began (had it run on from the read,
+			// it would be 60ms more). Measured after the answer, so a slow
+			// round trip only widens the bound.
+			pend, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+				Stream: fmt.Sprintf("t:{%d:%d}:outbox", item, sh), Group: group, Start: "-", End: "+", Count: 100,
+			}).Result()
+			bound := time.Since(claimedAt)
 			if err != nil {
-				t.Fatalf("ClaimOutbox(shard %d): %v", sh, err)
+				t.Fatalf("XPENDING(shard %d): %v", sh, err)
 			}
-			if len(stolen) != 0 {
-				t.Errorf("re-claim of shard %d right after a claim: got %d entries, want 0", sh, len(stolen))
+			if len(pend) != len(read) {
+				t.Errorf("pending of shard %d after the claim: got %d entries, want %d", sh, len(pend), len(read))
+			}
+			for _, p := range pend {
+				if p.Consumer != "b" || p.Idle > bound || p.RetryCount != 2 {
+					t.Errorf("pending entry %s of shard %d after the claim: got consumer %q idle %v deliveries %d, want b, at most %v, 2",
+						p.ID, sh, p.Consumer, p.Idle, p.RetryCount, bound)
+				}
 			}
 			ackIDs := make([]string, 0, len(claimed))
 			for _, r := range claimed {
@@ -231,6 +249,7 @@ func TestRedisStock(t *testing.T) {
 			if n != 0 {
 				t.Errorf("outbox of shard %d after ack: got %d entries, want 0", sh, n)
 			}
+			// Idle long enough to be claimed, were they still pending.
 			time.Sleep(60 * time.Millisecond)
 			left, err := s.ClaimOutbox(ctx, o, group, "b", 50*time.Millisecond, 100)
 			if err != nil {
@@ -315,7 +334,21 @@ func TestRedisTTL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IssueToken: %v", err)
 	}
-	time.Sleep(1200 * time.Millisecond)
+	// The wall clock running the TTL down is the input: wait for the
+	// token key to go (bounded), not for a fixed time.
+	key := fmt.Sprintf("t:{3:%d}:tok:%s", stock.HomeShard(7, 1), tok)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, err := rdb.Exists(ctx, key).Result()
+		if err != nil {
+			t.Fatalf("EXISTS %s: %v", key, err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("token %s still there 10s after a 1s TTL", key)
+		}
+	}
 	_, err = s.Reserve(ctx, stock.Purchase{ItemID: 3, UserID: 7, Shards: 1, Limit: 1, Token: tok, OrderID: 1})
 	if !errors.Is(err, stock.ErrTokenInvalid) {
 		t.Errorf("Reserve with expired token: got %v, want %v", err, stock.ErrTokenInvalid)
@@ -1099,6 +1132,27 @@ func TestStop(t *testing.T) {
 	}
 }
 
+// waitAtGate waits (bounded) until a statement waits at the gate of an
+// embedded MySQL: some goroutine is inside (*gate).enter, which is where a
+// statement blocks while another connection holds the gate.
+func waitAtGate(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		n := runtime.Stack(buf, true)
+		for n == len(buf) {
+			buf = make([]byte, 2*len(buf))
+			n = runtime.Stack(buf, true)
+		}
+		if bytes.Contains(buf[:n], []byte("embedded.(*gate).enter(")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no statement waiting at the gate within 10s")
+		}
+	}
+}
+
 // TestMySQLTransactionsSerialize: while one connection is inside a
 // transaction, others wait for it, and give up with error 1205 after the
 // lock wait timeout, as against InnoDB row locks.
@@ -1138,7 +1192,7 @@ func TestMySQLTransactionsSerialize(t *testing.T) {
 		_, err := db.ExecContext(ctx, ins, now, now)
 		waited <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	waitAtGate(t)
 	if err := tx.Commit(); err != nil {
 		t.Fatalf("commit: %v", err)
 	}

@@ -1,0 +1,100 @@
+package stock
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Restored is a purchase an instance accepted before Redis lost its data,
+// as that instance remembers it.
+type Restored struct {
+	OrderID, ItemID, UserID int64
+	Home                    int
+	Token                   string
+	At                      time.Time
+	// Reinject: the order is not in MySQL, so its reservation goes back
+	// into the outbox (of the buyer's home shard) to be relayed again.
+	Reinject bool
+}
+
+// Restore puts back what Redis lost of purchases that were accepted: the
+// token's answer (a retry of the key gets its 202 again), the order index
+// entry, and, for orders not stored yet, the reservation in the outbox.
+// Call it only while the items' sales are stopped for a rebuild, before the
+// rebuild counts: the rebuild then counts the reinjected reservations.
+func (s *Store) Restore(ctx context.Context, rs []Restored) error {
+	for chunk := range slices.Chunk(rs, 500) {
+		pipe := s.rdb.Pipeline()
+		for _, r := range chunk {
+			k := s.keys(r.ItemID, r.Home)
+			tk := k.Token(r.Token)
+			pipe.HSet(ctx, tk, "u", r.UserID, "st", "d", "c", codeOK, "o", strconv.FormatInt(r.OrderID, 10))
+			pipe.Expire(ctx, tk, s.cfg.ResultTTL)
+			pipe.Set(ctx, s.orderKey(r.OrderID), indexValue(r.ItemID, r.Home, r.Token), s.cfg.ResultTTL)
+			if r.Reinject {
+				pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Outbox(), Values: []any{
+					"o", strconv.FormatInt(r.OrderID, 10), "i", r.ItemID, "u", r.UserID,
+					"s", r.Home, "h", r.Home, "t", r.At.UnixMilli()}})
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("restore %d accepted purchases: %w", len(chunk), err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) membersKey() string { return s.prefix + ":{meta}:members" }
+func (s *Store) restoredKey(cutoff time.Time) string {
+	return s.prefix + ":{meta}:restored:" + strconv.FormatInt(cutoff.UnixMilli(), 10)
+}
+
+// Heartbeat records that the instance owner is alive now. A rebuild waits
+// for every instance seen alive to have restored what it remembers.
+func (s *Store) Heartbeat(ctx context.Context, owner string, forget time.Duration) error {
+	now := time.Now()
+	pipe := s.rdb.Pipeline()
+	pipe.ZAdd(ctx, s.membersKey(), redis.Z{Score: float64(now.UnixMilli()), Member: owner})
+	pipe.ZRemRangeByScore(ctx, s.membersKey(), "-inf", strconv.FormatInt(now.Add(-forget).UnixMilli(), 10))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// MarkRestored records that owner restored its purchases for the loss seen
+// at cutoff.
+func (s *Store) MarkRestored(ctx context.Context, cutoff time.Time, owner string) error {
+	pipe := s.rdb.Pipeline()
+	pipe.SAdd(ctx, s.restoredKey(cutoff), owner)
+	pipe.Expire(ctx, s.restoredKey(cutoff), time.Hour)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("mark restored: %w", err)
+	}
+	return nil
+}
+
+// AllRestored reports whether every instance alive within the last alive
+// has restored its purchases for the loss seen at cutoff.
+func (s *Store) AllRestored(ctx context.Context, cutoff time.Time, alive time.Duration) (bool, error) {
+	members, err := s.rdb.ZRangeByScore(ctx, s.membersKey(), &redis.ZRangeBy{
+		Min: strconv.FormatInt(time.Now().Add(-alive).UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return false, fmt.Errorf("all restored: %w", err)
+	}
+	done, err := s.rdb.SMembers(ctx, s.restoredKey(cutoff)).Result()
+	if err != nil {
+		return false, fmt.Errorf("all restored: %w", err)
+	}
+	for _, m := range members {
+		if !slices.Contains(done, m) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
