@@ -81,7 +81,7 @@ func TestPrometheusDashboardQueries(t *testing.T) {
 	// bad requests the dashboard has panels for.
 	base := "http://" + srv.Addr
 	const stockUnits, buyers = 40, 60
-	itemID := runSale(t, base, adminToken, []byte(jwtSecret), stockUnits, buyers)
+	itemID := runSale(t, prom, base, adminToken, []byte(jwtSecret), stockUnits, buyers)
 	saleEnd := time.Now()
 
 	// Resolve the dashboard variables: $item to the item on sale, $route to
@@ -163,8 +163,8 @@ func TestPrometheusDashboardQueries(t *testing.T) {
 // runSale creates an item of stockUnits units and has buyers users buy one
 // each (so it sells out), then adds a replayed purchase, a second purchase
 // by one user, a rate-limited user and malformed requests. It returns the
-// item id.
-func runSale(t *testing.T, base, adminToken string, secret []byte, stockUnits, buyers int) int64 {
+// item id. prom is the Prometheus scraping the app.
+func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []byte, stockUnits, buyers int) int64 {
 	t.Helper()
 	c := &apiClient{t: t, base: base, http: &http.Client{Timeout: 10 * time.Second}}
 
@@ -199,10 +199,11 @@ func runSale(t *testing.T, base, adminToken string, secret []byte, stockUnits, b
 
 	// Buyers in parallel, eight at a time.
 	var (
-		mu    sync.Mutex
-		codes = map[int]int{}
-		wg    sync.WaitGroup
-		next  = make(chan int64)
+		mu     sync.Mutex
+		codes  = map[int]int{}
+		wg     sync.WaitGroup
+		inWave sync.WaitGroup // purchases of the current wave not answered yet
+		next   = make(chan int64)
 	)
 	for range 8 {
 		wg.Go(func() {
@@ -211,17 +212,22 @@ func runSale(t *testing.T, base, adminToken string, secret []byte, stockUnits, b
 				mu.Lock()
 				codes[code]++
 				mu.Unlock()
+				inWave.Done()
 			}
 		})
 	}
-	// Buyers come in four waves a scrape and more apart: a counter series is
-	// born with its first scrape, so a sale that fits between two scrapes
-	// shows no increase and rate() of the purchase route would be 0.
+	// Buyers come in four waves with a scrape between each two: a counter
+	// series is born with its first scrape, so a sale that fits between two
+	// scrapes shows no increase and rate() of the purchase route would be
+	// 0. A wave ends when its purchases are answered; the next one starts
+	// once Prometheus has scraped since.
 	const waves = 4
 	for u := range buyers {
 		if u > 0 && u%((buyers+waves-1)/waves) == 0 {
-			time.Sleep(1500 * time.Millisecond)
+			inWave.Wait()
+			prom.waitScrapeAfter(t, time.Now(), 15*time.Second)
 		}
+		inWave.Add(1)
 		next <- int64(u + 1)
 	}
 	close(next)
@@ -423,6 +429,29 @@ func (p *prometheus) waitUp(t *testing.T, timeout time.Duration) {
 			t.Fatalf("scrape of the app: got %v (err %v) after %s, want up == 1", res, err, timeout)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitScrapeAfter waits until Prometheus has scraped the app at a time
+// after since (a scrape's timestamp is when it began), so every counter
+// change before since is in a sample.
+func (p *prometheus) waitScrapeAfter(t *testing.T, since time.Time, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		res, err := p.query(`timestamp(up{job="seckill"})`)
+		var v []sample
+		if err == nil && res.ResultType == "vector" && json.Unmarshal(res.Result, &v) == nil && len(v) > 0 {
+			if s, ok := v[0].Value[1].(string); ok {
+				if ts, err := strconv.ParseFloat(s, 64); err == nil && ts*1000 > float64(since.UnixMilli()) {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scrape of the app after %s: got %v (err %v) after %s, want a later one", since.Format(time.RFC3339Nano), res, err, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

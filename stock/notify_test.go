@@ -154,16 +154,15 @@ func TestWatchRestockResubscribeClearsAll(t *testing.T) {
 	eventually(t, 10*time.Second, "resubscription clears flags", func() bool {
 		return !s.SoldOut(1) && !s.SoldOut(2)
 	})
-	// And notifications flow again.
+	// And notifications flow again: the flags were cleared on the new
+	// subscription's confirmation, so it is in place and one publish is
+	// delivered.
 	s.soldOut.Store(int64(3), struct{}{})
 	other := NewStore(rdb, Config{Prefix: prefix})
-	eventually(t, 10*time.Second, "restock after reconnect", func() bool {
-		if err := other.PublishRestock(ctx, 3); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-		return !s.SoldOut(3)
-	})
+	if err := other.PublishRestock(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "restock after reconnect", func() bool { return !s.SoldOut(3) })
 }
 
 func TestWatchRestockResync(t *testing.T) {
@@ -175,10 +174,42 @@ func TestWatchRestockResync(t *testing.T) {
 	eventually(t, 2*time.Second, "periodic resync clears a flag nobody announced", func() bool { return !s.SoldOut(9) })
 }
 
+// leaseTries signals tried (dropping a signal while one is pending) after
+// each command that names key, i.e. each attempt at that lease.
+type leaseTries struct {
+	key   string
+	tried chan struct{}
+}
+
+func (h *leaseTries) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *leaseTries) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		for _, a := range cmd.Args() {
+			if a == any(h.key) {
+				select {
+				case h.tried <- struct{}{}:
+				default:
+				}
+				break
+			}
+		}
+		return err
+	}
+}
+func (h *leaseTries) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
 func TestLease(t *testing.T) {
 	ctx := context.Background()
-	a, rdb := newStore(t, Config{})
-	b := NewStore(rdb, Config{Prefix: a.Prefix()})
+	a, _ := newStore(t, Config{})
+	// b has a client of its own, to see its attempts at the lease.
+	tries := &leaseTries{key: a.Prefix() + ":lease:job", tried: make(chan struct{}, 1)}
+	brdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	t.Cleanup(func() { brdb.Close() })
+	brdb.AddHook(tries)
+	b := NewStore(brdb, Config{Prefix: a.Prefix()})
 
 	la, err := a.Lease(ctx, "job", time.Minute, 0)
 	if err != nil {
@@ -196,12 +227,24 @@ func TestLease(t *testing.T) {
 	}
 	defer other.Release(ctx)
 
-	// A waiting taker gets it once the holder lets go.
+	// A waiting taker gets it once the holder lets go: the holder lets go
+	// after the taker's first attempt failed, so the taker did wait.
+	select {
+	case <-tries.tried: // an attempt of the calls above
+	default:
+	}
+	released := make(chan struct{})
 	go func() {
-		time.Sleep(100 * time.Millisecond)
+		defer close(released)
+		select {
+		case <-tries.tried:
+		case <-time.After(5 * time.Second):
+			t.Error("no attempt at the lease while held within 5s")
+		}
 		la.Release(ctx)
 	}()
 	lb, err := b.Lease(ctx, "job", time.Minute, 5*time.Second)
+	<-released
 	if err != nil {
 		t.Fatalf("lease after release: got %v, want nil", err)
 	}

@@ -104,8 +104,9 @@ type client struct {
 	badKinds map[string]int
 	badEx    []string
 	// firstAfter: the first business purchase answer after the fault ended.
-	faultEnd   atomic.Int64 // unix nanos, 0 until set
-	firstAfter atomic.Int64
+	faultEnd     atomic.Int64 // unix nanos, 0 until set
+	firstAfter   atomic.Int64
+	firstOKAfter atomic.Int64
 }
 
 func newClient(c *cluster) *client {
@@ -178,7 +179,9 @@ func (cl *client) note(op string, a *app, r reply, bad bool, why string) {
 	}
 }
 
-func (cl *client) markAnswer() {
+// markAnswer records the first business answer, and the first 202, after
+// the fault ended.
+func (cl *client) markAnswer(accepted bool) {
 	fe := cl.faultEnd.Load()
 	if fe == 0 {
 		return
@@ -188,6 +191,9 @@ func (cl *client) markAnswer() {
 		return
 	}
 	cl.firstAfter.CompareAndSwap(0, now)
+	if accepted {
+		cl.firstOKAfter.CompareAndSwap(0, now)
+	}
 }
 
 // verdict of one answer for the caller's loop.
@@ -266,6 +272,7 @@ func (cl *client) next(i int) int { return (i + 1) % len(cl.c.apps) }
 // buy runs one buyer to a final answer: a token, then the purchase, retried
 // with the same key on 503/429/5xx/network errors, failing over.
 func (cl *client) buy(ctx context.Context, b *buyer) {
+	// The wave's ctx carries the -sale-deadline; each buyer also has its own.
 	deadline := time.Now().Add(opt.buyerDeadline)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -313,7 +320,7 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 			// A true business answer (not in openapi.yaml for this route
 			// as of writing; run.check notes how often it came).
 			cl.note("token", a, r, false, "")
-			cl.markAnswer()
+			cl.markAnswer(false)
 			b.final, b.tokenSoldOut, b.acceptApp, b.answeredAt = r.code, true, a.idx, time.Now()
 			return
 		default:
@@ -356,7 +363,7 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 				return
 			}
 			cl.note("purchase", a, r, false, "")
-			cl.markAnswer()
+			cl.markAnswer(true)
 			b.final, b.orderID, b.acceptApp, b.answeredAt = "202", p.OrderID, a.idx, time.Now()
 			b.orderIDs[p.OrderID] = true
 			return
@@ -367,7 +374,7 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 			(r.status == 403 && (r.code == "token_invalid" || r.code == "sale_not_started")) ||
 			(r.status == 410 && r.code == "sale_ended"):
 			cl.note("purchase", a, r, false, "")
-			cl.markAnswer()
+			cl.markAnswer(false)
 			b.final, b.acceptApp, b.answeredAt = r.code, a.idx, time.Now()
 			return
 		default:
@@ -440,7 +447,7 @@ func (cl *client) payFlow(ctx context.Context, b *buyer) (paid bool) {
 // replay re-sends an accepted buyer's purchase with the same key to one
 // instance: it must answer 202 with the same order id.
 func (cl *client) replay(ctx context.Context, b *buyer, a *app) (string, bool) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	hdr := map[string]string{"Idempotency-Key": b.token}
 	path := fmt.Sprintf("/api/v1/items/%d/purchase", cl.item)

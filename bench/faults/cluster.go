@@ -476,11 +476,21 @@ func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 
 // close stops every process of the cluster (SIGKILL: nothing of it is kept
 // but the logs) and removes its directory unless keep.
-func (c *cluster) close(keep bool) {
+func (c *cluster) close(keep, dump bool) {
 	var ps []*proc
 	for _, a := range c.apps {
 		if p := a.proc(); p != nil {
 			ps = append(ps, p)
+			if dump && p.alive() {
+				p.expected.Store(true)
+				_ = p.signal(syscall.SIGCONT)
+				_ = p.signal(syscall.SIGQUIT)
+			}
+		}
+	}
+	if dump {
+		for _, p := range ps {
+			p.wait(5 * time.Second)
 		}
 	}
 	ps = append(ps, c.replica, c.redis, c.kafka, c.mysql)

@@ -48,6 +48,7 @@ var opt struct {
 	replaySample   int
 	stuck          time.Duration
 	rejoin         bool
+	saleDeadline   time.Duration
 	cache          string
 	src            string
 }
@@ -74,6 +75,7 @@ func main() {
 	flag.DurationVar(&opt.claimTimeout, "claim-timeout", 2*time.Second, "SECKILL_CLAIM_TIMEOUT passed to every app")
 	flag.DurationVar(&opt.reqTimeout, "req-timeout", 3*time.Second, "client timeout per HTTP request")
 	flag.DurationVar(&opt.buyerDeadline, "buyer-deadline", 90*time.Second, "a buyer gives up after this long without a final answer")
+	flag.DurationVar(&opt.saleDeadline, "sale-deadline", 120*time.Second, "a wave of buyers ends by then; buyers without a final answer count as no_answer")
 	flag.DurationVar(&opt.maxWait, "max-wait", 2*time.Second, "cap on a Retry-After wait")
 	flag.DurationVar(&opt.settleTimeout, "settle-timeout", 150*time.Second, "deadline for the pipeline to settle after the sale and the fault")
 	flag.DurationVar(&opt.settleQuiet, "settle-quiet", 3*time.Second, "settled: outbox 0, drift 0 and the MySQL order count unchanged this long")
@@ -281,7 +283,7 @@ func printTable(w *os.File, rs []*result) {
 		line(row)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "recovery s = fault end -> first purchase answered (or all instances ready) / -> pipeline settled")
+	fmt.Fprintln(w, "recovery s = fault end -> first 202 (else first business answer, else all instances ready) / fault end -> pipeline settled")
 	for _, r := range rs {
 		if r.verdict() == "FAIL" {
 			fmt.Fprintf(w, "FAIL %s: %s\n", r.name, strings.Join(r.reasons(), "; "))

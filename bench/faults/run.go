@@ -49,6 +49,12 @@ func (r *run) fail(format string, args ...any) {
 	r.c.logf("FAIL: "+format, args...)
 }
 
+func (r *run) failed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.res.fails) > 0
+}
+
 func (r *run) begin(what string) {
 	r.mu.Lock()
 	r.faultStart, r.faultWhat = time.Now(), what
@@ -73,7 +79,10 @@ func runScenario(ctx context.Context, sc *scenario, idx int, root string) (res *
 			res.logs = append([]string(nil), c.logs...)
 			res.dir = c.dir
 			res.kept = opt.keep
-			c.close(opt.keep)
+			// A failed scenario's Go processes print their goroutines
+			// (SIGQUIT) into their logs before they are killed: evidence
+			// of where they were stuck.
+			c.close(opt.keep, res.verdict() == "FAIL")
 		}()
 	}
 	if err != nil {
@@ -158,7 +167,9 @@ func (r *run) main(ctx context.Context) error {
 	}
 	if r.sc.fault != nil {
 		first := time.Duration(0)
-		if fa := cl.firstAfter.Load(); fa != 0 {
+		if fa := cl.firstOKAfter.Load(); fa != 0 {
+			first = time.Unix(0, fa).Sub(fe)
+		} else if fa := cl.firstAfter.Load(); fa != 0 {
 			first = time.Unix(0, fa).Sub(fe)
 		} else if !readyAt.IsZero() {
 			first = readyAt.Sub(fe)
@@ -197,10 +208,16 @@ func (r *run) wave(ctx context.Context, n int, users []int64) []*buyer {
 	}
 	r.buyers = append(r.buyers, bs...)
 	third := int64(len(bs) / 3)
+	// However long each buyer may wait, the whole wave ends by
+	// -sale-deadline: buyers not answered by then count as no_answer.
+	wctx, cancel := context.WithTimeout(ctx, opt.saleDeadline)
+	defer cancel()
+	outer := ctx
+	ctx = wctx
 	sem := make(chan struct{}, opt.concurrency)
 	var wg sync.WaitGroup
 	for _, b := range bs {
-		if ctx.Err() != nil {
+		if outer.Err() != nil {
 			break
 		}
 		sem <- struct{}{}
@@ -657,7 +674,7 @@ func (r *run) replays(ctx context.Context) {
 	}
 	var mu sync.Mutex
 	var bad []mm
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, 50)
 	var wg sync.WaitGroup
 	for _, b := range sample {
 		for _, a := range r.c.liveApps() {

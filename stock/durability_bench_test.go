@@ -1,0 +1,115 @@
+package stock
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// privateRedis starts a redis-server of the benchmark's own on a free port
+// with args, and stops it (by pid) when the benchmark ends.
+func privateRedis(b *testing.B, args ...string) string {
+	b.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		b.Skip("redis-server not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir := b.TempDir()
+	cmd := exec.Command(bin, append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--save", ""}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Signal(os.Kill); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for rdb.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			b.Fatalf("redis on %s did not start", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return addr
+}
+
+// BenchmarkReserveDurability measures accepted purchases per second (64
+// parallel buyers, 8 shards) under each durability setting of a 202, each
+// on a Redis of its own:
+//
+//	go test -run '^$' -bench ReserveDurability -benchtime 20000x ./stock
+func BenchmarkReserveDurability(b *testing.B) {
+	for _, mode := range []string{"everysec", "always", "replica-wait"} {
+		b.Run(mode, func(b *testing.B) {
+			var addr string
+			wait := 0
+			switch mode {
+			case "replica-wait":
+				addr = privateRedis(b, "--appendonly", "yes", "--appendfsync", "everysec")
+				host, port, _ := net.SplitHostPort(addr)
+				replica := privateRedis(b, "--replicaof", host, port)
+				rc := redis.NewClient(&redis.Options{Addr: replica})
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					info, _ := rc.Info(context.Background(), "replication").Result()
+					if contains(info, "master_link_status:up") {
+						break
+					}
+					if time.Now().After(deadline) {
+						b.Fatal("replica never linked")
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				rc.Close()
+				wait = 1
+			default:
+				addr = privateRedis(b, "--appendonly", "yes", "--appendfsync", mode)
+			}
+			rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 128})
+			defer rdb.Close()
+			s := NewStore(rdb, Config{Prefix: "bench", WaitReplicas: wait, WaitTimeout: time.Second})
+			ctx := context.Background()
+			const item, shards = 1, 8
+			if err := s.Warm(ctx, item, int64(b.N)+1, shards); err != nil {
+				b.Fatal(err)
+			}
+			toks := make([]string, b.N)
+			for i := range toks {
+				toks[i], _, _ = s.IssueToken(ctx, item, int64(i+1), shards)
+			}
+			var next atomic.Int64
+			b.SetParallelism(32)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := next.Add(1) - 1
+					if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: i + 1, Shards: shards, Limit: 1, Token: toks[i], OrderID: i + 1}); err != nil {
+						b.Errorf("reserve: %v", err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "purchases/s")
+		})
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
