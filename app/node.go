@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bsm/redislock"
 	"github.com/bwmarrin/snowflake"
 	"github.com/redis/go-redis/v9"
 
@@ -19,30 +20,30 @@ import (
 // instance may hold the id; making ids now could collide.
 var errNodeLease = fmt.Errorf("node id lease not confirmed: %w", handler.ErrNoOrderID)
 
-// nodeLease holds one of the 1024 snowflake node ids in Redis, so two running
-// instances never make the same order id (a duplicate id would make the
-// writer's INSERT IGNORE drop an accepted order). The lease is refreshed
-// while the process lives and expires soon after it dies; ids are only made
-// while the last confirmation is fresh.
+// nodeLease holds one of the 1024 snowflake node ids as a bsm/redislock
+// lease (the same mechanism as the sweeper's and reconciler's), so two
+// running instances never make the same order id (a duplicate id would make
+// the writer's INSERT IGNORE drop an accepted order). The lease is
+// refreshed while the process lives and expires soon after it dies; ids are
+// only made while the last confirmation is fresh.
 type nodeLease struct {
-	rdb    redis.UniversalClient
+	locks  *redislock.Client
 	prefix string
-	owner  string
 	ttl    time.Duration
 	cur    atomic.Pointer[leased]
 }
 
 // leased is one held node id and until when it is known to be ours.
 type leased struct {
-	key   string
+	lock  *redislock.Lock
 	node  *snowflake.Node
 	until time.Time
 }
 
 const maxNode = 1 << 10 // snowflake's default 10 node bits
 
-func leaseNode(ctx context.Context, rdb redis.UniversalClient, prefix, owner string, ttl time.Duration) (*nodeLease, error) {
-	l := &nodeLease{rdb: rdb, prefix: prefix, owner: owner, ttl: ttl}
+func leaseNode(ctx context.Context, rdb redis.UniversalClient, prefix string, ttl time.Duration) (*nodeLease, error) {
+	l := &nodeLease{locks: redislock.New(rdb), prefix: prefix, ttl: ttl}
 	if err := l.take(ctx); err != nil {
 		return nil, err
 	}
@@ -54,20 +55,19 @@ func (l *nodeLease) take(ctx context.Context) error {
 	start := int(time.Now().UnixNano() % maxNode) // spread instances over the ids
 	for i := 0; i < maxNode; i++ {
 		n := (start + i) % maxNode
-		key := l.prefix + ":node:" + strconv.Itoa(n)
 		t0 := time.Now()
-		ok, err := l.rdb.SetNX(ctx, key, l.owner, l.ttl).Result()
+		lock, err := l.locks.Obtain(ctx, l.prefix+":node:"+strconv.Itoa(n), l.ttl, nil)
+		if errors.Is(err, redislock.ErrNotObtained) {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("lease node id: %w", err)
-		}
-		if !ok {
-			continue
 		}
 		node, err := snowflake.NewNode(int64(n))
 		if err != nil {
 			return err
 		}
-		l.cur.Store(&leased{key: key, node: node, until: l.deadline(t0)})
+		l.cur.Store(&leased{lock: lock, node: node, until: l.deadline(t0)})
 		return nil
 	}
 	return errors.New("lease node id: all 1024 node ids are taken")
@@ -86,13 +86,6 @@ func (l *nodeLease) NextID() (int64, error) {
 	return c.node.Generate().Int64(), nil
 }
 
-// refreshScript extends the lease only while this process still owns it.
-var refreshScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0`)
-
 // keep refreshes the lease until ctx ends, then releases it. If the lease
 // was lost (Redis lost the key, or it expired during an outage and another
 // instance took the id), it leases another id.
@@ -102,25 +95,24 @@ func (l *nodeLease) keep(ctx context.Context, log *slog.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():
-			c := l.cur.Load()
-			l.rdb.Eval(context.WithoutCancel(ctx), `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, []string{c.key}, l.owner)
+			l.cur.Load().lock.Release(context.WithoutCancel(ctx))
 			return nil
 		case <-t.C:
 		}
 		c := l.cur.Load()
 		t0 := time.Now()
-		ok, err := refreshScript.Run(ctx, l.rdb, []string{c.key}, l.owner, l.ttl.Milliseconds()).Int()
+		err := c.lock.Refresh(ctx, l.ttl, nil)
 		switch {
-		case err != nil:
-			// Redis blip: ids stop once the last confirmation is too old.
-			log.Warn("refresh node id lease", "err", err)
-		case ok == 1:
-			l.cur.Store(&leased{key: c.key, node: c.node, until: l.deadline(t0)})
-		default:
-			log.Warn("node id lease lost; taking another", "key", c.key)
+		case err == nil:
+			l.cur.Store(&leased{lock: c.lock, node: c.node, until: l.deadline(t0)})
+		case errors.Is(err, redislock.ErrNotObtained):
+			log.Warn("node id lease lost; taking another", "key", c.lock.Key())
 			if err := l.take(ctx); err != nil && ctx.Err() == nil {
 				log.Error("lease node id", "err", err)
 			}
+		default:
+			// Redis blip: ids stop once the last confirmation is too old.
+			log.Warn("refresh node id lease", "err", err)
 		}
 	}
 }

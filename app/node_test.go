@@ -14,24 +14,28 @@ import (
 func TestNodeLease(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	ctx := context.Background()
-	a, err := leaseNode(ctx, rdb, prefix, "a", 600*time.Millisecond)
+	a, err := leaseNode(ctx, rdb, prefix, 600*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := leaseNode(ctx, rdb, prefix, "b", 600*time.Millisecond)
+	b, err := leaseNode(ctx, rdb, prefix, 600*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.cur.Load().key == b.cur.Load().key {
-		t.Fatalf("two instances got node key %s", a.cur.Load().key)
+	if a.cur.Load().lock.Key() == b.cur.Load().lock.Key() {
+		t.Fatalf("two instances got node key %s", a.cur.Load().lock.Key())
 	}
 	if _, err := a.NextID(); err != nil {
 		t.Fatalf("fresh lease: %v", err)
 	}
 
 	// Unrefreshed (Redis unreachable, say): ids stop before the key could
-	// expire and be taken by someone else.
-	time.Sleep(550 * time.Millisecond)
+	// expire and be taken by someone else. (The wait is the input here: the
+	// lease's own clock, 600ms less a sixth, must run out.)
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(b.cur.Load().until) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if _, err := b.NextID(); !errors.Is(err, errNodeLease) {
 		t.Fatalf("stale lease: got %v, want errNodeLease", err)
 	}
@@ -40,13 +44,13 @@ func TestNodeLease(t *testing.T) {
 	kctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- a.keep(kctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	lost := a.cur.Load().key
+	lost := a.cur.Load().lock.Key()
 	rdb.Set(ctx, lost, "intruder", time.Minute)
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) && a.cur.Load().key == lost {
+	deadline = time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && a.cur.Load().lock.Key() == lost {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if a.cur.Load().key == lost {
+	if a.cur.Load().lock.Key() == lost {
 		t.Fatal("lost lease was not replaced")
 	}
 	if _, err := a.NextID(); err != nil {
@@ -56,7 +60,7 @@ func TestNodeLease(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("keep: %v", err)
 	}
-	if n, _ := rdb.Exists(ctx, a.cur.Load().key).Result(); n != 0 {
+	if n, _ := rdb.Exists(ctx, a.cur.Load().lock.Key()).Result(); n != 0 {
 		t.Error("lease not released at stop")
 	}
 }

@@ -182,7 +182,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		return nil, err
 	}
 
-	node, err := leaseNode(ctx, rdb, cfg.Redis.Prefix, owner, 30*time.Second)
+	node, err := leaseNode(ctx, rdb, cfg.Redis.Prefix, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}

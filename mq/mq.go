@@ -33,7 +33,7 @@ func ProducerConfig(clientID string) *sarama.Config {
 	cfg.Producer.Return.Errors = true
 	cfg.Producer.Retry.Max = 5
 	cfg.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
-		return backoff(retries, 50*time.Millisecond, time.Second)
+		return Backoff(retries, 50*time.Millisecond, time.Second)
 	}
 	cfg.Producer.Partitioner = sarama.NewHashPartitioner
 	cfg.Metadata.Retry.Max = 3
@@ -112,7 +112,7 @@ func RunGroup(ctx context.Context, group sarama.ConsumerGroup, topics []string, 
 			return nil
 		case err != nil:
 			failures++
-			d := backoff(failures, 100*time.Millisecond, 5*time.Second)
+			d := Backoff(failures, 100*time.Millisecond, 5*time.Second)
 			log.Error("consume", "topics", topics, "err", err, "retry_in", d)
 			select {
 			case <-ctx.Done():
@@ -125,8 +125,8 @@ func RunGroup(ctx context.Context, group sarama.ConsumerGroup, topics []string, 
 	}
 }
 
-// backoff is base doubled per attempt (attempt 1 waits base), capped at max.
-func backoff(attempt int, base, max time.Duration) time.Duration {
+// Backoff is base doubled per attempt (attempt 1 waits base), capped at max.
+func Backoff(attempt int, base, max time.Duration) time.Duration {
 	d := base
 	for i := 1; i < attempt && d < max; i++ {
 		d *= 2

@@ -12,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"seckill/mq"
 	"seckill/stock"
 )
 
@@ -165,7 +166,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		switch {
 		case err != nil:
 			failures++
-			wait = backoff(failures, 50*time.Millisecond, r.cfg.MaxBackoff)
+			wait = mq.Backoff(failures, 50*time.Millisecond, r.cfg.MaxBackoff)
 			r.log.Error("relay pass", "err", err, "retry_in", wait)
 		case n == 0:
 			// Idle: poll less and less often, up to 8 intervals, so a quiet
@@ -394,13 +395,4 @@ func (r *Relay) Producer() sarama.SyncProducer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.producer
-}
-
-// backoff is base doubled per attempt (attempt 1 waits base), capped at max.
-func backoff(attempt int, base, max time.Duration) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	return min(d, max)
 }

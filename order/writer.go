@@ -11,6 +11,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"seckill/mq"
 	"seckill/stock"
 )
 
@@ -280,7 +281,7 @@ func (w *Writer) retry(ctx context.Context, what string, fn func() error) bool {
 			return false
 		}
 		w.errs.Inc()
-		d := backoff(attempt, 50*time.Millisecond, w.cfg.MaxBackoff)
+		d := mq.Backoff(attempt, 50*time.Millisecond, w.cfg.MaxBackoff)
 		w.log.Error("writer: "+what, "attempt", attempt, "retry_in", d, "err", err)
 		t := time.NewTimer(d)
 		select {
