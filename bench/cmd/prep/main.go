@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"seckill/handler"
 )
 
 func main() {
@@ -38,11 +38,7 @@ func main() {
 // SignUser makes the HS256 user token the API accepts: sub = decimal user
 // id, exp required.
 func SignUser(secret []byte, userID int64, now time.Time, ttl time.Duration) (string, error) {
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
-		Subject:   strconv.FormatInt(userID, 10),
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-	}).SignedString(secret)
+	tok, err := handler.SignUserTokenAt(secret, userID, now, ttl)
 	if err != nil {
 		return "", fmt.Errorf("sign user %d: %w", userID, err)
 	}
