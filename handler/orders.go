@@ -43,7 +43,8 @@ func (h *Handler) findPending(ctx context.Context, orderID, user int64) (orderVi
 	if err != nil || !ok {
 		return orderView{}, false, err
 	}
-	v := orderView{OrderID: strconv.FormatInt(orderID, 10), ItemID: a.ItemID, Status: order.StatusPending, InOutbox: true}
+	v := orderView{OrderID: strconv.FormatInt(orderID, 10), ItemID: a.ItemID, Status: order.StatusPending,
+		CreatedAt: a.At, InOutbox: true}
 	d, err := h.Orders.DeadLetterOf(ctx, orderID)
 	switch {
 	case err == nil:

@@ -249,13 +249,16 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 		w.dead.WithLabelValues(ReasonDecode).Add(float64(undecodable))
 		w.dead.WithLabelValues(ReasonOversell).Add(float64(len(dead) - undecodable))
 	}
-	// Stored (or dead-lettered): the outbox can let go. A failed ack only
-	// means the relay sends these again after its claim timeout, and they
-	// are inserted once.
-	if w.cfg.Ack != nil {
+	// Stored (or dead-lettered): the outbox can let go. A failed ack is
+	// retried in the background (Redis down a moment), so the stored
+	// entries do not linger and read as counted twice; if Redis stays away,
+	// the relay sends them again after its claim timeout and they are
+	// inserted once.
+	if w.cfg.Ack != nil && len(entries) > 0 {
 		if err := w.cfg.Ack(ctx, entries); err != nil && ctx.Err() == nil {
 			w.errs.Inc()
-			w.log.Warn("writer: acknowledge outbox entries", "n", len(entries), "err", err)
+			w.log.Warn("writer: acknowledge outbox entries, retrying", "n", len(entries), "err", err)
+			go w.ackLater(context.WithoutCancel(ctx), entries)
 		}
 	}
 
@@ -268,6 +271,21 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 	w.lag.WithLabelValues(strconv.Itoa(int(claim.Partition()))).Set(float64(max(claim.HighWaterMarkOffset()-last.Offset-1, 0)))
 	return true
 }
+
+// ackLater retries acknowledging stored entries for up to ackRetryFor.
+func (w *Writer) ackLater(ctx context.Context, entries []stock.Entry) {
+	deadline := time.Now().Add(ackRetryFor)
+	for attempt := 1; time.Now().Before(deadline); attempt++ {
+		time.Sleep(mq.Backoff(attempt, 100*time.Millisecond, 2*time.Second))
+		if err := w.cfg.Ack(ctx, entries); err == nil {
+			return
+		}
+	}
+	w.log.Warn("writer: outbox entries left to the relay's resend", "n", len(entries))
+}
+
+// ackRetryFor bounds the background retries of one failed ack.
+const ackRetryFor = 2 * time.Minute
 
 // retry runs fn until it succeeds (true) or ctx ends (false), with a capped
 // exponential backoff between attempts.

@@ -14,6 +14,8 @@ import (
 // Accepted is a purchase Redis accepted whose order may not be in MySQL yet.
 type Accepted struct {
 	ItemID int64
+	// At is when the purchase was accepted.
+	At time.Time
 	// InProgress: the purchase is still falling through to other shards.
 	InProgress bool
 }
@@ -30,11 +32,15 @@ func (s *Store) LookupOrder(ctx context.Context, orderID, userID int64) (a Accep
 	if err != nil {
 		return Accepted{}, false, fmt.Errorf("look up order %d: %w", orderID, err)
 	}
-	itemS, rest, _ := strings.Cut(v, ":")
-	homeS, token, _ := strings.Cut(rest, ":")
-	item, err1 := strconv.ParseInt(itemS, 10, 64)
-	home, err2 := strconv.Atoi(homeS)
-	if err1 != nil || err2 != nil || token == "" {
+	parts := strings.SplitN(v, ":", 4)
+	if len(parts) != 4 {
+		return Accepted{}, false, nil
+	}
+	item, err1 := strconv.ParseInt(parts[0], 10, 64)
+	home, err2 := strconv.Atoi(parts[1])
+	token := parts[2]
+	at, err3 := strconv.ParseInt(parts[3], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || token == "" {
 		return Accepted{}, false, nil
 	}
 	tok, err := s.rdb.HMGet(ctx, s.keys(item, home).Token(token), "u", "st", "c", "o").Result()
@@ -47,9 +53,9 @@ func (s *Store) LookupOrder(ctx context.Context, orderID, userID int64) (a Accep
 	}
 	switch {
 	case str(1) == "d" && str(2) == "0":
-		return Accepted{ItemID: item}, true, nil
+		return Accepted{ItemID: item, At: time.UnixMilli(at).UTC()}, true, nil
 	case str(1) == "c":
-		return Accepted{ItemID: item, InProgress: true}, true, nil
+		return Accepted{ItemID: item, At: time.UnixMilli(at).UTC(), InProgress: true}, true, nil
 	}
 	return Accepted{}, false, nil
 }

@@ -35,7 +35,7 @@ func (s *Store) Restore(ctx context.Context, rs []Restored) error {
 			tk := k.Token(r.Token)
 			pipe.HSet(ctx, tk, "u", r.UserID, "st", "d", "c", codeOK, "o", strconv.FormatInt(r.OrderID, 10))
 			pipe.Expire(ctx, tk, s.cfg.ResultTTL)
-			pipe.Set(ctx, s.orderKey(r.OrderID), indexValue(r.ItemID, r.Home, r.Token), s.cfg.ResultTTL)
+			pipe.Set(ctx, s.orderKey(r.OrderID), strconv.FormatInt(r.ItemID, 10)+":"+strconv.Itoa(r.Home)+":"+r.Token+":"+strconv.FormatInt(r.At.UnixMilli(), 10), s.cfg.ResultTTL)
 			if r.Reinject {
 				pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Outbox(), Values: []any{
 					"o", strconv.FormatInt(r.OrderID, 10), "i", r.ItemID, "u", r.UserID,

@@ -323,7 +323,7 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 // indexValue is what the order index entry of an order says: where the
 // token that holds the purchase's answer lives.
 func indexValue(itemID int64, home int, token string) string {
-	return strconv.FormatInt(itemID, 10) + ":" + strconv.Itoa(home) + ":" + token
+	return strconv.FormatInt(itemID, 10) + ":" + strconv.Itoa(home) + ":" + token + ":" + strconv.FormatInt(time.Now().UnixMilli(), 10)
 }
 
 // run calls a purchase script in one round trip, followed in the same
