@@ -106,6 +106,7 @@ type service struct {
 	Volumes         []any        `yaml:"volumes"`
 	Restart         string       `yaml:"restart"`
 	StopGracePeriod string       `yaml:"stop_grace_period"`
+	Ports           []string     `yaml:"ports"`
 }
 
 type healthcheck struct {
@@ -204,9 +205,18 @@ func (s service) isAppInstance() bool {
 	return len(cmd) == 0 || cmd[0] == seckillImageCmd
 }
 
+// composeSecrets are the variables compose requires (${VAR:?...}: no
+// well-known default for a secret), with the values the tests run it with.
+var composeSecrets = map[string]string{
+	"SECKILL_ADMIN_TOKEN":    "test-admin-token-0123456789",
+	"SECKILL_JWT_SECRET":     "test-jwt-secret-0123456789abcdef",
+	"GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
+}
+
 // interpolate resolves ${VAR}, ${VAR:-default}, ${VAR-default}, $VAR and
-// $$ as docker compose does when none of the variables are set, so the test
-// sees the local defaults whatever the developer's environment holds.
+// $$ as docker compose does when none of the variables are set but the
+// required secrets (composeSecrets), so the test sees the local defaults
+// whatever the developer's environment holds.
 func interpolate(s string) (string, error) {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -241,7 +251,11 @@ func interpolate(s string) (string, error) {
 			case rest[0] == '-':
 				b.WriteString(rest[1:])
 			case rest[0] == '?':
-				return "", fmt.Errorf("interpolate %q: %s is required: %s", s, name, rest[1:])
+				v, ok := composeSecrets[name]
+				if !ok {
+					return "", fmt.Errorf("interpolate %q: %s is required: %s", s, name, rest[1:])
+				}
+				b.WriteString(v)
 			case rest[0] == '+':
 			}
 		case c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z':
@@ -467,14 +481,15 @@ func TestComposeAppEnv(t *testing.T) {
 			t.Errorf("%s SECKILL_KAFKA_BROKERS: got empty, want kafka:<port>", name)
 		}
 
-		// Secrets: from the environment, with a local default that is set.
+		// Secrets: from the environment only, required (no well-known
+		// default anyone could use against a published instance).
 		rawEnv := raw.Services[name].env()
 		for _, key := range []string{"SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET"} {
-			if !regexp.MustCompile(`^\$\{[A-Z_][A-Z0-9_]*:-[^}]+\}$`).MatchString(rawEnv[key]) {
-				t.Errorf("%s %s: got %q, want ${VAR:-local-default}", name, key, rawEnv[key])
+			if !regexp.MustCompile(`^\$\{` + key + `:\?[^}]+\}$`).MatchString(rawEnv[key]) {
+				t.Errorf("%s %s: got %q, want ${%s:?message}", name, key, rawEnv[key], key)
 			}
-			if env[key] == "" {
-				t.Errorf("%s %s: got empty, want a local default", name, key)
+			if env[key] != composeSecrets[key] {
+				t.Errorf("%s %s: got %q, want the value it is run with", name, key, env[key])
 			}
 		}
 	}
@@ -1348,6 +1363,38 @@ func TestInterpolate(t *testing.T) {
 		got, err := interpolate(tt.in)
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("interpolate(%q): got %q, %v, want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// TestComposeHasNoKnownSecrets: compose refuses to start without the admin
+// token, the JWT secret and the Grafana password (no well-known default),
+// publishes nothing on all interfaces, and keeps off the ports of a local
+// Redis and MySQL.
+func TestComposeHasNoKnownSecrets(t *testing.T) {
+	b, err := os.ReadFile(composePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for name := range composeSecrets {
+		if !regexp.MustCompile(`\$\{` + name + `:\?`).MatchString(text) {
+			t.Errorf("%s is not required (${%s:?...})", name, name)
+		}
+		if regexp.MustCompile(`\$\{` + name + `:-`).MatchString(text) {
+			t.Errorf("%s has a default value", name)
+		}
+	}
+	_, file := loadCompose(t)
+	for svc, def := range file.Services {
+		for _, p := range def.Ports {
+			parts := strings.Split(p, ":")
+			if len(parts) < 3 || parts[0] != "127.0.0.1" {
+				t.Errorf("service %s publishes %q beyond 127.0.0.1 by default", svc, p)
+			}
+			if len(parts) == 3 && (parts[1] == "6379" || parts[1] == "3306") {
+				t.Errorf("service %s publishes %q on a port local Redis/MySQL use", svc, p)
+			}
 		}
 	}
 }
