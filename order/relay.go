@@ -81,6 +81,10 @@ type Relay struct {
 	// are pending for this consumer in Redis, and ReadOutbox(">") will not
 	// return them again.
 	retry map[stock.Outbox][]stock.Reservation
+	// suspect holds outboxes whose last read failed: Redis may have
+	// delivered entries in a reply that never arrived, so the next pass
+	// reads this relay's own pending entries there first.
+	suspect map[stock.Outbox]bool
 	// failingSince is when publishing started failing (zero: it works).
 	failingSince time.Time
 	renewedAt    time.Time
@@ -140,10 +144,11 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 			Name: "seckill_outbox_backlog",
 			Help: "Reservations in an item's outboxes not yet acknowledged by Kafka.",
 		}, []string{"item"}),
-		groups: map[stock.Outbox]bool{},
-		shards: map[int64]int{},
-		retry:  map[stock.Outbox][]stock.Reservation{},
-		gauged: map[int64]bool{},
+		groups:  map[stock.Outbox]bool{},
+		shards:  map[int64]int{},
+		retry:   map[stock.Outbox][]stock.Reservation{},
+		suspect: map[stock.Outbox]bool{},
+		gauged:  map[int64]bool{},
 	}
 	for _, c := range []prometheus.Collector{r.published, r.duration, r.errors, r.backlog} {
 		if err := reg.Register(c); err != nil {
@@ -232,6 +237,7 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			k, err := r.drainShard(ctx, o, claim)
 			total += k
 			if err != nil {
+				r.suspect[o] = true
 				if stock.IsNoGroup(err) {
 					// Redis lost the stream and its group: create it again
 					// on the next pass.
@@ -301,6 +307,19 @@ func (r *Relay) drainShard(ctx context.Context, o stock.Outbox, claimIdle bool) 
 		r.groups[o] = true
 	}
 	sent := 0
+	if r.suspect[o] {
+		own, err := r.st.ReadOwnPending(ctx, o, r.cfg.Group, r.cfg.Consumer, r.cfg.BatchSize)
+		if err != nil {
+			return 0, fmt.Errorf("relay: %w", err)
+		}
+		delete(r.suspect, o)
+		if len(own) > 0 {
+			if err := r.publish(ctx, o, own); err != nil {
+				return 0, err
+			}
+			sent += len(own)
+		}
+	}
 	if b := r.retry[o]; len(b) > 0 {
 		delete(r.retry, o)
 		if err := r.publish(ctx, o, b); err != nil {

@@ -100,6 +100,27 @@ func (s *Store) ReadOutbox(ctx context.Context, o Outbox, group, consumer string
 	return parseAll(res[0].Messages), nil
 }
 
+// ReadOwnPending returns up to count reservations delivered to consumer and
+// not acknowledged yet (its own pending entries, from the first). A relay
+// reads them after losing its connection: entries Redis delivered in a
+// reply that never arrived would otherwise wait for ClaimOutbox's idle time.
+func (s *Store) ReadOwnPending(ctx context.Context, o Outbox, group, consumer string, count int64) ([]Reservation, error) {
+	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: group, Consumer: consumer, Streams: []string{s.outboxKey(o), "0"},
+		Count: count, Block: -1,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read own pending %d/%d: %w", o.ItemID, o.Shard, err)
+	}
+	if len(res) == 0 {
+		return nil, nil
+	}
+	return parseAll(res[0].Messages), nil
+}
+
 // ClaimOutbox takes over reservations delivered to a consumer that has not
 // acknowledged them for minIdle (a relay that crashed before Kafka acked).
 func (s *Store) ClaimOutbox(ctx context.Context, o Outbox, group, consumer string, minIdle time.Duration, count int64) ([]Reservation, error) {

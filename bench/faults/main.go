@@ -145,9 +145,12 @@ func runAll(ctx context.Context) int {
 	}
 	printTable(os.Stdout, results)
 	failed := false
+	passes := 0
 	for _, r := range results {
 		if r.verdict() != "PASS" {
 			failed = true
+		} else {
+			passes++
 		}
 	}
 	if opt.v {
@@ -167,6 +170,8 @@ func runAll(ctx context.Context) int {
 		os.RemoveAll(root)
 	}
 	fmt.Printf("total %.0fs\n", time.Since(started).Seconds())
+	// The plain closing line CI reads.
+	fmt.Printf("faults: %d passed, %d failed\n", passes, len(results)-passes)
 	if ctx.Err() != nil {
 		return 130
 	}
