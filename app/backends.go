@@ -10,6 +10,11 @@ import (
 // production builds use it (Dockerfile, make build).
 const NoDevTag = "nodev"
 
+// StandIns reports whether this binary links the embedded stand-ins: false
+// in a -tags nodev build, where dev mode and "embedded" addresses fail at
+// startup (tests of dev mode skip on it).
+func StandIns() bool { return standIns }
+
 // embeddedIn lists the settings of cfg that ask for an in-process stand-in.
 func embeddedIn(cfg Config) []string {
 	var names []string

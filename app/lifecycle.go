@@ -80,7 +80,6 @@ func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
 	since := s.started
 	for {
 		pending, cutoff, err := s.Stock.CheckLoss(ctx, since)
-		since = time.Now()
 		switch {
 		case err != nil:
 			if ctx.Err() == nil {
@@ -118,13 +117,56 @@ func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
 		if err := s.Stock.Heartbeat(ctx, s.owner, 3*s.cfg.Reconciler.Interval); err != nil && ctx.Err() == nil {
 			s.log.Warn("heartbeat", "err", err)
 		}
+		s.watchRestart(ctx, pending)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			since = time.Now()
+		case <-s.checkNow:
+		}
+		since = time.Now()
+	}
+}
+
+// watchRestart notices a Redis restart (its run id changed). A restart from
+// an AOF synced every second may have lost the last second of writes: this
+// instance puts back what it accepted since shortly before it last saw the
+// old Redis and finds gone (Retake). After a loss with a rebuild (pending)
+// restore did that already.
+func (s *Server) watchRestart(ctx context.Context, pending bool) {
+	id, err := s.Stock.RunID(ctx)
+	if err != nil {
+		return
+	}
+	prev, seenAt := s.runID, s.runIDAt
+	s.runID, s.runIDAt = id, time.Now()
+	if prev == "" || prev == id || pending || s.journal == nil {
+		return
+	}
+	// everysec loses at most about the last second before the crash,
+	// which came after seenAt.
+	rs, err := s.journal.Since(ctx, s.Orders, seenAt.Add(-3*time.Second))
+	if err == nil {
+		var unserved []int64
+		unserved, err = s.Stock.Retake(ctx, s.shardsOf, rs)
+		if len(unserved) > 0 {
+			s.journal.Lost(len(unserved))
+			s.log.Error("accepted purchases lost in a redis restart, their stock sold again", "n", len(unserved), "orders", unserved)
 		}
 	}
+	if err != nil {
+		s.log.Error("redis restarted: check recent purchases", "err", err)
+		s.runID = prev // try again next tick
+		s.runIDAt = seenAt
+		return
+	}
+	s.log.Warn("redis restarted: recent purchases checked", "checked", len(rs))
+}
+
+// shardsOf is an item's shard count, from MySQL.
+func (s *Server) shardsOf(itemID int64) (int, error) {
+	it, err := s.Orders.Item(context.Background(), itemID)
+	return it.Shards, err
 }
 
 // restore puts back this instance's purchases accepted before the loss seen

@@ -47,6 +47,12 @@ type Server struct {
 	// first saw the pending Redis loss (unix ns).
 	owner    string
 	lossSeen atomic.Int64
+	// runID is the Redis run id last seen (rebuildLost's loop only), and
+	// runIDAt when.
+	runID   string
+	runIDAt time.Time
+	// checkNow wakes the loss watcher at once (Redis restarted).
+	checkNow chan struct{}
 	done     chan struct{}
 	err      error
 	closers  []func() // run in reverse order at the end
@@ -186,9 +192,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	if err != nil {
 		return nil, err
 	}
+	s.checkNow = make(chan struct{}, 1)
 	s.Stock = stock.NewStore(rdb, stock.Config{
 		Prefix: cfg.Redis.Prefix, TokenTTL: cfg.Order.TokenTTL, ClaimTimeout: cfg.Order.ClaimTimeout,
 		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout,
+		Restarted: func() {
+			select {
+			case s.checkNow <- struct{}{}:
+			default:
+			}
+		},
 	})
 	journal, err := order.NewJournal(1<<18, reg)
 	if err != nil {

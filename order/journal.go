@@ -124,3 +124,39 @@ func (j *Journal) CountLost(ctx context.Context, orders *Store, cutoff time.Time
 	j.lost.Add(float64(len(lost)))
 	return lost, nil
 }
+
+// Since lists the purchases accepted at or after t that are not in MySQL
+// (candidates for what a Redis restart may have lost).
+func (j *Journal) Since(ctx context.Context, orders *Store, t time.Time) ([]stock.Restored, error) {
+	j.mu.Lock()
+	n := j.next
+	if j.full {
+		n = len(j.ring)
+	}
+	var es []journalEntry
+	for _, e := range j.ring[:n] {
+		if e.OrderID != 0 && !e.At.Before(t) {
+			es = append(es, e)
+		}
+	}
+	j.mu.Unlock()
+	ids := make([]int64, len(es))
+	for i, e := range es {
+		ids[i] = e.OrderID
+	}
+	stored, err := orders.Stored(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("recent purchases: %w", err)
+	}
+	out := es[:0]
+	for _, e := range es {
+		if !stored[e.OrderID] {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// Lost counts accepted purchases found lost by other means (a restart that
+// lost them after their stock was sold again).
+func (j *Journal) Lost(n int) { j.lost.Add(float64(n)) }

@@ -2,9 +2,11 @@ package stock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -97,4 +99,85 @@ func (s *Store) AllRestored(ctx context.Context, cutoff time.Time, alive time.Du
 		}
 	}
 	return true, nil
+}
+
+// RunID is the Redis server's run id, which changes with every restart:
+// a restart from an AOF synced every second may have lost the last second
+// of writes, which only the instances that accepted them can put back.
+func (s *Store) RunID(ctx context.Context) (string, error) {
+	info, err := s.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return "", fmt.Errorf("redis run id: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v, nil
+		}
+	}
+	return "", errors.New("redis run id: not in INFO server")
+}
+
+// Retake puts back accepted purchases a Redis restart lost (their order
+// index entry is gone: the reservation script's writes were not synced):
+// the slot, the token's answer, the index, and a unit with its outbox
+// entry, from the home shard or any other with stock. It returns the order
+// ids that were lost and could not get a unit again (the stock was sold to
+// later buyers meanwhile): their 202 is broken, and they are counted.
+func (s *Store) Retake(ctx context.Context, shards func(itemID int64) (int, error), rs []Restored) (unserved []int64, err error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
+	pipe := s.rdb.Pipeline()
+	ex := make([]*redis.IntCmd, len(rs))
+	for i, r := range rs {
+		ex[i] = pipe.Exists(ctx, s.orderKey(r.OrderID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("retake: %w", err)
+	}
+	for i, r := range rs {
+		if ex[i].Val() == 1 {
+			continue // survived the restart
+		}
+		n, err := shards(r.ItemID)
+		if err != nil {
+			return unserved, err
+		}
+		ok, err := s.retakeOne(ctx, r, n)
+		if err != nil {
+			return unserved, err
+		}
+		if !ok {
+			unserved = append(unserved, r.OrderID)
+		}
+	}
+	return unserved, nil
+}
+
+func (s *Store) retakeOne(ctx context.Context, r Restored, shards int) (bool, error) {
+	hk := s.keys(r.ItemID, r.Home)
+	index := strconv.FormatInt(r.ItemID, 10) + ":" + strconv.Itoa(r.Home) + ":" + r.Token + ":" + strconv.FormatInt(r.At.UnixMilli(), 10)
+	lost, err := retakeScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(r.Token), s.orderKey(r.OrderID)},
+		r.UserID, r.OrderID, s.ttlSeconds(), index).Int()
+	if err != nil || lost == 0 {
+		return true, err
+	}
+	epoch := "r" + strconv.FormatInt(time.Now().UnixMilli(), 10)
+	for i := 0; i < shards; i++ {
+		sh := (r.Home + i) % shards
+		k := s.keys(r.ItemID, sh)
+		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(r.OrderID), s.orderKey(r.OrderID)},
+			r.UserID, r.ItemID, r.OrderID, r.At.UnixMilli(), sh, r.Home, s.ttlSeconds(), epoch, index).Int64()
+		if err != nil {
+			return false, fmt.Errorf("retake order %d: %w", r.OrderID, err)
+		}
+		if c == codeOK {
+			return true, nil
+		}
+	}
+	// No unit anywhere: free the slot again; the order is lost.
+	if err := s.FreeSlot(ctx, r.ItemID, r.UserID, r.OrderID, shards); err != nil {
+		return false, err
+	}
+	return false, nil
 }

@@ -80,6 +80,8 @@ var (
 	fenceLua string
 	//go:embed lua/answer.lua
 	answerLua string
+	//go:embed lua/retake.lua
+	retakeLua string
 
 	reserveScript = redis.NewScript(reserveLua)
 	takeScript    = redis.NewScript(takeLua)
@@ -89,6 +91,7 @@ var (
 	reclaimScript = redis.NewScript(reclaimLua)
 	fenceScript   = redis.NewScript(fenceLua)
 	answerScript  = redis.NewScript(answerLua)
+	retakeScript  = redis.NewScript(retakeLua)
 )
 
 // Config tunes a Store.
@@ -107,6 +110,10 @@ type Config struct {
 	WaitReplicas int
 	// WaitTimeout bounds that wait (default 100ms).
 	WaitTimeout time.Duration
+	// Restarted, if set, is called (without blocking) when a purchase finds
+	// Redis without its scripts: it restarted, and may have lost the last
+	// writes before it did.
+	Restarted func()
 }
 
 // Store is the sharded Redis stock of all items.
@@ -340,6 +347,9 @@ func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, ar
 		}
 		_, err := pipe.Exec(ctx)
 		if err != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") && attempt == 0 {
+			if s.cfg.Restarted != nil {
+				s.cfg.Restarted()
+			}
 			// Redis restarted (or lost its data): load and go again; the
 			// script ran nowhere.
 			if lerr := script.Load(ctx, s.rdb).Err(); lerr != nil {

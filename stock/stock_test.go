@@ -820,3 +820,72 @@ func TestSettleAbandonedClaim(t *testing.T) {
 		t.Errorf("claims left after settling: %+v", left)
 	}
 }
+
+// loseWrites undoes in Redis everything one accepted purchase wrote, as a
+// restart from an AOF synced every second would for the last second.
+func loseWrites(ctx context.Context, t *testing.T, s *Store, rdb *redis.Client, item int64, shards int, user, order int64, tok string) {
+	t.Helper()
+	home := HomeShard(user, shards)
+	rs, _ := s.PendingReservations(ctx, item, shards)
+	for _, r := range rs {
+		if r.OrderID == order {
+			rdb.XDel(ctx, s.keys(item, r.Shard).Outbox(), r.StreamID)
+			rdb.Incr(ctx, s.keys(item, r.Shard).Stock())
+		}
+	}
+	rdb.HIncrBy(ctx, s.keys(item, home).Bought(), strconv.FormatInt(user, 10), -1)
+	rdb.Del(ctx, s.keys(item, home).Token(tok), s.orderKey(order))
+}
+
+// TestRetakeAfterRestart: a restart lost a purchase's writes; the instance
+// that accepted it puts it back: one unit taken again, its outbox entry,
+// its token's answer and the buyer's slot. If the unit was sold to someone
+// else meanwhile it is reported, and the buyer's slot is not held.
+func TestRetakeAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{})
+	const item, shards = 22, 2
+	if err := s.SetShards(ctx, item, []int64{1, 1}); err != nil {
+		t.Fatal(err)
+	}
+	shardsOf := func(int64) (int, error) { return shards, nil }
+	var accepted []Restored
+	for u := int64(1); u <= 2; u++ {
+		tok, _, _ := s.IssueToken(ctx, item, u, shards)
+		id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: 100 + u})
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted = append(accepted, Restored{OrderID: id, ItemID: item, UserID: u, Home: HomeShard(u, shards), Token: tok, At: time.Now()})
+	}
+	loseWrites(ctx, t, s, rdb, item, shards, 1, 101, accepted[0].Token)
+	unserved, err := s.Retake(ctx, shardsOf, accepted)
+	if err != nil || len(unserved) != 0 {
+		t.Fatalf("retake: %v, %v; want every purchase served", unserved, err)
+	}
+	if rem, _ := s.Remaining(ctx, item, shards); sum(rem) != 0 {
+		t.Errorf("shards %v after retake, want 0 left", rem)
+	}
+	if rs, _ := s.PendingReservations(ctx, item, shards); len(rs) != 2 {
+		t.Errorf("outbox holds %d, want 2", len(rs))
+	}
+	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 1, Shards: shards, Limit: 1, Token: accepted[0].Token, OrderID: 999}); err != nil || id != 101 {
+		t.Errorf("retry of the lost key: %d, %v; want 101", id, err)
+	}
+	if _, ok, _ := s.LookupOrder(ctx, 101, 1); !ok {
+		t.Error("order 101 not found after retake")
+	}
+	// Lost again, and this time its unit is bought by someone else first.
+	loseWrites(ctx, t, s, rdb, item, shards, 1, 101, accepted[0].Token)
+	tok, _, _ := s.IssueToken(ctx, item, 3, shards)
+	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 3, Shards: shards, Limit: 1, Token: tok, OrderID: 103}); err != nil {
+		t.Fatal(err)
+	}
+	unserved, err = s.Retake(ctx, shardsOf, accepted[:1])
+	if err != nil || len(unserved) != 1 || unserved[0] != 101 {
+		t.Fatalf("retake with no unit left: %v, %v; want [101]", unserved, err)
+	}
+	if n, _ := rdb.HGet(ctx, s.keys(item, accepted[0].Home).Bought(), "1").Int(); n != 0 {
+		t.Errorf("lost buyer's slot held: %d", n)
+	}
+}

@@ -90,6 +90,19 @@ func scenarios() []*scenario {
 			r.end("restarting redis on the same dir")
 			return r.c.startPrimary(false)
 		}},
+		// appendfsync everysec (the compose default): a kill -9 may lose
+		// about the last second of writes; the instance that accepted those
+		// purchases takes them again (Retake) when it sees the restart.
+		{name: "redis-kill9-everysec", apps: 1, fault: func(ctx context.Context, r *run) error {
+			if err := atTrigger(ctx, r); err != nil {
+				return err
+			}
+			r.begin("SIGKILL redis (appendfsync everysec)")
+			r.c.redis.kill9()
+			sleepCtx(ctx, opt.redisDown)
+			r.end("restarting redis on the same dir")
+			return r.c.startPrimary(false)
+		}},
 		{name: "redis-empty", apps: 1, fault: func(ctx context.Context, r *run) error {
 			if err := atTrigger(ctx, r); err != nil {
 				return err
