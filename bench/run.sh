@@ -112,7 +112,7 @@ fi
 [[ $(ulimit -n) == unlimited || $(ulimit -n) -ge 65536 ]] || ulimit -n 65536 2>/dev/null || true
 
 log "building bin/seckill, bin/bench-prep, bin/bench-ceiling"
-go build -o "$BIN/seckill" .
+go build -tags nodev -o "$BIN/seckill" .  # as production builds it
 go build -o "$BIN/bench-prep" ./bench/cmd/prep
 go build -o "$BIN/bench-ceiling" ./bench/ceiling
 go build -o "$BIN/bench-kafka" ./bench/cmd/kafka
