@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"seckill/order/lifecycle"
 	"time"
 
 	"github.com/bsm/redislock"
@@ -11,7 +12,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"seckill/handler"
-	"seckill/order"
 )
 
 // parts are the background workers after the purchase: the expiry sweeper
@@ -23,13 +23,13 @@ type parts struct {
 
 func (s *Server) lifecycle(reg prometheus.Registerer) (*parts, error) {
 	cfg := s.cfg
-	sweeper, err := order.NewSweeper(s.Stock, s.Orders, order.SweeperConfig{
+	sweeper, err := lifecycle.NewSweeper(s.Stock, s.Orders, lifecycle.SweeperConfig{
 		Interval: cfg.Sweeper.Interval, Batch: cfg.Sweeper.Batch, LeaseTTL: cfg.Sweeper.Lease,
 	}, reg, s.log)
 	if err != nil {
 		return nil, err
 	}
-	ledger, err := order.NewLedger(s.Stock, s.Orders, reg, s.log, order.LedgerConfig{
+	ledger, err := lifecycle.NewLedger(s.Stock, s.Orders, reg, s.log, lifecycle.LedgerConfig{
 		Restored: s.allRestored,
 		CaughtUp: func(context.Context) (bool, error) {
 			lag := s.lag.Load()
@@ -69,7 +69,7 @@ func (p *parts) start(g *errgroup.Group, ctx context.Context) {
 // instance holds the sweeper lease rebuilds; if it dies the marker stays and
 // another one takes over. An instance that could not put its purchases back
 // counts those that exist nowhere once the rebuild is done.
-func (s *Server) rebuildLost(ctx context.Context, ledger *order.Ledger) error {
+func (s *Server) rebuildLost(ctx context.Context, ledger *lifecycle.Ledger) error {
 	t := time.NewTicker(s.cfg.Reconciler.Interval)
 	defer t.Stop()
 	var seen time.Time // the loss this instance saw pending

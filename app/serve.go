@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"seckill/order/lifecycle"
+	"seckill/order/pipeline"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,7 +44,7 @@ type Server struct {
 	started time.Time
 	// lag reads the order writer's consumer lag once Kafka is connected.
 	lag     atomic.Pointer[func() (int64, error)]
-	journal *order.Journal
+	journal *lifecycle.Journal
 	// owner names this instance (leases, heartbeats); lossSeen is when it
 	// first saw the pending Redis loss (unix ns).
 	owner    string
@@ -203,7 +205,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 			}
 		},
 	})
-	journal, err := order.NewJournal(1<<18, reg)
+	journal, err := lifecycle.NewJournal(1<<18, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +312,7 @@ func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner 
 		}
 	}
 
-	relay, err := order.NewRelay(s.Stock, producer, order.RelayConfig{
+	relay, err := pipeline.NewRelay(s.Stock, producer, pipeline.RelayConfig{
 		Topic: cfg.Kafka.Topic, Consumer: owner, BatchSize: cfg.Relay.BatchSize, ClaimIdle: cfg.Relay.ClaimIdle, Shards: shards,
 		Renew: connect,
 	}, reg, s.log)
@@ -320,10 +322,10 @@ func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner 
 	}
 	// The relay may have renewed its producer: close the one it has.
 	defer func() { relay.Producer().Close() }()
-	writer, err := order.NewWriter(s.Orders, order.WriterConfig{
+	writer, err := pipeline.NewWriter(s.Orders, pipeline.WriterConfig{
 		BatchSize: cfg.Consumer.BatchSize, BatchWait: cfg.Consumer.BatchWait, OrderTTL: cfg.Order.TTL,
 		Ack: func(ctx context.Context, entries []stock.Entry) error {
-			return s.Stock.AckEntries(ctx, order.RelayGroup, entries)
+			return s.Stock.AckEntries(ctx, pipeline.RelayGroup, entries)
 		},
 	}, reg, s.log)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"seckill/order/lifecycle"
 	"slices"
 	"strings"
 	"testing"
@@ -400,7 +401,7 @@ func TestIdempotencyKeyHeader(t *testing.T) {
 // 503 with Retry-After from the status table, not internal failures.
 func TestPassingDependencyStates(t *testing.T) {
 	for _, err := range []error{
-		fmt.Errorf("rebuild item 1: %w", order.ErrNotSettled),
+		fmt.Errorf("rebuild item 1: %w", lifecycle.ErrNotSettled),
 		fmt.Errorf("rebuild item 1: lease sweeper: %w", redislock.ErrNotObtained),
 		fmt.Errorf("node id lease not confirmed: %w", ErrNoOrderID),
 	} {

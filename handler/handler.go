@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"seckill/order/lifecycle"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -37,7 +38,7 @@ type Deps struct {
 	Now func() time.Time
 	// Journal, if set, remembers accepted purchases so that ones Redis
 	// lost with its data are counted.
-	Journal *order.Journal
+	Journal *lifecycle.Journal
 }
 
 // IDs makes order ids; an error means no id can be made safely now.

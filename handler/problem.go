@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"seckill/order/lifecycle"
 	"strconv"
 	"time"
 
@@ -122,7 +123,7 @@ var statusTable = []struct {
 	{order.ErrCancelled, newProblem(http.StatusConflict, CodeOrderCancelled, "the order was cancelled")},
 	// Passing states of the dependencies, not failures: answered without
 	// logging an error, and retrying later helps.
-	{order.ErrNotSettled, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
+	{lifecycle.ErrNotSettled, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
 		"orders are still moving between Redis, Kafka and MySQL; sales of the item stay stopped until a rebuild succeeds, retry it"), 5*time.Second)},
 	{redislock.ErrNotObtained, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
 		"another instance holds the lease this needs; retry shortly"), time.Second)},

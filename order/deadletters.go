@@ -14,6 +14,14 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
+// Dead-letter reasons, in the dead_letters table and the metric label.
+const (
+	// ReasonDecode: the message is not a reservation (ErrInvalidMessage).
+	ReasonDecode = "decode"
+	// ReasonOversell: the MySQL stock guard refused the order.
+	ReasonOversell = "oversell"
+)
+
 // StatusRefused is how a buyer sees an accepted order that the MySQL stock
 // guard refused (a dead letter): final, and it holds no unit.
 const StatusRefused Status = "refused"

@@ -1,5 +1,7 @@
-// Package order holds the order types, their MySQL store and the writer that
-// turns reservations delivered by Kafka into order rows.
+// Package order holds the order types and their MySQL store: items, orders
+// and dead letters. Moving orders is pipeline's job (Redis outbox -> Kafka
+// -> MySQL); what happens to them afterwards (expiry, reconciliation,
+// rebuild) is lifecycle's.
 package order
 
 import (

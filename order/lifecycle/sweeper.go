@@ -1,10 +1,17 @@
-package order
+// Package lifecycle is what happens to orders after they exist: the sweeper
+// expires unpaid ones and returns their units (and settles abandoned
+// fall-through claims and dead letters), the ledger reconciles Redis, the
+// outbox and MySQL and rebuilds an item's Redis stock, and the journal
+// remembers an instance's accepted purchases for when Redis loses them.
+// Leader jobs run under bsm/redislock leases.
+package lifecycle
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"seckill/order"
 	"sync"
 	"time"
 
@@ -49,7 +56,7 @@ type Swept struct {
 // their units to the Redis shard they came from, freeing the buyer's slot.
 type Sweeper struct {
 	stock  *stock.Store
-	orders *Store
+	orders *order.Store
 	cfg    SweeperConfig
 	log    *slog.Logger
 
@@ -62,7 +69,7 @@ type Sweeper struct {
 
 // NewSweeper returns a Sweeper and registers its metrics on reg (nil: none).
 // Sweepers sharing a registry share their counters.
-func NewSweeper(st *stock.Store, orders *Store, cfg SweeperConfig, reg prometheus.Registerer, log *slog.Logger) (*Sweeper, error) {
+func NewSweeper(st *stock.Store, orders *order.Store, cfg SweeperConfig, reg prometheus.Registerer, log *slog.Logger) (*Sweeper, error) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
@@ -144,7 +151,7 @@ func (s *Sweeper) tick(ctx context.Context) {
 //
 // Any number of passes may run at once, on any instances, and a pass may
 // lose the lease halfway: CancelExpired is a conditional update per order,
-// so only one caller cancels a given order, and Store.Return is idempotent
+// so only one caller cancels a given order, and order.Store.Return is idempotent
 // per order id, so a unit comes back once however often it is returned. The
 // lease only saves duplicate work and lets Rebuild pause returns.
 func (s *Sweeper) Sweep(ctx context.Context) (Swept, error) {
@@ -262,7 +269,7 @@ func (s *Sweeper) settleClaims(ctx context.Context) error {
 // units back. It reports the units this call put back and the orders it
 // marked. An order that fails (its item's shard missing, say) is left for
 // a later pass; the others go on, and every error is returned.
-func (s *Sweeper) giveBack(ctx context.Context, orders []Order) (returned, marked int, err error) {
+func (s *Sweeper) giveBack(ctx context.Context, orders []order.Order) (returned, marked int, err error) {
 	if len(orders) == 0 {
 		return 0, 0, nil
 	}

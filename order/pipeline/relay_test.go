@@ -1,10 +1,11 @@
-package order_test
+package pipeline_test
 
 import (
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"seckill/order/pipeline"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -17,7 +18,6 @@ import (
 
 	"seckill/app/testenv"
 	"seckill/mq"
-	"seckill/order"
 	"seckill/stock"
 )
 
@@ -90,10 +90,10 @@ func relayTopic(t *testing.T, brokers []string, topic string, parts int32) {
 	}
 }
 
-func relayNew(t *testing.T, st *stock.Store, p sarama.SyncProducer, cfg order.RelayConfig) (*order.Relay, *prometheus.Registry) {
+func relayNew(t *testing.T, st *stock.Store, p sarama.SyncProducer, cfg pipeline.RelayConfig) (*pipeline.Relay, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	r, err := order.NewRelay(st, p, cfg, reg, quietLog())
+	r, err := pipeline.NewRelay(st, p, cfg, reg, quietLog())
 	if err != nil {
 		t.Fatalf("new relay: %v", err)
 	}
@@ -161,7 +161,7 @@ func publishedOrders(t *testing.T, brokers []string, topic string) map[int64]int
 	t.Helper()
 	seen := map[int64]int{}
 	for _, m := range readTopic(t, brokers, topic) {
-		o, err := order.DecodeOrder(m.Value, relayOrderTTL)
+		o, err := pipeline.DecodeOrder(m.Value, relayOrderTTL)
 		if err != nil {
 			t.Fatalf("message at %d/%d: got %v, want a reservation", m.Partition, m.Offset, err)
 		}
@@ -244,7 +244,7 @@ func TestRelayPublishesAndAcks(t *testing.T) {
 			for i := range tt.items {
 				want = append(want, relayReserve(t, st, int64(i+1), tt.shards, tt.users)...)
 			}
-			r, reg := relayNew(t, st, relayProducer(t, brokers), order.RelayConfig{
+			r, reg := relayNew(t, st, relayProducer(t, brokers), pipeline.RelayConfig{
 				Topic: topic, Consumer: "r1", BatchSize: tt.batch, Shards: fixedShards(tt.shards),
 			})
 
@@ -315,7 +315,7 @@ func TestRelayCrashBeforeAck(t *testing.T) {
 	producer := relayProducer(t, brokers)
 	ctx := context.Background()
 
-	dying, dyingReg := relayNew(t, st, sendThenFail{producer}, order.RelayConfig{
+	dying, dyingReg := relayNew(t, st, sendThenFail{producer}, pipeline.RelayConfig{
 		Topic: topic, Consumer: "dying", Shards: fixedShards(shards),
 	})
 	if _, err := dying.DrainOnce(ctx); err == nil {
@@ -329,7 +329,7 @@ func TestRelayCrashBeforeAck(t *testing.T) {
 	}
 
 	const claimIdle = 500 * time.Millisecond
-	heir, _ := relayNew(t, st, producer, order.RelayConfig{
+	heir, _ := relayNew(t, st, producer, pipeline.RelayConfig{
 		Topic: topic, Consumer: "heir", ClaimIdle: claimIdle, Shards: fixedShards(shards),
 	})
 	// The entries belong to the dying relay until they sat idle ClaimIdle.
@@ -384,7 +384,7 @@ func TestRelayKafkaDown(t *testing.T) {
 
 	const shards = 2
 	want := relayReserve(t, st, 3, shards, 20)
-	r, reg := relayNew(t, st, producer, order.RelayConfig{
+	r, reg := relayNew(t, st, producer, pipeline.RelayConfig{
 		Topic: topic, Consumer: "r1", MaxBackoff: 200 * time.Millisecond, Shards: fixedShards(shards),
 	})
 	down.Store(true)

@@ -1,4 +1,8 @@
-package order
+// Package pipeline moves accepted reservations into MySQL: the relay reads
+// the Redis outboxes and publishes to Kafka, the writer consumes Kafka into
+// MySQL (order.Store) and then acknowledges the outbox entries. Each side
+// only ever hands a reservation on once the next one holds it.
+package pipeline
 
 import (
 	"context"

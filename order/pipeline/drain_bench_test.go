@@ -1,7 +1,8 @@
-package order_test
+package pipeline_test
 
 import (
 	"context"
+	"seckill/order/pipeline"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func BenchmarkWriterDrain(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer producer.Close()
-	w, err := order.NewWriter(store, order.WriterConfig{
+	w, err := pipeline.NewWriter(store, pipeline.WriterConfig{
 		BatchSize: batch, BatchWait: 50 * time.Millisecond, OrderTTL: time.Hour,
 	}, prometheus.NewRegistry(), quietLog())
 	if err != nil {
@@ -49,7 +50,7 @@ func BenchmarkWriterDrain(b *testing.B) {
 		msgs := make([]*sarama.ProducerMessage, 0, 1000)
 		for j := 0; j < n; j++ {
 			id := int64(i)*n + int64(j) + 1
-			key, val := order.EncodeReservation(stock.Reservation{OrderID: id, ItemID: it.ID, UserID: id, Shard: j % 8, Home: j % 8, At: time.Now()})
+			key, val := pipeline.EncodeReservation(stock.Reservation{OrderID: id, ItemID: it.ID, UserID: id, Shard: j % 8, Home: j % 8, At: time.Now()})
 			msgs = append(msgs, &sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(val)})
 			if len(msgs) == cap(msgs) {
 				if err := producer.SendMessages(msgs); err != nil {

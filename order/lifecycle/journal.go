@@ -1,8 +1,9 @@
-package order
+package lifecycle
 
 import (
 	"context"
 	"fmt"
+	"seckill/order"
 	"sync"
 	"time"
 
@@ -75,7 +76,7 @@ func (j *Journal) before(t time.Time) []journalEntry {
 // Restorable lists the purchases accepted before cutoff, for stock.Restore:
 // those in MySQL only get their token answer back, the others (neither
 // stored nor dead-lettered) are reinjected.
-func (j *Journal) Restorable(ctx context.Context, orders *Store, cutoff time.Time) ([]stock.Restored, error) {
+func (j *Journal) Restorable(ctx context.Context, orders *order.Store, cutoff time.Time) ([]stock.Restored, error) {
 	es := j.before(cutoff)
 	ids := make([]int64, len(es))
 	for i, e := range es {
@@ -98,7 +99,7 @@ func (j *Journal) Restorable(ctx context.Context, orders *Store, cutoff time.Tim
 // CountLost checks the orders accepted before cutoff (when Redis was found
 // empty) against MySQL, once the rebuild after that loss is done, and counts
 // and returns those missing.
-func (j *Journal) CountLost(ctx context.Context, orders *Store, cutoff time.Time) ([]int64, error) {
+func (j *Journal) CountLost(ctx context.Context, orders *order.Store, cutoff time.Time) ([]int64, error) {
 	es := j.before(cutoff)
 	ids := make([]int64, len(es))
 	for i, e := range es {
@@ -127,7 +128,7 @@ func (j *Journal) CountLost(ctx context.Context, orders *Store, cutoff time.Time
 
 // Since lists the purchases accepted at or after t that are not in MySQL
 // (candidates for what a Redis restart may have lost).
-func (j *Journal) Since(ctx context.Context, orders *Store, t time.Time) ([]stock.Restored, error) {
+func (j *Journal) Since(ctx context.Context, orders *order.Store, t time.Time) ([]stock.Restored, error) {
 	j.mu.Lock()
 	n := j.next
 	if j.full {

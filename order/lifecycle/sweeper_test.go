@@ -1,10 +1,11 @@
-package order_test
+package lifecycle_test
 
 import (
 	"context"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"seckill/order/lifecycle"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -163,7 +164,7 @@ func expiresAt(at time.Time) func(stock.Reservation) time.Time {
 
 // balanced reconciles the item and fails the test unless drift and
 // oversold are 0.
-func (e *lifeEnv) balanced(t *testing.T, l *order.Ledger, it order.Item, step string) order.LedgerStats {
+func (e *lifeEnv) balanced(t *testing.T, l *lifecycle.Ledger, it order.Item, step string) lifecycle.LedgerStats {
 	t.Helper()
 	s, err := l.Reconcile(e.ctx, it)
 	if err != nil {
@@ -177,7 +178,7 @@ func (e *lifeEnv) balanced(t *testing.T, l *order.Ledger, it order.Item, step st
 
 // marked is the number of the item's orders marked returned in MySQL, the
 // last step of a sweep.
-func (e *lifeEnv) marked(t *testing.T, l *order.Ledger, it order.Item) int64 {
+func (e *lifeEnv) marked(t *testing.T, l *lifecycle.Ledger, it order.Item) int64 {
 	t.Helper()
 	s, err := l.Reconcile(e.ctx, it)
 	if err != nil {
@@ -240,7 +241,7 @@ func TestLifecycleExpiryRestocksSoldOutItem(t *testing.T) {
 	e := lifeSetup(t, 100, 4, 1)
 	it := e.item
 	reg := prometheus.NewRegistry()
-	led, err := order.NewLedger(e.st, e.orders, reg, lifeLog(t))
+	led, err := lifecycle.NewLedger(e.st, e.orders, reg, lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +291,7 @@ func TestLifecycleExpiryRestocksSoldOutItem(t *testing.T) {
 	}
 
 	// Sweep an hour later: every pending order expired.
-	sw, err := order.NewSweeper(e.st, e.orders, order.SweeperConfig{
+	sw, err := lifecycle.NewSweeper(e.st, e.orders, lifecycle.SweeperConfig{
 		Interval: 20 * time.Millisecond, Batch: 16, LeaseTTL: 2 * time.Second,
 		Now: func() time.Time { return time.Now().Add(time.Hour) },
 	}, reg, lifeLog(t))
@@ -353,7 +354,7 @@ func TestSweepConcurrentSweepersReturnOnce(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := lifeSetup(t, 60, 4, 1)
 			it := e.item
-			led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t))
+			led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -371,14 +372,14 @@ func TestSweepConcurrentSweepersReturnOnce(t *testing.T) {
 
 			const n = 4
 			regs := make([]*prometheus.Registry, n)
-			sweepers := make([]*order.Sweeper, n)
+			sweepers := make([]*lifecycle.Sweeper, n)
 			for i := range n {
 				rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
 				t.Cleanup(func() { rdb.Close() })
 				regs[i] = prometheus.NewRegistry()
-				sweepers[i], err = order.NewSweeper(
+				sweepers[i], err = lifecycle.NewSweeper(
 					stock.NewStore(rdb, stock.Config{Prefix: e.prefix}), order.NewStore(e.db),
-					order.SweeperConfig{Interval: 5 * time.Millisecond, Batch: 3, LeaseTTL: time.Second,
+					lifecycle.SweeperConfig{Interval: 5 * time.Millisecond, Batch: 3, LeaseTTL: time.Second,
 						Now: func() time.Time { return time.Now().Add(time.Hour) }},
 					regs[i], lifeLog(t))
 				if err != nil {
@@ -452,7 +453,7 @@ func TestSweepRacesPayment(t *testing.T) {
 	const buyers = 80
 	e := lifeSetup(t, buyers, 4, 1)
 	it := e.item
-	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t))
+	led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,10 +467,10 @@ func TestSweepRacesPayment(t *testing.T) {
 	payAt := exp.Add(-time.Millisecond) // still open for the payer
 	sweepAt := exp                      // closed for the sweeper
 
-	sweepers := make([]*order.Sweeper, 2)
+	sweepers := make([]*lifecycle.Sweeper, 2)
 	for i := range sweepers {
-		sweepers[i], err = order.NewSweeper(e.st, order.NewStore(e.db),
-			order.SweeperConfig{Batch: 3, Now: func() time.Time { return sweepAt }}, nil, lifeLog(t))
+		sweepers[i], err = lifecycle.NewSweeper(e.st, order.NewStore(e.db),
+			lifecycle.SweeperConfig{Batch: 3, Now: func() time.Time { return sweepAt }}, nil, lifeLog(t))
 		if err != nil {
 			t.Fatal(err)
 		}

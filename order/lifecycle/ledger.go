@@ -1,10 +1,11 @@
-package order
+package lifecycle
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"seckill/order"
 	"slices"
 	"strconv"
 	"sync"
@@ -91,7 +92,7 @@ type LedgerStats struct {
 // oversell gauges, and rebuilds an item's Redis stock from MySQL.
 type Ledger struct {
 	stock  *stock.Store
-	orders *Store
+	orders *order.Store
 	cfg    LedgerConfig
 	log    *slog.Logger
 
@@ -105,7 +106,7 @@ type Ledger struct {
 
 // NewLedger returns a Ledger and registers its gauges on reg (nil: none).
 // At most one cfg is used; without one the defaults apply.
-func NewLedger(st *stock.Store, orders *Store, reg prometheus.Registerer, log *slog.Logger, cfg ...LedgerConfig) (*Ledger, error) {
+func NewLedger(st *stock.Store, orders *order.Store, reg prometheus.Registerer, log *slog.Logger, cfg ...LedgerConfig) (*Ledger, error) {
 	var c LedgerConfig
 	if len(cfg) > 0 {
 		c = cfg[0]
@@ -149,7 +150,7 @@ func NewLedger(st *stock.Store, orders *Store, reg prometheus.Registerer, log *s
 }
 
 // Stats reconciles the item once; the value is a LedgerStats.
-func (l *Ledger) Stats(ctx context.Context, it Item) (any, error) {
+func (l *Ledger) Stats(ctx context.Context, it order.Item) (any, error) {
 	return l.Reconcile(ctx, it)
 }
 
@@ -158,7 +159,7 @@ func (l *Ledger) Stats(ctx context.Context, it Item) (any, error) {
 // MySQL (reserve -> outbox -> Kafka -> orders), so reading upstream first
 // can count a unit twice for a moment (drift < 0) but never hides one behind
 // a later read.
-func (l *Ledger) Reconcile(ctx context.Context, it Item) (LedgerStats, error) {
+func (l *Ledger) Reconcile(ctx context.Context, it order.Item) (LedgerStats, error) {
 	snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
 	if err != nil {
 		return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
@@ -300,7 +301,7 @@ func (l *Ledger) forget() {
 // Once it has the lease, Rebuild runs to the end even if ctx is cancelled
 // (a dropped admin request must not leave the sales stopped), bounded by
 // twice RebuildWait plus a margin.
-func (l *Ledger) Rebuild(ctx context.Context, it Item) error {
+func (l *Ledger) Rebuild(ctx context.Context, it order.Item) error {
 	return l.underLease(ctx, func(lctx context.Context) error { return l.rebuild(lctx, it) })
 }
 
@@ -323,7 +324,7 @@ func (l *Ledger) underLease(ctx context.Context, fn func(ctx context.Context) er
 	return err
 }
 
-func (l *Ledger) rebuild(ctx context.Context, it Item) error {
+func (l *Ledger) rebuild(ctx context.Context, it order.Item) error {
 	if it.Shards < 1 {
 		return fmt.Errorf("rebuild item %d: %d shards", it.ID, it.Shards)
 	}
@@ -433,7 +434,7 @@ func (l *Ledger) rebuild(ctx context.Context, it Item) error {
 // deadline passes. With sales stopped the outbox only shrinks (the relay)
 // and active only grows (the writer), so an unchanged pair means nothing is
 // being delivered.
-func (l *Ledger) settle(ctx context.Context, it Item, deadline time.Time) (outbox, active int64, err error) {
+func (l *Ledger) settle(ctx context.Context, it order.Item, deadline time.Time) (outbox, active int64, err error) {
 	type pair struct{ outbox, active int64 }
 	var last pair
 	var since time.Time
@@ -484,7 +485,7 @@ func (l *Ledger) caughtUp(ctx context.Context) bool {
 // the unit (the rebuilt count includes it), then marked in MySQL, which is
 // what lets the paging end. Other items' orders are the sweeper's, which
 // waits for the lease Rebuild holds.
-func (l *Ledger) settleUnreturned(ctx context.Context, it Item) error {
+func (l *Ledger) settleUnreturned(ctx context.Context, it order.Item) error {
 	for {
 		orders, err := l.orders.UnreturnedOf(ctx, it.ID, rebuildBatch)
 		if err != nil {
@@ -529,7 +530,7 @@ func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error 
 	if err != nil {
 		return fmt.Errorf("rebuild all: %w", err)
 	}
-	var lost []Item
+	var lost []order.Item
 	var errs []error
 	for _, it := range items {
 		if !it.CreatedAt.Before(createdBefore) {
@@ -555,8 +556,10 @@ func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error 
 	}
 	l.awaitRestored(ctx, createdBefore)
 	now := time.Now()
-	onSale := func(it Item) bool { return !now.Before(it.StartsAt) && (it.EndsAt == nil || now.Before(*it.EndsAt)) }
-	slices.SortStableFunc(lost, func(a, b Item) int {
+	onSale := func(it order.Item) bool {
+		return !now.Before(it.StartsAt) && (it.EndsAt == nil || now.Before(*it.EndsAt))
+	}
+	slices.SortStableFunc(lost, func(a, b order.Item) int {
 		switch {
 		case onSale(a) && !onSale(b):
 			return -1
@@ -615,7 +618,7 @@ func (l *Ledger) awaitRestored(ctx context.Context, cutoff time.Time) {
 }
 
 // rebuildRetrying rebuilds one item until it succeeds or ctx ends.
-func (l *Ledger) rebuildRetrying(ctx context.Context, it Item) error {
+func (l *Ledger) rebuildRetrying(ctx context.Context, it order.Item) error {
 	for attempt := 1; ; attempt++ {
 		err := l.rebuild(ctx, it)
 		if err == nil || ctx.Err() != nil {

@@ -1,4 +1,4 @@
-package order
+package pipeline
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"seckill/order"
 	"strconv"
 	"time"
 
@@ -61,49 +62,49 @@ func EncodeReservation(r stock.Reservation) (key, value []byte) {
 // after it was reserved. Any malformed, missing or out-of-range field makes
 // it fail with ErrInvalidMessage; unknown fields are ignored, so a newer
 // producer can add some during a rolling deploy.
-func DecodeOrder(value []byte, ttl time.Duration) (Order, error) {
+func DecodeOrder(value []byte, ttl time.Duration) (order.Order, error) {
 	o, _, err := DecodeReservation(value, ttl)
 	return o, err
 }
 
 // DecodeReservation is DecodeOrder that also returns the reservation's
 // outbox entry, to be acknowledged once the order is stored.
-func DecodeReservation(value []byte, ttl time.Duration) (Order, stock.Entry, error) {
+func DecodeReservation(value []byte, ttl time.Duration) (order.Order, stock.Entry, error) {
 	o, m, err := decode(value, ttl)
 	if err != nil {
-		return Order{}, stock.Entry{}, err
+		return order.Order{}, stock.Entry{}, err
 	}
 	return o, stock.Entry{ItemID: o.ItemID, Shard: o.Shard, StreamID: m.StreamID}, nil
 }
 
-func decode(value []byte, ttl time.Duration) (Order, message, error) {
+func decode(value []byte, ttl time.Duration) (order.Order, message, error) {
 	var m message
 	dec := json.NewDecoder(bytes.NewReader(value))
 	if err := dec.Decode(&m); err != nil {
-		return Order{}, m, fmt.Errorf("decode order: %w: %v", ErrInvalidMessage, err)
+		return order.Order{}, m, fmt.Errorf("decode order: %w: %v", ErrInvalidMessage, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return Order{}, m, fmt.Errorf("decode order: %w: trailing data", ErrInvalidMessage)
+		return order.Order{}, m, fmt.Errorf("decode order: %w: trailing data", ErrInvalidMessage)
 	}
 	switch {
 	case m.OrderID == nil || *m.OrderID <= 0:
-		return Order{}, m, fmt.Errorf("decode order: %w: order_id missing or not positive", ErrInvalidMessage)
+		return order.Order{}, m, fmt.Errorf("decode order: %w: order_id missing or not positive", ErrInvalidMessage)
 	case m.ItemID == nil || *m.ItemID <= 0:
-		return Order{}, m, fmt.Errorf("decode order %d: %w: item_id missing or not positive", *m.OrderID, ErrInvalidMessage)
+		return order.Order{}, m, fmt.Errorf("decode order %d: %w: item_id missing or not positive", *m.OrderID, ErrInvalidMessage)
 	case m.UserID == nil || *m.UserID <= 0:
-		return Order{}, m, fmt.Errorf("decode order %d: %w: user_id missing or not positive", *m.OrderID, ErrInvalidMessage)
+		return order.Order{}, m, fmt.Errorf("decode order %d: %w: user_id missing or not positive", *m.OrderID, ErrInvalidMessage)
 	case m.Shard == nil || *m.Shard < 0:
-		return Order{}, m, fmt.Errorf("decode order %d: %w: shard missing or negative", *m.OrderID, ErrInvalidMessage)
+		return order.Order{}, m, fmt.Errorf("decode order %d: %w: shard missing or negative", *m.OrderID, ErrInvalidMessage)
 	case m.Home == nil || *m.Home < 0:
-		return Order{}, m, fmt.Errorf("decode order %d: %w: home missing or negative", *m.OrderID, ErrInvalidMessage)
+		return order.Order{}, m, fmt.Errorf("decode order %d: %w: home missing or negative", *m.OrderID, ErrInvalidMessage)
 	case m.ReservedAt == nil || m.ReservedAt.IsZero():
-		return Order{}, m, fmt.Errorf("decode order %d: %w: reserved_at missing", *m.OrderID, ErrInvalidMessage)
+		return order.Order{}, m, fmt.Errorf("decode order %d: %w: reserved_at missing", *m.OrderID, ErrInvalidMessage)
 	case ttl <= 0:
-		return Order{}, m, fmt.Errorf("decode order %d: order ttl %v, want > 0", *m.OrderID, ttl)
+		return order.Order{}, m, fmt.Errorf("decode order %d: order ttl %v, want > 0", *m.OrderID, ttl)
 	}
-	return Order{
+	return order.Order{
 		ID: *m.OrderID, ItemID: *m.ItemID, UserID: *m.UserID, Shard: *m.Shard,
-		Status:    StatusPending,
+		Status:    order.StatusPending,
 		CreatedAt: *m.ReservedAt,
 		ExpiresAt: m.ReservedAt.Add(ttl),
 	}, m, nil

@@ -1,10 +1,11 @@
-package order
+package pipeline
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"seckill/order"
 	"strconv"
 	"time"
 
@@ -15,19 +16,11 @@ import (
 	"seckill/stock"
 )
 
-// Dead-letter reasons, in the dead_letters table and the metric label.
-const (
-	// ReasonDecode: the message is not a reservation (ErrInvalidMessage).
-	ReasonDecode = "decode"
-	// ReasonOversell: the MySQL stock guard refused the order.
-	ReasonOversell = "oversell"
-)
-
 // Inserter stores a batch of new orders in one transaction, and what cannot
-// become an order as dead letters; *Store is one.
+// become an order as dead letters; *order.Store is one.
 type Inserter interface {
-	InsertBatch(ctx context.Context, orders []Order) (inserted int, refused []Order, err error)
-	RecordDeadLetters(ctx context.Context, dls []DeadLetter) error
+	InsertBatch(ctx context.Context, orders []order.Order) (inserted int, refused []order.Order, err error)
+	RecordDeadLetters(ctx context.Context, dls []order.DeadLetter) error
 }
 
 // WriterConfig tunes a Writer.
@@ -98,7 +91,7 @@ func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log 
 		}),
 		orders: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "seckill_consumer_orders_total",
-			Help: "Order rows inserted by the writer (redeliveries not counted).",
+			Help: "order.Order rows inserted by the writer (redeliveries not counted).",
 		}),
 		refusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "seckill_db_guard_refusals_total",
@@ -123,8 +116,8 @@ func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log 
 		}
 	}
 	// Both reasons show from the start, at 0, so alerts can use rate().
-	w.dead.WithLabelValues(ReasonDecode)
-	w.dead.WithLabelValues(ReasonOversell)
+	w.dead.WithLabelValues(order.ReasonDecode)
+	w.dead.WithLabelValues(order.ReasonOversell)
 	return w, nil
 }
 
@@ -195,8 +188,8 @@ func (w *Writer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMessag
 func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim, batch []*sarama.ConsumerMessage) bool {
 	w.batchSize.Observe(float64(len(batch)))
 	var (
-		orders  []Order
-		dead    []DeadLetter
+		orders  []order.Order
+		dead    []order.DeadLetter
 		entries []stock.Entry
 		source  = make(map[int64]*sarama.ConsumerMessage, len(batch))
 	)
@@ -204,7 +197,7 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 		o, e, err := DecodeReservation(m.Value, w.cfg.OrderTTL)
 		if err != nil {
 			w.log.Error("writer: undecodable message", "partition", m.Partition, "offset", m.Offset, "err", err)
-			dead = append(dead, DeadLetter{Reason: ReasonDecode, Payload: m.Value, Detail: err.Error()})
+			dead = append(dead, order.DeadLetter{Reason: order.ReasonDecode, Payload: m.Value, Detail: err.Error()})
 			continue
 		}
 		entries = append(entries, e)
@@ -217,7 +210,7 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 	undecodable := len(dead)
 	if len(orders) > 0 {
 		var inserted int
-		var refused []Order
+		var refused []order.Order
 		ok := w.retry(ctx, "insert orders", func() error {
 			start := time.Now()
 			var err error
@@ -238,7 +231,7 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 				continue // InsertBatch returns only orders it was given
 			}
 			w.log.Error("writer: stock guard refused order", "order", o.ID, "item", o.ItemID)
-			dead = append(dead, DeadLetter{Reason: ReasonOversell, OrderID: &o.ID, ItemID: &o.ItemID,
+			dead = append(dead, order.DeadLetter{Reason: order.ReasonOversell, OrderID: &o.ID, ItemID: &o.ItemID,
 				UserID: &o.UserID, Shard: &o.Shard, Payload: m.Value, Detail: "items.sold reached stock"})
 		}
 	}
@@ -246,8 +239,8 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 		if !w.retry(ctx, "record dead letters", func() error { return w.store.RecordDeadLetters(ctx, dead) }) {
 			return false
 		}
-		w.dead.WithLabelValues(ReasonDecode).Add(float64(undecodable))
-		w.dead.WithLabelValues(ReasonOversell).Add(float64(len(dead) - undecodable))
+		w.dead.WithLabelValues(order.ReasonDecode).Add(float64(undecodable))
+		w.dead.WithLabelValues(order.ReasonOversell).Add(float64(len(dead) - undecodable))
 	}
 	// Stored (or dead-lettered): the outbox can let go. A failed ack is
 	// retried in the background (Redis down a moment), so the stored

@@ -1,8 +1,9 @@
-package order_test
+package pipeline_test
 
 import (
 	"encoding/json"
 	"errors"
+	"seckill/order/pipeline"
 	"strconv"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestMessageRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			key, value := order.EncodeReservation(tt.r)
+			key, value := pipeline.EncodeReservation(tt.r)
 			if got, want := string(key), strconv.FormatInt(tt.r.ItemID, 10); got != want {
 				t.Errorf("key: got %q, want %q", got, want)
 			}
@@ -36,7 +37,7 @@ func TestMessageRoundTrip(t *testing.T) {
 			if got, want := raw["order_id"], strconv.FormatInt(tt.r.OrderID, 10); got != want {
 				t.Errorf("order_id in JSON: got %#v, want string %q", got, want)
 			}
-			o, err := order.DecodeOrder(value, ttl)
+			o, err := pipeline.DecodeOrder(value, ttl)
 			if err != nil {
 				t.Fatalf("decode: got %v, want nil", err)
 			}
@@ -81,8 +82,8 @@ func TestDecodeOrderRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, err := order.DecodeOrder([]byte(tt.value), time.Minute)
-			if !errors.Is(err, order.ErrInvalidMessage) {
+			o, err := pipeline.DecodeOrder([]byte(tt.value), time.Minute)
+			if !errors.Is(err, pipeline.ErrInvalidMessage) {
 				t.Fatalf("DecodeOrder(%s): got %+v, %v; want ErrInvalidMessage", tt.value, o, err)
 			}
 		})

@@ -1,10 +1,11 @@
-package order_test
+package pipeline_test
 
 import (
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"seckill/order/pipeline"
 	"slices"
 	"sync"
 	"testing"
@@ -45,10 +46,10 @@ func writerSetup(t *testing.T) writerKafka {
 	return k
 }
 
-func writerNew(t *testing.T, store order.Inserter, k writerKafka) (*order.Writer, *prometheus.Registry) {
+func writerNew(t *testing.T, store pipeline.Inserter, k writerKafka) (*pipeline.Writer, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w, err := order.NewWriter(store, order.WriterConfig{
+	w, err := pipeline.NewWriter(store, pipeline.WriterConfig{
 		BatchSize: 16, BatchWait: 20 * time.Millisecond,
 		OrderTTL: relayOrderTTL, MaxBackoff: 200 * time.Millisecond,
 	}, reg, quietLog())
@@ -85,7 +86,7 @@ func writerSend(t *testing.T, k writerKafka, rs []stock.Reservation) {
 	t.Helper()
 	msgs := make([]*sarama.ProducerMessage, len(rs))
 	for i, r := range rs {
-		key, value := order.EncodeReservation(r)
+		key, value := pipeline.EncodeReservation(r)
 		msgs[i] = &sarama.ProducerMessage{Topic: k.topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)}
 	}
 	if err := k.producer.SendMessages(msgs); err != nil {
@@ -251,7 +252,7 @@ type forgetfulSession struct{ sarama.ConsumerGroupSession }
 func (forgetfulSession) MarkMessage(*sarama.ConsumerMessage, string) {}
 func (forgetfulSession) Commit()                                     {}
 
-type forgetful struct{ *order.Writer }
+type forgetful struct{ *pipeline.Writer }
 
 func (f forgetful) ConsumeClaim(s sarama.ConsumerGroupSession, c sarama.ConsumerGroupClaim) error {
 	return f.Writer.ConsumeClaim(forgetfulSession{s}, c)
@@ -493,7 +494,7 @@ func TestWriterDeadLetters(t *testing.T) {
 }
 
 func TestNewWriterNeedsTTL(t *testing.T) {
-	_, err := order.NewWriter(nil, order.WriterConfig{}, prometheus.NewRegistry(), quietLog())
+	_, err := pipeline.NewWriter(nil, pipeline.WriterConfig{}, prometheus.NewRegistry(), quietLog())
 	if err == nil {
 		t.Fatal("NewWriter without an order TTL: got nil error, want one")
 	}

@@ -1,10 +1,11 @@
-package order_test
+package lifecycle_test
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"seckill/order/lifecycle"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -21,7 +22,7 @@ import (
 )
 
 // fastRebuild keeps rebuild waits short in tests.
-var fastRebuild = order.LedgerConfig{
+var fastRebuild = lifecycle.LedgerConfig{
 	LeaseTTL: 2 * time.Second, RebuildWait: 5 * time.Second,
 	RebuildSettle: 150 * time.Millisecond, RebuildPoll: 10 * time.Millisecond,
 }
@@ -111,7 +112,7 @@ func TestRebuildAfterRedisFlush(t *testing.T) {
 	const units = 40
 	e := lifeSetup(t, units, 4, 1)
 	it := e.item
-	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
+	led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +165,7 @@ func TestRebuildAfterRedisFlush(t *testing.T) {
 			t.Errorf("return of order %d after rebuild: got %t (%v), want no-op", o.ID, back, err)
 		}
 	}
-	sw, err := order.NewSweeper(e.st, e.orders, order.SweeperConfig{}, nil, lifeLog(t))
+	sw, err := lifecycle.NewSweeper(e.st, e.orders, lifecycle.SweeperConfig{}, nil, lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ func TestRebuildAfterRedisFlush(t *testing.T) {
 func TestRebuildCountsOutbox(t *testing.T) {
 	e := lifeSetup(t, 20, 2, 1)
 	it := e.item
-	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
+	led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,14 +258,14 @@ func TestRebuildNotSettled(t *testing.T) {
 		}
 		return nil
 	}}
-	led, err := order.NewLedger(e.instance(t, h), e.orders, nil, lifeLog(t), cfg)
+	led, err := lifecycle.NewLedger(e.instance(t, h), e.orders, nil, lifeLog(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	moving.Store(true)
 	err = led.Rebuild(e.ctx, it)
 	moving.Store(false)
-	if !errors.Is(err, order.ErrNotSettled) {
+	if !errors.Is(err, lifecycle.ErrNotSettled) {
 		t.Fatalf("rebuild while orders arrive: got %v after %d orders delivered, want ErrNotSettled", err, delivered.Load())
 	}
 	if n := delivered.Load(); n < 2 {
@@ -275,7 +276,7 @@ func TestRebuildNotSettled(t *testing.T) {
 	}
 	// Once quiet, it succeeds (with the usual wait: quiet must be seen
 	// for RebuildSettle, which a short wait on a busy machine can miss).
-	led, err = order.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
+	led, err = lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,11 +295,11 @@ func TestRebuildWaitsForKafka(t *testing.T) {
 	cfg.RebuildWait = 600 * time.Millisecond
 	var caughtUp atomic.Bool
 	cfg.CaughtUp = func(context.Context) (bool, error) { return caughtUp.Load(), nil }
-	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg)
+	led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := led.Rebuild(e.ctx, it); !errors.Is(err, order.ErrNotSettled) {
+	if err := led.Rebuild(e.ctx, it); !errors.Is(err, lifecycle.ErrNotSettled) {
 		t.Fatalf("rebuild with a consumer lag: got %v, want ErrNotSettled", err)
 	}
 	if got := fmt.Sprint(e.shards(t, it)); got != "[-1 -1]" {
@@ -307,7 +308,7 @@ func TestRebuildWaitsForKafka(t *testing.T) {
 	caughtUp.Store(true)
 	// The usual wait: a short one on a busy machine can miss RebuildSettle.
 	cfg.RebuildWait = fastRebuild.RebuildWait
-	if led, err = order.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg); err != nil {
+	if led, err = lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg); err != nil {
 		t.Fatal(err)
 	}
 	if err := led.Rebuild(e.ctx, it); err != nil {
@@ -323,7 +324,7 @@ func TestRebuildWaitsForSweeper(t *testing.T) {
 	it := e.item
 	cfg := fastRebuild
 	cfg.RebuildWait = 300 * time.Millisecond
-	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg)
+	led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +342,7 @@ func TestRebuildWaitsForSweeper(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The usual wait: a short one on a busy machine can miss RebuildSettle.
-	if led, err = order.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild); err != nil {
+	if led, err = lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild); err != nil {
 		t.Fatal(err)
 	}
 	if err := led.Rebuild(e.ctx, it); err != nil {
@@ -354,7 +355,7 @@ func TestRebuildAllOnlyMissingItems(t *testing.T) {
 	e := lifeSetup(t, 12, 3, 1)
 	lost := e.item
 	kept := e.newItem(t, 10, 2, 1)
-	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
+	led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +383,7 @@ func TestRebuildAllOnlyMissingItems(t *testing.T) {
 
 func TestLedgerStatsJSON(t *testing.T) {
 	e := lifeSetup(t, 10, 2, 1)
-	led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t))
+	led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +428,7 @@ func TestLedgerOversold(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := lifeSetup(t, 7, 2, 1)
-			led, err := order.NewLedger(e.st, e.orders, nil, lifeLog(t))
+			led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -459,7 +460,7 @@ func TestLedgerRunExportsGauges(t *testing.T) {
 	e.deliver(t, it, expiresAt(time.Now().Add(time.Hour)))
 
 	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
-	ledA, err := order.NewLedger(e.st, e.orders, regA, lifeLog(t), fastRebuild)
+	ledA, err := lifecycle.NewLedger(e.st, e.orders, regA, lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +478,7 @@ func TestLedgerRunExportsGauges(t *testing.T) {
 	})
 	// A second instance cannot take the lease and exports nothing.
 	hookB := &ledgerHook{leaseKey: e.prefix + ":lease:ledger"}
-	ledB, err := order.NewLedger(e.instance(t, hookB), e.orders, regB, lifeLog(t), fastRebuild)
+	ledB, err := lifecycle.NewLedger(e.instance(t, hookB), e.orders, regB, lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +560,7 @@ func TestLedgerDriftNeedsNoProgress(t *testing.T) {
 			return ctx.Err()
 		}
 	}}
-	led, err := order.NewLedger(e.instance(t, h), e.orders, reg, lifeLog(t))
+	led, err := lifecycle.NewLedger(e.instance(t, h), e.orders, reg, lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,15 @@
-package order_test
+package lifecycle_test
 
 import (
-	"context"
 	"errors"
+	"seckill/order/lifecycle"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"seckill/app/testenv"
-	"seckill/mq"
 	"seckill/order"
 	"seckill/stock"
 )
@@ -35,7 +33,7 @@ func TestSweepIsolatesABadItem(t *testing.T) {
 	}
 	// Cancel the bad item's orders first so they are the oldest unreturned,
 	// then lose its shard key.
-	sw, err := order.NewSweeper(e.st, e.orders, order.SweeperConfig{Batch: 1}, prometheus.NewRegistry(), lifeLog(t))
+	sw, err := lifecycle.NewSweeper(e.st, e.orders, lifecycle.SweeperConfig{Batch: 1}, prometheus.NewRegistry(), lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +89,7 @@ func TestRebuildCountsOpenClaims(t *testing.T) {
 	if err != nil || len(claims) != 1 {
 		t.Fatalf("open claims: %+v, %v", claims, err)
 	}
-	l, err := order.NewLedger(e.st, e.orders, prometheus.NewRegistry(), lifeLog(t), fastRebuild)
+	l, err := lifecycle.NewLedger(e.st, e.orders, prometheus.NewRegistry(), lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +130,7 @@ func TestDeadLetterFreesSlot(t *testing.T) {
 	if n, _ := e.orders.DeadLetters(e.ctx, it.ID); n != 1 {
 		t.Errorf("dead letters of the item: %d, want 1", n)
 	}
-	sw, err := order.NewSweeper(e.st, e.orders, order.SweeperConfig{}, prometheus.NewRegistry(), lifeLog(t))
+	sw, err := lifecycle.NewSweeper(e.st, e.orders, lifecycle.SweeperConfig{}, prometheus.NewRegistry(), lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,105 +144,5 @@ func TestDeadLetterFreesSlot(t *testing.T) {
 	e.rdb.Set(e.ctx, stockKey(e.prefix, it.ID, 0), 1, 0)
 	if err := e.buy(t, e.st, it, 5); err != nil {
 		t.Errorf("buy after the refused order: %v, want a unit", err)
-	}
-}
-
-// TestRelayRecreatesLostGroupAndIsolatesShards: Redis lost one shard's
-// stream and group; the relay keeps relaying the other shards in the same
-// pass and relays the lost shard again once new entries arrive (it used to
-// fail forever with NOGROUP on that shard and stop the whole pass).
-func TestRelayRecreatesLostGroupAndIsolatesShards(t *testing.T) {
-	st := relayStock(t)
-	brokers := testenv.Kafka(t)
-	topic := testenv.Topic("orders")
-	relayTopic(t, brokers, topic, 2)
-	const shards = 4
-	r, reg := relayNew(t, st, relayProducer(t, brokers), order.RelayConfig{Topic: topic, Consumer: "r1", Shards: fixedShards(shards)})
-	first := relayReserve(t, st, 9, shards, 8)
-	ctx := context.Background()
-	if _, err := r.DrainOnce(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// Lose shard 0's stream (with its group).
-	if err := st.DropOutbox(ctx, 9, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.SetShards(ctx, 9, []int64{8, 8, 8, 8}); err != nil {
-		t.Fatal(err)
-	}
-	var more []int64
-	for u := int64(5000); u < 5016; u++ {
-		tok, _, err := st.IssueToken(ctx, 9, u, shards)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := st.Reserve(ctx, stock.Purchase{ItemID: 9, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: 9_500_000 + u})
-		if err != nil {
-			t.Fatal(err)
-		}
-		more = append(more, id)
-	}
-	eventually(t, 10*time.Second, "every order published", func() bool {
-		r.DrainOnce(ctx)
-		seen := publishedOrders(t, brokers, topic)
-		for _, id := range append(first, more...) {
-			if seen[id] == 0 {
-				return false
-			}
-		}
-		return true
-	})
-	if metricValue(t, reg, "seckill_relay_errors_total") == 0 {
-		t.Log("the lost group was recreated before any read failed")
-	}
-}
-
-// TestRelayRecreatesLostTopic: the broker came back without its data (the
-// topic is gone): the relay renews its producer, which creates the topic
-// again, and relays on by itself (it used to fail until a restart).
-func TestRelayRecreatesLostTopic(t *testing.T) {
-	st := relayStock(t)
-	brokers := testenv.Kafka(t)
-	topic := testenv.Topic("orders")
-	relayTopic(t, brokers, topic, 2)
-	admin, err := sarama.NewClusterAdmin(brokers, mq.ProducerConfig("test-admin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	renewed := 0
-	renew := func(ctx context.Context) (sarama.SyncProducer, error) {
-		renewed++
-		if err := mq.EnsureTopics(ctx, brokers, mq.ProducerConfig("test"), map[string]int32{topic: 2}); err != nil {
-			return nil, err
-		}
-		return sarama.NewSyncProducer(brokers, mq.ProducerConfig("test"))
-	}
-	// Not relayProducer: the relay closes the producer it replaces.
-	first, err := sarama.NewSyncProducer(brokers, mq.ProducerConfig("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, reg := relayNew(t, st, first, order.RelayConfig{
-		Topic: topic, Consumer: "r1", Shards: fixedShards(2), Renew: renew, RenewAfter: 100 * time.Millisecond,
-	})
-	t.Cleanup(func() { r.Producer().Close() })
-	if err := admin.DeleteTopic(topic); err != nil {
-		t.Fatal(err)
-	}
-	want := relayReserve(t, st, 11, 2, 10)
-	ctx := context.Background()
-	eventually(t, 30*time.Second, "published into the recreated topic", func() bool {
-		r.DrainOnce(ctx)
-		return metricValue(t, reg, "seckill_relay_published_total") >= float64(len(want))
-	})
-	if renewed == 0 {
-		t.Error("the producer was never renewed")
-	}
-	seen := publishedOrders(t, brokers, topic)
-	for _, id := range want {
-		if seen[id] == 0 {
-			t.Errorf("order %d not in the recreated topic", id)
-		}
 	}
 }
