@@ -388,3 +388,37 @@ func TestSkipReturns(t *testing.T) {
 		t.Errorf("user 7 bought after skipped return: got %d (%v), want 1", n, err)
 	}
 }
+
+// TestLossMarkerSeenByEveryInstance: the instance that notices Redis lost
+// its data leaves a rebuild marker that every other instance sees until the
+// rebuild is done, so if the noticing one dies another takes over (before,
+// only the one that set the alive marker knew).
+func TestLossMarkerSeenByEveryInstance(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	a := NewStore(rdb, Config{Prefix: prefix})
+	b := NewStore(rdb, Config{Prefix: prefix})
+	start := time.Now().Add(-time.Minute)
+	pending, cutoff, err := a.CheckLoss(ctx, start)
+	if err != nil || !pending || cutoff.UnixMilli() != start.UnixMilli() {
+		t.Fatalf("first check of an empty Redis: %v %v %v, want pending since %v", pending, cutoff, err, start)
+	}
+	// a dies; b still sees the pending rebuild, with the same cutoff.
+	pending, cutoff2, err := b.CheckLoss(ctx, time.Now())
+	if err != nil || !pending || !cutoff2.Equal(cutoff) {
+		t.Fatalf("other instance: %v %v %v, want the same pending loss", pending, cutoff2, err)
+	}
+	if err := b.RebuildDone(ctx, cutoff2); err != nil {
+		t.Fatal(err)
+	}
+	if pending, _, err := a.CheckLoss(ctx, time.Now()); err != nil || pending {
+		t.Errorf("after the rebuild: pending %v, %v; want none", pending, err)
+	}
+	// Redis loses everything again: noticed again.
+	for _, k := range rdb.Keys(ctx, prefix+":*").Val() {
+		rdb.Del(ctx, k)
+	}
+	if pending, _, err := b.CheckLoss(ctx, time.Now()); err != nil || !pending {
+		t.Errorf("second loss: pending %v, %v; want a new rebuild", pending, err)
+	}
+}

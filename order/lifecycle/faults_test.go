@@ -1,9 +1,11 @@
 package lifecycle_test
 
 import (
+	"context"
 	"errors"
 	"seckill/order/lifecycle"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,5 +146,89 @@ func TestDeadLetterFreesSlot(t *testing.T) {
 	e.rdb.Set(e.ctx, stockKey(e.prefix, it.ID, 0), 1, 0)
 	if err := e.buy(t, e.st, it, 5); err != nil {
 		t.Errorf("buy after the refused order: %v, want a unit", err)
+	}
+}
+
+// TestRebuildAllInParallel: two lost items are rebuilt at the same time
+// (they used to be rebuilt one after the other, ~2 s each, the item on sale
+// waiting behind the others). CaughtUp, which every item's rebuild asks
+// while it waits for the pipeline, says yes only once two rebuilds ask at
+// the same time: a serial rebuild never gets a yes and fails.
+func TestRebuildAllInParallel(t *testing.T) {
+	e := lifeSetup(t, 4, 2, 1)
+	a, b := e.item, e.newItem(t, 6, 2, 1)
+	var mu sync.Mutex
+	waiting := 0
+	both := make(chan struct{})
+	var once sync.Once
+	cfg := fastRebuild
+	cfg.RebuildWait = 10 * time.Second
+	cfg.CaughtUp = func(ctx context.Context) (bool, error) {
+		mu.Lock()
+		waiting++
+		if waiting >= 2 {
+			once.Do(func() { close(both) })
+		}
+		mu.Unlock()
+		defer func() { mu.Lock(); waiting--; mu.Unlock() }()
+		select {
+		case <-both:
+			return true, nil
+		case <-time.After(time.Second):
+			return false, nil
+		}
+	}
+	led, err := lifecycle.NewLedger(e.st, e.orders, nil, lifeLog(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.flushItem(t, a)
+	e.flushItem(t, b)
+	if err := led.RebuildAll(e.ctx, time.Now()); err != nil {
+		t.Fatalf("rebuild all: %v", err)
+	}
+	if got := e.shards(t, a); got[0]+got[1] != 4 {
+		t.Errorf("item a shards %v, want 4 units", got)
+	}
+	if got := e.shards(t, b); got[0]+got[1] != 6 {
+		t.Errorf("item b shards %v, want 6 units", got)
+	}
+}
+
+// TestSweeperSettlesAbandonedClaim: a buyer whose fall-through process died
+// never replays; the sweeper settles the claim (sold out: every shard is
+// empty) and the buyer's slot is free again (it used to stay claimed until
+// the buyer replayed the same key).
+func TestSweeperSettlesAbandonedClaim(t *testing.T) {
+	e := lifeSetup(t, 0, 2, 1)
+	e.st = stock.NewStore(e.rdb, stock.Config{Prefix: e.prefix, ClaimTimeout: time.Millisecond})
+	it := e.newItem(t, 1, 2, 1)
+	user := int64(1)
+	for stock.HomeShard(user, 2) != 0 {
+		user++
+	}
+	if err := e.st.SetShards(e.ctx, it.ID, []int64{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The process claims the slot, then dies before taking from shard 1:
+	// shard 1's key missing stops the fall-through with the claim open.
+	e.rdb.Del(e.ctx, stockKey(e.prefix, it.ID, 1))
+	tok, _, _ := e.st.IssueToken(e.ctx, it.ID, user, 2)
+	if _, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: 5}); !errors.Is(err, stock.ErrNotReady) {
+		t.Fatalf("claim: got %v", err)
+	}
+	e.rdb.Set(e.ctx, stockKey(e.prefix, it.ID, 1), 0, 0) // and the last unit went to someone else
+	sw, err := lifecycle.NewSweeper(e.st, e.orders, lifecycle.SweeperConfig{}, nil, lifeLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sw.Sweep(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := e.st.OpenClaims(e.ctx, it.ID); len(left) != 0 {
+		t.Errorf("open claims after a sweep: %+v", left)
+	}
+	if n, _ := e.rdb.HGet(e.ctx, e.prefix+":{"+strconv.FormatInt(it.ID, 10)+":0}:bought", strconv.FormatInt(user, 10)).Int(); n != 0 {
+		t.Errorf("the abandoned claim still holds the buyer's slot (%d)", n)
 	}
 }
