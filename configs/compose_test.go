@@ -74,6 +74,7 @@ var exported = map[string]metricDef{
 	"seckill_db_guard_refusals_total":          {counter, nil},
 	"seckill_stock_drift":                      {gauge, []string{"item"}},
 	"seckill_oversold":                         {gauge, []string{"item"}},
+	"seckill_orders_lost_total":                {counter, nil},
 	"seckill_sweeper_cancelled_total":          {counter, nil},
 	"seckill_stock_returned_total":             {counter, nil},
 }

@@ -69,7 +69,7 @@ func main() {
 	flag.DurationVar(&opt.redisDown, "redis-down", 2*time.Second, "how long Redis stays down")
 	flag.DurationVar(&opt.mysqlDown, "mysql-down", 30*time.Second, "how long MariaDB stays down")
 	flag.DurationVar(&opt.kafkaDown, "kafka-down", 30*time.Second, "how long the broker stays down (kafka-down)")
-	flag.DurationVar(&opt.kafkaEmptyDown, "kafka-empty-down", 10*time.Second, "how long the broker stays down (kafka-empty)")
+	flag.DurationVar(&opt.kafkaEmptyDown, "kafka-empty-down", 30*time.Second, "how long the broker stays down (kafka-empty)")
 	flag.DurationVar(&opt.stopFor, "stop-duration", 35*time.Second, "SIGSTOP length in slow-fallthrough (longer than the product's 30s default claim timeout)")
 	flag.DurationVar(&opt.orderTTL, "order-ttl", 3*time.Second, "SECKILL_ORDER_TTL of expiry-kill9")
 	flag.DurationVar(&opt.claimTimeout, "claim-timeout", 2*time.Second, "SECKILL_CLAIM_TIMEOUT passed to every app")
