@@ -46,6 +46,15 @@ func (k Keys) Freed() string { return k.prefix + ":" + k.tag + ":freed" }
 // by claim epoch), so abandoned claims are found without scanning.
 func (s *Store) claimsKey() string { return s.prefix + ":claims" }
 
+// activeKey is the set of outboxes that hold entries ("item:shard"): the
+// relay visits those only, so its idle cost does not grow with the number
+// of items and shards ever created.
+func (s *Store) activeKey() string { return s.prefix + ":active" }
+
+func outboxMember(itemID int64, shard int) string {
+	return strconv.FormatInt(itemID, 10) + ":" + strconv.Itoa(shard)
+}
+
 // orderKey is the order index entry of an order id: the item, the buyer's
 // home shard and the token that may have created it. Its hash tag is the
 // order's own, so it can be written next to any shard's script.

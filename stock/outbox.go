@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -227,4 +228,47 @@ func (s *Store) PendingReservations(ctx context.Context, itemID int64, shards in
 // Redis that lost its data would; for tests and operators.
 func (s *Store) DropOutbox(ctx context.Context, itemID int64, shard int) error {
 	return s.rdb.Del(ctx, s.outboxKey(Outbox{ItemID: itemID, Shard: shard})).Err()
+}
+
+// ActiveOutboxes lists the outboxes that hold entries (or did until a
+// moment ago): the only ones a relay needs to visit.
+func (s *Store) ActiveOutboxes(ctx context.Context) ([]Outbox, error) {
+	ms, err := s.rdb.SMembers(ctx, s.activeKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("active outboxes: %w", err)
+	}
+	out := make([]Outbox, 0, len(ms))
+	for _, m := range ms {
+		a, b, ok := strings.Cut(m, ":")
+		item, err1 := strconv.ParseInt(a, 10, 64)
+		shard, err2 := strconv.Atoi(b)
+		if !ok || err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, Outbox{ItemID: item, Shard: shard})
+	}
+	return out, nil
+}
+
+// MarkActive adds outboxes to the active set (a relay seeding it from every
+// item once, for entries written before the set existed).
+func (s *Store) MarkActive(ctx context.Context, os []Outbox) error {
+	if len(os) == 0 {
+		return nil
+	}
+	ms := make([]any, len(os))
+	for i, o := range os {
+		ms[i] = outboxMember(o.ItemID, o.Shard)
+	}
+	return s.rdb.SAdd(ctx, s.activeKey(), ms...).Err()
+}
+
+// ForgetIfIdle drops the outbox from the active set if it holds nothing;
+// it reports whether it did.
+func (s *Store) ForgetIfIdle(ctx context.Context, o Outbox) (bool, error) {
+	n, err := idleScript.Run(ctx, s.rdb, []string{s.outboxKey(o), s.activeKey()}, outboxMember(o.ItemID, o.Shard)).Int()
+	if err != nil {
+		return false, fmt.Errorf("forget idle outbox %d/%d: %w", o.ItemID, o.Shard, err)
+	}
+	return n == 1, nil
 }

@@ -42,6 +42,7 @@ func (s *Store) Restore(ctx context.Context, rs []Restored) error {
 				pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Outbox(), Values: []any{
 					"o", strconv.FormatInt(r.OrderID, 10), "i", r.ItemID, "u", r.UserID,
 					"s", r.Home, "h", r.Home, "t", r.At.UnixMilli()}})
+				pipe.SAdd(ctx, s.activeKey(), outboxMember(r.ItemID, r.Home))
 			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -166,8 +167,8 @@ func (s *Store) retakeOne(ctx context.Context, r Restored, shards int) (bool, er
 	for i := 0; i < shards; i++ {
 		sh := (r.Home + i) % shards
 		k := s.keys(r.ItemID, sh)
-		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(r.OrderID), s.orderKey(r.OrderID)},
-			r.UserID, r.ItemID, r.OrderID, r.At.UnixMilli(), sh, r.Home, s.ttlSeconds(), epoch, index).Int64()
+		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(r.OrderID), s.orderKey(r.OrderID), s.activeKey()},
+			r.UserID, r.ItemID, r.OrderID, r.At.UnixMilli(), sh, r.Home, s.ttlSeconds(), epoch, index, outboxMember(r.ItemID, sh)).Int64()
 		if err != nil {
 			return false, fmt.Errorf("retake order %d: %w", r.OrderID, err)
 		}

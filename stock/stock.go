@@ -82,6 +82,8 @@ var (
 	answerLua string
 	//go:embed lua/retake.lua
 	retakeLua string
+	//go:embed lua/idle.lua
+	idleLua string
 
 	reserveScript = redis.NewScript(reserveLua)
 	takeScript    = redis.NewScript(takeLua)
@@ -92,6 +94,7 @@ var (
 	fenceScript   = redis.NewScript(fenceLua)
 	answerScript  = redis.NewScript(answerLua)
 	retakeScript  = redis.NewScript(retakeLua)
+	idleScript    = redis.NewScript(idleLua)
 )
 
 // Config tunes a Store.
@@ -295,9 +298,9 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	}
 	home := HomeShard(p.UserID, p.Shards)
 	k := s.keys(p.ItemID, home)
-	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(), s.orderKey(p.OrderID)}
+	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(), s.orderKey(p.OrderID), s.activeKey()}
 	args := []any{p.UserID, p.ItemID, p.OrderID, p.Limit, time.Now().UnixMilli(), home, s.ttlSeconds(),
-		claimMember(p.ItemID, home, p.Token), indexValue(p.ItemID, home, p.Token)}
+		claimMember(p.ItemID, home, p.Token), indexValue(p.ItemID, home, p.Token), outboxMember(p.ItemID, home)}
 	if s.SoldOut(p.ItemID) {
 		script, keys, args = answerScript, []string{k.Token(p.Token)}, []any{p.UserID, s.ttlSeconds()}
 	}
@@ -438,8 +441,8 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, 
 	for i := 1; i < p.Shards && code != codeOK; i++ {
 		sh := (home + i) % p.Shards
 		k := s.keys(p.ItemID, sh)
-		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(orderID), s.orderKey(orderID)},
-			p.UserID, p.ItemID, orderID, now, sh, home, ttl, epoch, indexValue(p.ItemID, home, p.Token)).Int64()
+		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(orderID), s.orderKey(orderID), s.activeKey()},
+			p.UserID, p.ItemID, orderID, now, sh, home, ttl, epoch, indexValue(p.ItemID, home, p.Token), outboxMember(p.ItemID, sh)).Int64()
 		if err != nil {
 			// The claim stays: a replay or the sweeper settles it.
 			return 0, fmt.Errorf("take item %d shard %d: %w", p.ItemID, sh, err)

@@ -587,7 +587,7 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	k2 := s.keys(item, 2)
-	if err := takeScript.Run(ctx, rdb, []string{k2.Stock(), k2.Outbox(), k2.Took(order), s.orderKey(order)}, user, item, order, claim, 2, 0, 3600, claim, indexValue(item, 0, tok)).Err(); err != nil {
+	if err := takeScript.Run(ctx, rdb, []string{k2.Stock(), k2.Outbox(), k2.Took(order), s.orderKey(order), s.activeKey()}, user, item, order, claim, 2, 0, 3600, claim, indexValue(item, 0, tok), outboxMember(item, 2)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// ...then it died. A cancelled order's unit comes back to shard 1.
@@ -668,8 +668,8 @@ func TestSlowProcessIsFencedAfterReplay(t *testing.T) {
 	// The stalled process wakes up and goes on with its own epoch.
 	for sh := 1; sh < shards; sh++ {
 		k := s.keys(item, sh)
-		c, err := takeScript.Run(ctx, rdb, []string{k.Stock(), k.Outbox(), k.Took(order), s.orderKey(order)},
-			user, item, order, epoch, sh, 0, 3600, epoch, indexValue(item, 0, tok)).Int64()
+		c, err := takeScript.Run(ctx, rdb, []string{k.Stock(), k.Outbox(), k.Took(order), s.orderKey(order), s.activeKey()},
+			user, item, order, epoch, sh, 0, 3600, epoch, indexValue(item, 0, tok), outboxMember(item, sh)).Int64()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,10 +3,12 @@ package pipeline_test
 import (
 	"context"
 	"seckill/order/pipeline"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/redis/go-redis/v9"
 
 	"seckill/app/testenv"
 	"seckill/mq"
@@ -111,4 +113,70 @@ func TestRelayRecreatesLostTopic(t *testing.T) {
 			t.Errorf("order %d not in the recreated topic", id)
 		}
 	}
+}
+
+// roundTrips counts the requests a Redis client sends.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+// TestRelayIdleCostIndependentOfItems: an idle relay pass costs the same
+// few Redis round trips with 1 item or 200 items of 8 shards, all settled
+// (it used to poll every shard of every item ever created, forever), and an
+// item with new reservations is relayed again at once.
+func TestRelayIdleCostIndependentOfItems(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	hook := &roundTrips{}
+	rdb.AddHook(hook)
+	st := stock.NewStore(rdb, stock.Config{Prefix: prefix})
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic("orders")
+	relayTopic(t, brokers, topic, 2)
+	r, _ := relayNew(t, st, relayProducer(t, brokers), pipeline.RelayConfig{Topic: topic, Consumer: "r1", Shards: fixedShards(8)})
+	ctx := context.Background()
+	idlePass := func() int64 {
+		// The first passes seed the active set and let it drain.
+		for range 3 {
+			if _, err := r.DrainOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := hook.n.Load()
+		if _, err := r.DrainOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return hook.n.Load() - before
+	}
+	if err := st.Warm(ctx, 1, 10, 8); err != nil {
+		t.Fatal(err)
+	}
+	one := idlePass()
+	for id := int64(2); id <= 200; id++ {
+		if err := st.Warm(ctx, id, 10, 8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A new relay (restart) seeds from all 200 items, then forgets them.
+	r, _ = relayNew(t, st, relayProducer(t, brokers), pipeline.RelayConfig{Topic: topic, Consumer: "r2", Shards: fixedShards(8)})
+	many := idlePass()
+	if many > one+1 || many > 3 {
+		t.Errorf("idle pass: %d round trips with 1 item, %d with 200 items; want the same few", one, many)
+	}
+	want := relayReserve(t, st, 201, 8, 5)
+	eventually(t, 10*time.Second, "new reservations relayed", func() bool {
+		r.DrainOnce(ctx)
+		seen := publishedOrders(t, brokers, topic)
+		for _, id := range want {
+			if seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
 }

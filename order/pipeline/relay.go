@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -40,8 +41,9 @@ type RelayConfig struct {
 	Interval time.Duration
 	// MaxBackoff caps the exponential pause after failed passes. Default 5s.
 	MaxBackoff time.Duration
-	// Shards returns the shard count of an item. The relay calls it once
-	// per item and then about once a second.
+	// Shards returns the shard count of an item. The relay calls it for
+	// every item once, at its first pass, to seed the set of active
+	// outboxes with entries written before that set existed.
 	Shards func(ctx context.Context, itemID int64) (int, error)
 	// Renew, if set, is called after publishing failed for RenewAfter: it
 	// makes sure the topics exist (a broker that came back without its
@@ -79,8 +81,8 @@ type Relay struct {
 
 	// mu serialises passes; the maps below belong to whoever holds it.
 	mu     sync.Mutex
+	seeded bool
 	groups map[stock.Outbox]bool
-	shards map[int64]int
 	// retry holds batches that were read, but whose publish failed: they
 	// are pending for this consumer in Redis, and ReadOutbox(">") will not
 	// return them again.
@@ -149,7 +151,6 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 			Help: "Reservations in an item's outboxes not yet acknowledged by Kafka.",
 		}, []string{"item"}),
 		groups:  map[stock.Outbox]bool{},
-		shards:  map[int64]int{},
 		retry:   map[stock.Outbox][]stock.Reservation{},
 		suspect: map[stock.Outbox]bool{},
 		gauged:  map[int64]bool{},
@@ -197,24 +198,33 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// DrainOnce makes one pass over every shard of every item: it republishes
-// its own failed batches, takes over entries idle for ClaimIdle, and
-// publishes new entries until the outbox is empty (or up to maxBatches
-// batches of each). It returns how many reservations Kafka acknowledged. A
-// failing item or shard does not stop the others: the pass goes on and
-// returns every error it met.
+// DrainOnce makes one pass over the outboxes that hold entries (the
+// active set the purchase scripts keep; on the first pass also every shard
+// of every item, for entries written before that set): it republishes its
+// own failed batches, takes over entries idle for ClaimIdle, and publishes
+// new entries until the outbox is empty (or up to maxBatches batches of
+// each). An outbox left with nothing in it leaves the active set, so an idle
+// relay costs one read per pass whatever the number of items. It returns
+// how many reservations Kafka acknowledged. A failing item or shard does not
+// stop the others: the pass goes on and returns every error it met.
 func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	items, err := r.st.Items(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("relay: %w", err)
-	}
 	defer func() {
 		if err != nil && ctx.Err() == nil {
 			r.errors.Inc()
 		}
 	}()
+	if !r.seeded {
+		if err := r.seed(ctx); err != nil {
+			return 0, err
+		}
+		r.seeded = true
+	}
+	outboxes, err := r.st.ActiveOutboxes(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("relay: %w", err)
+	}
 	// Entries of a crashed relay can only be claimed once idle for
 	// ClaimIdle, so looking for them a few times per ClaimIdle is enough.
 	claim := time.Since(r.claimedAt) >= r.cfg.ClaimIdle/4
@@ -224,80 +234,81 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 	if time.Since(r.refreshedAt) >= time.Second {
 		// Before draining, so the gauge moves while Kafka is down too.
 		r.refreshedAt = time.Now()
-		r.refresh(ctx, items)
+		r.refresh(ctx, outboxes)
 	}
 	var errs []error
-	for _, id := range items {
-		n, err := r.shardCount(ctx, id)
+	for _, o := range outboxes {
+		if ctx.Err() != nil {
+			return total, ctx.Err()
+		}
+		k, err := r.drainShard(ctx, o, claim)
+		total += k
 		if err != nil {
+			r.suspect[o] = true
+			if stock.IsNoGroup(err) {
+				// Redis lost the stream and its group: create it again
+				// on the next pass.
+				delete(r.groups, o)
+			}
 			errs = append(errs, err)
 			continue
 		}
-		for sh := range n {
-			if ctx.Err() != nil {
-				return total, ctx.Err()
-			}
-			o := stock.Outbox{ItemID: id, Shard: sh}
-			k, err := r.drainShard(ctx, o, claim)
-			total += k
-			if err != nil {
-				r.suspect[o] = true
-				if stock.IsNoGroup(err) {
-					// Redis lost the stream and its group: create it again
-					// on the next pass.
-					delete(r.groups, o)
-				}
-				errs = append(errs, err)
+		if k == 0 && len(r.retry[o]) == 0 {
+			if gone, err := r.st.ForgetIfIdle(ctx, o); err == nil && gone {
+				delete(r.groups, o)
 			}
 		}
 	}
 	return total, errors.Join(errs...)
 }
 
-// shardCount is the item's cached shard count, fetched on first use and by
-// refresh.
-func (r *Relay) shardCount(ctx context.Context, itemID int64) (int, error) {
-	if n, ok := r.shards[itemID]; ok {
-		return n, nil
-	}
-	n, err := r.cfg.Shards(ctx, itemID)
+// seed adds every shard of every item warmed in Redis to the active set:
+// outboxes written before the set existed are relayed too.
+func (r *Relay) seed(ctx context.Context) error {
+	items, err := r.st.Items(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("relay: shards of item %d: %w", itemID, err)
+		return fmt.Errorf("relay: %w", err)
 	}
-	r.shards[itemID] = n
-	return n, nil
-}
-
-// refresh re-reads the shard counts and sets the backlog gauge. Failures
-// only leave stale values; the pass itself reports Redis errors.
-func (r *Relay) refresh(ctx context.Context, items []int64) {
-	present := make(map[int64]bool, len(items))
+	var all []stock.Outbox
 	for _, id := range items {
-		present[id] = true
-		if n, err := r.cfg.Shards(ctx, id); err == nil {
-			r.shards[id] = n
-		}
-		n, ok := r.shards[id]
-		if !ok {
+		n, err := r.cfg.Shards(ctx, id)
+		if err != nil {
+			r.log.Warn("relay: shards of item", "item", id, "err", err)
 			continue
 		}
-		var sum int64
 		for sh := range n {
-			l, err := r.st.OutboxLen(ctx, stock.Outbox{ItemID: id, Shard: sh})
-			if err != nil {
-				r.log.Error("relay: outbox backlog", "item", id, "err", err)
-				return
-			}
-			sum += l
+			all = append(all, stock.Outbox{ItemID: id, Shard: sh})
 		}
+	}
+	for chunk := range slices.Chunk(all, 1000) {
+		if err := r.st.MarkActive(ctx, chunk); err != nil {
+			return fmt.Errorf("relay: seed active outboxes: %w", err)
+		}
+	}
+	return nil
+}
+
+// refresh sets the backlog gauge from the active outboxes; an item with
+// none has no backlog and loses its series. Failures only leave stale
+// values; the pass itself reports Redis errors.
+func (r *Relay) refresh(ctx context.Context, outboxes []stock.Outbox) {
+	sums := map[int64]int64{}
+	for _, o := range outboxes {
+		l, err := r.st.OutboxLen(ctx, o)
+		if err != nil {
+			r.log.Error("relay: outbox backlog", "item", o.ItemID, "err", err)
+			return
+		}
+		sums[o.ItemID] += l
+	}
+	for id, sum := range sums {
 		r.backlog.WithLabelValues(strconv.FormatInt(id, 10)).Set(float64(sum))
 		r.gauged[id] = true
 	}
 	for id := range r.gauged {
-		if !present[id] {
+		if _, ok := sums[id]; !ok {
 			r.backlog.DeleteLabelValues(strconv.FormatInt(id, 10))
 			delete(r.gauged, id)
-			delete(r.shards, id)
 		}
 	}
 }

@@ -3,10 +3,10 @@
 -- open-claims index (KEYS[5], touched only when the home shard is empty)
 -- and the order index entry (KEYS[6]).
 -- KEYS: 1 stock, 2 bought, 3 token, 4 outbox, 5 open-claims index,
---       6 order index entry of the order id
+--       6 order index entry of the order id, 7 set of active outboxes
 -- ARGV: 1 user, 2 item, 3 order id, 4 per-user limit, 5 now (ms), 6 shard,
 --       7 seconds to keep the token's result for replays, 8 claims member,
---       9 order index value (item:home:token)
+--       9 order index value (item:home:token:ms), 10 this outbox's member
 -- Returns {code, order id, claim time}; codes are mapped in stock.go.
 local tok = redis.call('HMGET', KEYS[3], 'u', 'st', 'c', 'o', 'ct')
 -- Missing, expired, another user's or another item's token (another item's
@@ -40,6 +40,8 @@ end
 -- Stock check and decrement in the same call: no check-then-act gap.
 redis.call('DECR', KEYS[1])
 redis.call('XADD', KEYS[4], '*', 'o', ARGV[3], 'i', ARGV[2], 'u', ARGV[1], 's', ARGV[6], 'h', ARGV[6], 't', ARGV[5])
+-- The relay visits only outboxes with something in them.
+redis.call('SADD', KEYS[7], ARGV[10])
 redis.call('HSET', KEYS[3], 'st', 'd', 'c', 0, 'o', ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[7])
 -- The order is found by its id alone (index -> token -> answer).
