@@ -126,6 +126,15 @@ func (s *Store) Items(ctx context.Context) ([]Item, error) {
 	return items, nil
 }
 
+// ItemsAfter returns the items with an id above after, oldest first.
+func (s *Store) ItemsAfter(ctx context.Context, after int64) ([]Item, error) {
+	items := []Item{}
+	if err := s.db.SelectContext(ctx, &items, "SELECT "+itemCols+" FROM items WHERE id > ? ORDER BY id", after); err != nil {
+		return nil, fmt.Errorf("list items after %d: %w", after, err)
+	}
+	return items, nil
+}
+
 // Order returns the order with the given id, or ErrNotFound.
 func (s *Store) Order(ctx context.Context, id int64) (Order, error) {
 	var o Order

@@ -132,6 +132,10 @@ type Unit struct {
 	Shard   int
 }
 
+// guardTTL is how long the per-order return and free guards outlive their
+// last use (restock.lua and free.lua use the same week).
+const guardTTL = 7 * 24 * time.Hour
+
 // SkipReturns records the units as already returned and their buyers' slots
 // as already freed, without touching any count: Return of these orders
 // becomes a no-op. Rebuild uses it for cancelled orders whose unit it counts
@@ -140,8 +144,11 @@ func (s *Store) SkipReturns(ctx context.Context, itemID int64, shards int, units
 	for chunk := range slices.Chunk(units, 1000) {
 		pipe := s.rdb.Pipeline()
 		for _, u := range chunk {
-			pipe.SAdd(ctx, s.keys(itemID, u.Shard).Returned(), u.OrderID)
-			pipe.SAdd(ctx, s.keys(itemID, HomeShard(u.UserID, shards)).Freed(), u.OrderID)
+			returned, freed := s.keys(itemID, u.Shard).Returned(), s.keys(itemID, HomeShard(u.UserID, shards)).Freed()
+			pipe.SAdd(ctx, returned, u.OrderID)
+			pipe.Expire(ctx, returned, guardTTL)
+			pipe.SAdd(ctx, freed, u.OrderID)
+			pipe.Expire(ctx, freed, guardTTL)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("skip returns of item %d: %w", itemID, err)

@@ -893,3 +893,24 @@ func TestRetakeAfterRestart(t *testing.T) {
 		t.Errorf("lost buyer's slot held: %d", n)
 	}
 }
+
+// TestReturnGuardsExpire: the per-order guards of returns and freed slots
+// are bounded: they expire a week after their last use (they used to grow
+// with every cancellation, forever).
+func TestReturnGuardsExpire(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{})
+	const item, shards = 23, 1
+	if err := s.SetShards(ctx, item, []int64{0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Return(ctx, item, 7, 4242, 0, shards); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{s.keys(item, 0).Returned(), s.keys(item, 0).Freed()} {
+		ttl, err := rdb.TTL(ctx, k).Result()
+		if err != nil || ttl <= 0 || ttl > guardTTL {
+			t.Errorf("%s: ttl %v, %v; want at most %v", k, ttl, err, guardTTL)
+		}
+	}
+}

@@ -102,6 +102,11 @@ type Ledger struct {
 
 	mu   sync.Mutex
 	last map[int64]LedgerStats // previous reconciliation per item
+	// items are the items known (read incrementally), maxItem the highest
+	// id read, cursor the round robin over settled items.
+	items   map[int64]order.Item
+	maxItem int64
+	cursor  int
 }
 
 // NewLedger returns a Ledger and registers its gauges on reg (nil: none).
@@ -126,7 +131,7 @@ func NewLedger(st *stock.Store, orders *order.Store, reg prometheus.Registerer, 
 	if log == nil {
 		log = slog.Default()
 	}
-	l := &Ledger{stock: st, orders: orders, cfg: c, log: log, last: map[int64]LedgerStats{}}
+	l := &Ledger{stock: st, orders: orders, cfg: c, log: log, last: map[int64]LedgerStats{}, items: map[int64]order.Item{}}
 	var err error
 	if l.drift, err = registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "seckill_stock_drift",
@@ -218,16 +223,44 @@ func (l *Ledger) Run(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// reconcileAll reconciles and exports every item once.
+// reconcileAll reconciles and exports the items where something may
+// move: new ones, those with reservations in their outboxes, pending or
+// unreturned orders, drift, or a change since the last look. A settled item
+// (nothing pending, nothing in flight, balanced) is left alone and its
+// series are dropped; one settled item per pass is looked at again, round
+// robin, so a change from outside is still seen. Idle, a pass costs one
+// indexed read of new items and one Redis read, whatever the history.
 func (l *Ledger) reconcileAll(ctx context.Context) {
-	items, err := l.orders.Items(ctx)
-	if err != nil {
+	if err := l.refreshItems(ctx); err != nil {
 		if ctx.Err() == nil {
 			l.log.Error("ledger: list items", "err", err)
 		}
 		return
 	}
-	for _, it := range items {
+	active := map[int64]bool{}
+	if os, err := l.stock.ActiveOutboxes(ctx); err == nil {
+		for _, o := range os {
+			active[o.ItemID] = true
+		}
+	}
+	l.mu.Lock()
+	var due []order.Item
+	var settled []int64
+	for id, it := range l.items {
+		prev, seen := l.last[id]
+		if !seen || active[id] || live(prev) {
+			due = append(due, it)
+		} else {
+			settled = append(settled, id)
+		}
+	}
+	if len(settled) > 0 {
+		slices.Sort(settled)
+		l.cursor = (l.cursor + 1) % len(settled)
+		due = append(due, l.items[settled[l.cursor]])
+	}
+	l.mu.Unlock()
+	for _, it := range due {
 		s, err := l.Reconcile(ctx, it)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -237,6 +270,32 @@ func (l *Ledger) reconcileAll(ctx context.Context) {
 		}
 		l.export(it.ID, s)
 	}
+}
+
+// live reports whether units of an item may still move: anything in the
+// outbox, pending orders (payment or expiry), cancelled orders whose unit is
+// not back, or the books not balanced.
+func live(s LedgerStats) bool {
+	return s.Outbox > 0 || s.Pending > 0 || s.Unreturned > 0 || s.Drift != 0 || s.Oversold != 0
+}
+
+// refreshItems adds the items created since the last call (items never
+// change after creation, except their sold count, which Reconcile reads).
+func (l *Ledger) refreshItems(ctx context.Context) error {
+	l.mu.Lock()
+	after := l.maxItem
+	l.mu.Unlock()
+	items, err := l.orders.ItemsAfter(ctx, after)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, it := range items {
+		l.items[it.ID] = it
+		l.maxItem = max(l.maxItem, it.ID)
+	}
+	return nil
 }
 
 // export sets the item's gauges. Drift is exported only once it repeats
@@ -251,6 +310,16 @@ func (l *Ledger) export(itemID int64, s LedgerStats) {
 	var drift int64
 	if ok && s.Drift != 0 && s.Drift == prev.Drift && !moved(prev, s) {
 		drift = s.Drift
+	}
+	if ok && !live(s) && !moved(prev, s) {
+		// Settled: its series go, so they stay bounded by the items in
+		// play, not by every item ever sold.
+		l.drift.DeleteLabelValues(item)
+		l.oversold.DeleteLabelValues(item)
+		for i := range s.Shards {
+			l.remaining.DeleteLabelValues(item, strconv.Itoa(i))
+		}
+		return
 	}
 	l.drift.WithLabelValues(item).Set(float64(drift))
 	l.oversold.WithLabelValues(item).Set(float64(s.Oversold))

@@ -96,7 +96,7 @@ type Relay struct {
 	renewedAt    time.Time
 	refreshedAt  time.Time
 	claimedAt    time.Time
-	gauged       map[int64]bool
+	gauged       map[int64]time.Time // item -> last seen with a backlog
 }
 
 // NewRelay returns a relay from st's outboxes to cfg.Topic through producer,
@@ -153,7 +153,7 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 		groups:  map[stock.Outbox]bool{},
 		retry:   map[stock.Outbox][]stock.Reservation{},
 		suspect: map[stock.Outbox]bool{},
-		gauged:  map[int64]bool{},
+		gauged:  map[int64]time.Time{},
 	}
 	for _, c := range []prometheus.Collector{r.published, r.duration, r.errors, r.backlog} {
 		if err := reg.Register(c); err != nil {
@@ -253,6 +253,14 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			errs = append(errs, err)
 			continue
 		}
+		if k > 0 {
+			// Seen with a backlog: its series shows until backlogKeep after
+			// it drained, however fast it drained.
+			if _, ok := r.gauged[o.ItemID]; !ok {
+				r.backlog.WithLabelValues(strconv.FormatInt(o.ItemID, 10)).Set(0)
+			}
+			r.gauged[o.ItemID] = time.Now()
+		}
 		if k == 0 && len(r.retry[o]) == 0 {
 			if gone, err := r.st.ForgetIfIdle(ctx, o); err == nil && gone {
 				delete(r.groups, o)
@@ -301,17 +309,28 @@ func (r *Relay) refresh(ctx context.Context, outboxes []stock.Outbox) {
 		}
 		sums[o.ItemID] += l
 	}
+	now := time.Now()
 	for id, sum := range sums {
 		r.backlog.WithLabelValues(strconv.FormatInt(id, 10)).Set(float64(sum))
-		r.gauged[id] = true
+		r.gauged[id] = now
 	}
-	for id := range r.gauged {
-		if _, ok := sums[id]; !ok {
-			r.backlog.DeleteLabelValues(strconv.FormatInt(id, 10))
-			delete(r.gauged, id)
+	for id, seen := range r.gauged {
+		if _, ok := sums[id]; ok {
+			continue
 		}
+		// Drained: 0 for a while (the dashboard shows the sale settle),
+		// then the series goes.
+		if now.Sub(seen) < backlogKeep {
+			r.backlog.WithLabelValues(strconv.FormatInt(id, 10)).Set(0)
+			continue
+		}
+		r.backlog.DeleteLabelValues(strconv.FormatInt(id, 10))
+		delete(r.gauged, id)
 	}
 }
+
+// backlogKeep is how long a drained item keeps its backlog series at 0.
+const backlogKeep = 15 * time.Minute
 
 // drainShard relays one outbox; see DrainOnce.
 func (r *Relay) drainShard(ctx context.Context, o stock.Outbox, claimIdle bool) (int, error) {

@@ -7,5 +7,8 @@
 -- as returned then, and a rebuild from MySQL counts it.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 5 end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+-- The guard set outlives the last return by a week, then goes: by then
+-- every order of it is marked returned in MySQL and never returned again.
+redis.call('EXPIRE', KEYS[2], 604800)
 redis.call('INCR', KEYS[1])
 return 1
