@@ -6,6 +6,7 @@ import (
 	"seckill/order/lifecycle"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -230,5 +231,43 @@ func TestSweeperSettlesAbandonedClaim(t *testing.T) {
 	}
 	if n, _ := e.rdb.HGet(e.ctx, e.prefix+":{"+strconv.FormatInt(it.ID, 10)+":0}:bought", strconv.FormatInt(user, 10)).Int(); n != 0 {
 		t.Errorf("the abandoned claim still holds the buyer's slot (%d)", n)
+	}
+}
+
+// TestReconcilerIdleCostIndependentOfItems: once every item is settled, a
+// reconciler pass looks at one of them (round robin), not at all of them:
+// with 20 settled items a pass takes at most one stock snapshot (it used to
+// reconcile every item ever created every 5 seconds, MySQL counts
+// included). A purchase makes its item due again at once.
+func TestReconcilerIdleCostIndependentOfItems(t *testing.T) {
+	e := lifeSetup(t, 5, 2, 1)
+	items := []order.Item{e.item}
+	for range 19 {
+		items = append(items, e.newItem(t, 5, 2, 1))
+	}
+	var snaps atomic.Int64
+	h := &ledgerHook{beforeSnapshot: func(context.Context) error { snaps.Add(1); return nil }}
+	led, err := lifecycle.NewLedger(e.instance(t, h), e.orders, prometheus.NewRegistry(), lifeLog(t), fastRebuild)
+	if err != nil {
+		t.Fatal(err)
+	}
+	led.ReconcilePass(e.ctx) // first sight of every item
+	if n := snaps.Load(); n != 20 {
+		t.Fatalf("first pass: %d snapshots, want 20", n)
+	}
+	for pass := range 5 {
+		before := snaps.Load()
+		led.ReconcilePass(e.ctx)
+		if n := snaps.Load() - before; n > 1 {
+			t.Fatalf("idle pass %d: %d snapshots, want at most 1", pass, n)
+		}
+	}
+	if err := e.buy(t, e.st, items[7], 1); err != nil {
+		t.Fatal(err)
+	}
+	before := snaps.Load()
+	led.ReconcilePass(e.ctx)
+	if n := snaps.Load() - before; n < 1 || n > 2 {
+		t.Errorf("pass after a purchase: %d snapshots, want the bought item's (and at most one settled one)", n)
 	}
 }
