@@ -22,12 +22,12 @@ BIN=$ROOT/bin
 # Redis and MariaDB: past ~2.5k req/s it drops iterations and its own CPU
 # starvation shows up as latency. The defaults stay below that; wrk gives
 # the high-rate numbers.
-K6_VERSION=${K6_VERSION:-v1.8.1}
-K6_DURATION=${K6_DURATION:-15}                 # seconds per k6 scenario
-K6_PURCHASE_RATE=${K6_PURCHASE_RATE:-1000}     # new buyers/s (each: token + purchase)
-K6_MIXED_RATE=${K6_MIXED_RATE:-400}            # buyers/s (each: 6 requests)
-K6_SOLDOUT_RATE=${K6_SOLDOUT_RATE:-2000}       # purchases/s on a sold-out item
-K6_P99_MS=${K6_P99_MS:-20}                     # k6 threshold on purchase p99
+BENCH_K6_VERSION=${BENCH_K6_VERSION:-v1.8.1}
+BENCH_K6_DURATION=${BENCH_K6_DURATION:-15}                 # seconds per k6 scenario
+BENCH_K6_PURCHASE_RATE=${BENCH_K6_PURCHASE_RATE:-1000}     # new buyers/s (each: token + purchase)
+BENCH_K6_MIXED_RATE=${BENCH_K6_MIXED_RATE:-400}            # buyers/s (each: 6 requests)
+BENCH_K6_SOLDOUT_RATE=${BENCH_K6_SOLDOUT_RATE:-2000}       # purchases/s on a sold-out item
+BENCH_K6_P99_MS=${BENCH_K6_P99_MS:-20}                     # k6 threshold on purchase p99
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_DURATION=${WRK_DURATION:-10}               # seconds per wrk run
@@ -106,8 +106,8 @@ need_apt jq jq
 need_apt mysql mariadb-client
 need_apt redis-cli redis-tools
 if [[ ! -x $BIN/k6 ]]; then
-  log "installing k6 $K6_VERSION into bin/ (one-time, a few minutes)"
-  GOBIN=$BIN go install "go.k6.io/k6@$K6_VERSION"
+  log "installing k6 $BENCH_K6_VERSION into bin/ (one-time, a few minutes)"
+  GOBIN=$BIN go install "go.k6.io/k6@$BENCH_K6_VERSION"
 fi
 [[ $(ulimit -n) == unlimited || $(ulimit -n) -ge 65536 ]] || ulimit -n 65536 2>/dev/null || true
 
@@ -192,10 +192,10 @@ wait_drain() {
 # k6 SCRIPT ITEM RATE: runs one k6 scenario; its summary lands in $WORK/k6-SCRIPT.json.
 run_k6() {
   local script=$1 item=$2 rate=$3 rc=0
-  log "k6 $script: item $item, $rate it/s for ${K6_DURATION}s"
+  log "k6 $script: item $item, $rate it/s for ${BENCH_K6_DURATION}s"
   GOMAXPROCS=$LOADGEN_GOMAXPROCS "$BIN/k6" run -q --no-color \
-    -e BASE_URL="$BASE" -e ITEM_ID="$item" -e RATE="$rate" -e DURATION="${K6_DURATION}s" \
-    -e P99_MS="$K6_P99_MS" -e SECKILL_JWT_SECRET="$JWT_SECRET" -e SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
+    -e BASE_URL="$BASE" -e ITEM_ID="$item" -e RATE="$rate" -e DURATION="${BENCH_K6_DURATION}s" \
+    -e P99_MS="$BENCH_K6_P99_MS" -e SECKILL_JWT_SECRET="$JWT_SECRET" -e SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
     -e SUMMARY_JSON="$WORK/k6-$script.json" \
     "bench/k6/$script.js" >"$WORK/k6-$script.out" 2>"$WORK/k6-$script.log" || rc=$?
   sed -n '/^== /,$p' "$WORK/k6-$script.out" >&2
@@ -220,19 +220,19 @@ wrkv() { grep '^WRK ' "$WORK/wrk-$1.txt" | tr ' ' '\n' | awk -F= -v k="$2" '$1 =
 soldout_sum() { local t=0 r; for r in $(seq 1 "$ROUNDS"); do t=$((t + $(wrkv "soldout-$r" "$1"))); done; echo "$t"; }
 
 # ---------------------------------------------------------------- k6
-ITEM_K6=$(create_item "k6 purchase spike" $((K6_PURCHASE_RATE * K6_DURATION)))
-ITEM_MIXED=$(create_item "k6 mixed clients" $((K6_MIXED_RATE * K6_DURATION * 2)))
+ITEM_K6=$(create_item "k6 purchase spike" $((BENCH_K6_PURCHASE_RATE * BENCH_K6_DURATION)))
+ITEM_MIXED=$(create_item "k6 mixed clients" $((BENCH_K6_MIXED_RATE * BENCH_K6_DURATION * 2)))
 ITEM_SOLDOUT=$(create_item "sold out" 0)
 
 T0=$(now)
-run_k6 purchase "$ITEM_K6" "$K6_PURCHASE_RATE"
+run_k6 purchase "$ITEM_K6" "$BENCH_K6_PURCHASE_RATE"
 T1=$(now)
 wait_drain K6 "$ITEM_K6" "$T0" "$T1"
 
-run_k6 mixed "$ITEM_MIXED" "$K6_MIXED_RATE"
+run_k6 mixed "$ITEM_MIXED" "$BENCH_K6_MIXED_RATE"
 wait_drain MIXED "$ITEM_MIXED" "$T1" "$(now)"
 
-run_k6 soldout "$ITEM_SOLDOUT" "$K6_SOLDOUT_RATE"
+run_k6 soldout "$ITEM_SOLDOUT" "$BENCH_K6_SOLDOUT_RATE"
 
 # ---------------------------------------------------------------- wrk
 # Enough users for the paced rate over the whole run; a thread that runs
@@ -312,7 +312,7 @@ OVER_LIMIT=$(sql "$RUN_ID" -e "
     GROUP BY o.user_id, o.item_id, i.per_user_limit HAVING COUNT(*) > i.per_user_limit) x")
 rows_of() { awk -v id="$1" '$1 == id { print $6 }' "$WORK/items.tsv"; }
 
-K6_ACCEPTED=$(k6v purchase .accepted)
+BENCH_K6_ACCEPTED=$(k6v purchase .accepted)
 MIXED_ACCEPTED=$(k6v mixed .accepted)
 SOLDOUT_ACCEPTED=$(($(k6v soldout .accepted) + $(soldout_sum s202)))
 WRK_ACCEPTED=$(wrkv purchase s202)
@@ -320,7 +320,7 @@ for item in "$ITEM_K6" "$ITEM_MIXED" "$ITEM_SOLDOUT" "$ITEM_WRK"; do
   r=$(reserved "$item")
   expect "item $item: MySQL rows == units Redis reserved ($(rows_of "$item") vs $r)" test "$(rows_of "$item")" -eq "$r"
 done
-expect "k6 purchase: MySQL rows == 202s k6 got ($(rows_of "$ITEM_K6") vs $K6_ACCEPTED)" test "$(rows_of "$ITEM_K6")" -eq "$K6_ACCEPTED"
+expect "k6 purchase: MySQL rows == 202s k6 got ($(rows_of "$ITEM_K6") vs $BENCH_K6_ACCEPTED)" test "$(rows_of "$ITEM_K6")" -eq "$BENCH_K6_ACCEPTED"
 expect "k6 mixed: MySQL rows == first 202s k6 got ($(rows_of "$ITEM_MIXED") vs $MIXED_ACCEPTED)" test "$(rows_of "$ITEM_MIXED")" -eq "$MIXED_ACCEPTED"
 # wrk counts only answers that arrived before its clock stopped: up to one
 # request per connection was still in flight and may have been accepted.
@@ -364,7 +364,7 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   echo "$LINE"
   printf 'seckill bench %s | %s cores, load avg before %s | GOMAXPROCS server=%s k6=%s | wrk -t%s -c%s -d%ss | k6 %ss each\n' \
     "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "$LOAD_BEFORE" "$SERVER_GOMAXPROCS" "$LOADGEN_GOMAXPROCS" \
-    "$WRK_THREADS" "$WRK_CONNS" "$WRK_DURATION" "$K6_DURATION"
+    "$WRK_THREADS" "$WRK_CONNS" "$WRK_DURATION" "$BENCH_K6_DURATION"
   echo "$LINE"
   row scenario offered 'req/s' 'accept/s' 'p50 ms' 'p95 ms' 'p99 ms' errors note
   k6_row purchase "k6 purchase (token + buy)"
