@@ -231,10 +231,15 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 	if claim {
 		r.claimedAt = time.Now()
 	}
+	// Drained outboxes leave the active set once a second, not on every
+	// pass: a busy relay passes many times a second, and each look costs
+	// Redis a call per outbox.
+	forget := false
 	if time.Since(r.refreshedAt) >= time.Second {
 		// Before draining, so the gauge moves while Kafka is down too.
 		r.refreshedAt = time.Now()
 		r.refresh(ctx, outboxes)
+		forget = true
 	}
 	var errs []error
 	for _, o := range outboxes {
@@ -261,7 +266,7 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			}
 			r.gauged[o.ItemID] = time.Now()
 		}
-		if k == 0 && len(r.retry[o]) == 0 {
+		if forget && k == 0 && len(r.retry[o]) == 0 {
 			if gone, err := r.st.ForgetIfIdle(ctx, o); err == nil && gone {
 				delete(r.groups, o)
 			}
