@@ -59,6 +59,36 @@ now() { date +%s.%N; }
 
 sql() { mysql --protocol=tcp -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -N -B "$@"; }
 rcli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
+# cpu_ticks PID: user + system CPU the process used so far, in clock ticks
+# (the OS's own accounting, /proc/PID/stat fields 14 and 15); 0 if unknown.
+cpu_ticks() { [[ -n $1 && -r /proc/$1/stat ]] && awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_snap NAME: remembers every server process's CPU ticks under NAME.
+cpu_snap() {
+  local p
+  for p in seckill redis mariadb kafka; do
+    eval "CPU_${1}_$p=$(cpu_ticks "$(pid_of $p)")"
+  done
+}
+pid_of() {
+  case $1 in
+    seckill) echo "$SERVER_PID" ;;
+    kafka) echo "$KAFKA_PID" ;;
+    redis) rcli info server 2>/dev/null | awk -F: '/^process_id:/ { print $2 + 0 }' ;;
+    mariadb) sql -e 'SELECT 1' >/dev/null 2>&1 && pgrep -o -x mariadbd || pgrep -o -x mysqld || true ;;
+  esac
+}
+# cpu_per FROM TO N: "seckill A, redis B, mariadb C, kafka D, total E" in
+# microseconds of CPU per unit of work, for N units between two snapshots.
+cpu_per() {
+  local p d total=0 out=""
+  for p in seckill redis mariadb kafka; do
+    eval "d=\$(( CPU_${2}_$p - CPU_${1}_$p ))"
+    total=$((total + d))
+    out+="$p $(awk -v d="$d" -v n="$3" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d / t * 1e6 / n : 0) }'), "
+  done
+  echo "${out}total $(awk -v d="$total" -v n="$3" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d / t * 1e6 / n : 0) }') us"
+}
 
 stop_pid() { # stop_pid PID NAME: SIGTERM, then SIGKILL after 20s
   local pid=$1
@@ -240,13 +270,17 @@ run_k6 soldout "$ITEM_SOLDOUT" "$BENCH_K6_SOLDOUT_RATE"
 WRK_USERS=$((WRK_PURCHASE_RATE * WRK_DURATION * 105 / 100 + WRK_CONNS))
 ITEM_WRK=$(create_item "wrk purchase" "$WRK_USERS")
 log "prep: $WRK_USERS users with purchase tokens for item $ITEM_WRK"
+cpu_snap tok0
 GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_WRK" \
   -n "$WRK_USERS" -workers 64 -out "$WORK/users.txt" >&2
+cpu_snap tok1
 
+cpu_snap buy0
 T0=$(now)
 run_wrk purchase "$BASE" purchase.lua "$WORK/users.txt" "$ITEM_WRK" "$WRK_PURCHASE_RATE" "$WRK_THREADS"
 T1=$(now)
 wait_drain WRK "$ITEM_WRK" "$T0" "$T1"
+cpu_snap buy1
 
 # The sold-out crowd holds real purchase tokens (see bench/wrk/soldout.lua).
 GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_SOLDOUT" \
@@ -264,8 +298,11 @@ done
 ROUNDS=${SOLDOUT_ROUNDS:-3}
 SAVED_DURATION=$WRK_DURATION
 WRK_DURATION=${SOLDOUT_ROUND_SECONDS:-6}
+SOLDOUT_N=0
 for r in $(seq 1 "$ROUNDS"); do
+  cpu_snap "so${r}a"
   run_wrk "soldout-$r" "$BASE" soldout.lua "$WORK/soldout-users.txt" "$ITEM_SOLDOUT" "$WRK_THREADS"
+  cpu_snap "so${r}b"
   run_wrk "ceiling-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
 done
 WRK_DURATION=$SAVED_DURATION
@@ -379,6 +416,9 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   kv "sold-out QPS / bare-Gin QPS (wrk)" "$RATIO = $(fmt0 "$(wrkv soldout rps)") / $(fmt0 "$(wrkv ceiling rps)") (median of $ROUNDS alternating rounds: $ROUND_RATIOS)  target >= 0.90: $RATIO_OK"
   kv "purchase: accepted/s, p99 at $WRK_PURCHASE_RATE r/s offered" \
     "$WRK_ACC_RATE/s, p99 $(fmt2 "$(wrkv purchase p99_ms)") ms   target >= 10000/s, p99 <= 20 ms: $PURCHASE_OK"
+  kv "CPU per accepted order (wrk phase + drain)" "$(cpu_per buy0 buy1 "$WRK_ACCEPTED")"
+  kv "CPU per purchase token issued (prep)" "$(cpu_per tok0 tok1 "$WRK_USERS")"
+  kv "CPU per sold-out answer (median round)" "$(cpu_per "so${MEDIAN_ROUND}a" "so${MEDIAN_ROUND}b" "$(wrkv soldout sold_out)")"
   kv "oversold (MySQL rows or items.sold > stock)" "$OVERSOLD_DB"
   kv "oversold (seckill_oversold metric)" "$OVERSOLD_METRIC"
   kv "MySQL stock-guard refusals" "$GUARD_REFUSALS"
