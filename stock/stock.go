@@ -395,25 +395,9 @@ func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, 
 	if won == 0 {
 		return 0, ErrPurchaseInProgress
 	}
-	pipe := s.rdb.Pipeline()
-	marks := make([]*redis.Cmd, 0, p.Shards-1)
-	for i := 1; i < p.Shards; i++ {
-		marks = append(marks, fenceScript.EvalSha(ctx, pipe,
-			[]string{s.keys(p.ItemID, (home+i)%p.Shards).Took(orderID)}, epoch, s.ttlSeconds()))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
-			return 0, fmt.Errorf("fence item %d: %w", p.ItemID, err)
-		}
-		// Not loaded yet: fence one by one (Run loads the script).
-		marks = marks[:0]
-		for i := 1; i < p.Shards; i++ {
-			c := fenceScript.Run(ctx, s.rdb, []string{s.keys(p.ItemID, (home+i)%p.Shards).Took(orderID)}, epoch, s.ttlSeconds())
-			if c.Err() != nil {
-				return 0, fmt.Errorf("fence item %d: %w", p.ItemID, c.Err())
-			}
-			marks = append(marks, c)
-		}
+	marks, err := s.fence(ctx, p, home, orderID, epoch)
+	if err != nil {
+		return 0, fmt.Errorf("fence item %d: %w", p.ItemID, err)
 	}
 	for _, c := range marks {
 		if m, _ := c.Text(); strings.HasPrefix(m, "t") {
@@ -426,6 +410,27 @@ func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, 
 		}
 	}
 	return s.fallThrough(ctx, p, home, orderID, epoch)
+}
+
+// fence runs fence.lua on every shard but home in one round trip, loading
+// the script first if Redis does not have it (as run does).
+func (s *Store) fence(ctx context.Context, p Purchase, home int, orderID, epoch int64) ([]*redis.Cmd, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		marks := make([]*redis.Cmd, 0, p.Shards-1)
+		for i := 1; i < p.Shards; i++ {
+			marks = append(marks, fenceScript.EvalSha(ctx, pipe,
+				[]string{s.keys(p.ItemID, (home+i)%p.Shards).Took(orderID)}, epoch, s.ttlSeconds()))
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+			if lerr := fenceScript.Load(ctx, s.rdb).Err(); lerr != nil {
+				return nil, lerr
+			}
+			continue
+		}
+		return marks, err
+	}
 }
 
 // fallThrough takes the unit from another shard when the home shard is empty.

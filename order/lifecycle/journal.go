@@ -56,8 +56,8 @@ func (j *Journal) Add(r stock.Restored) {
 	j.mu.Unlock()
 }
 
-// before lists the remembered orders accepted before t.
-func (j *Journal) before(t time.Time) []journalEntry {
+// entries lists the remembered purchases whose accept time passes keep.
+func (j *Journal) entries(keep func(at time.Time) bool) []journalEntry {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	n := j.next
@@ -66,32 +66,47 @@ func (j *Journal) before(t time.Time) []journalEntry {
 	}
 	var out []journalEntry
 	for _, e := range j.ring[:n] {
-		if e.OrderID != 0 && e.At.Before(t) {
+		if e.OrderID != 0 && keep(e.At) {
 			out = append(out, e)
 		}
 	}
 	return out
 }
 
-// Restorable lists the purchases accepted before cutoff, for stock.Restore:
-// those in MySQL only get their token answer back, the others (neither
-// stored nor dead-lettered) are reinjected.
-func (j *Journal) Restorable(ctx context.Context, orders *order.Store, cutoff time.Time) ([]stock.Restored, error) {
-	es := j.before(cutoff)
+// accounted returns which of the purchases MySQL holds, as an order or as a
+// dead letter (refused).
+func accounted(ctx context.Context, orders *order.Store, es []journalEntry) (map[int64]bool, error) {
 	ids := make([]int64, len(es))
 	for i, e := range es {
 		ids[i] = e.OrderID
 	}
 	stored, err := orders.Stored(ctx, ids)
 	if err != nil {
-		return nil, fmt.Errorf("restorable purchases: %w", err)
+		return nil, err
 	}
 	dead, err := orders.DeadLettered(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for id := range dead {
+		stored[id] = true
+	}
+	return stored, nil
+}
+
+func before(t time.Time) func(time.Time) bool { return func(at time.Time) bool { return at.Before(t) } }
+
+// Restorable lists the purchases accepted before cutoff, for stock.Restore:
+// those in MySQL only get their token answer back, the others (neither
+// stored nor dead-lettered) are reinjected.
+func (j *Journal) Restorable(ctx context.Context, orders *order.Store, cutoff time.Time) ([]stock.Restored, error) {
+	es := j.entries(before(cutoff))
+	in, err := accounted(ctx, orders, es)
 	if err != nil {
 		return nil, fmt.Errorf("restorable purchases: %w", err)
 	}
 	for i := range es {
-		es[i].Reinject = !stored[es[i].OrderID] && !dead[es[i].OrderID]
+		es[i].Reinject = !in[es[i].OrderID]
 	}
 	return es, nil
 }
@@ -100,58 +115,33 @@ func (j *Journal) Restorable(ctx context.Context, orders *order.Store, cutoff ti
 // empty) against MySQL, once the rebuild after that loss is done, and counts
 // and returns those missing.
 func (j *Journal) CountLost(ctx context.Context, orders *order.Store, cutoff time.Time) ([]int64, error) {
-	es := j.before(cutoff)
-	ids := make([]int64, len(es))
-	for i, e := range es {
-		ids[i] = e.OrderID
-	}
-	stored, err := orders.Stored(ctx, ids)
+	es := j.entries(before(cutoff))
+	in, err := accounted(ctx, orders, es)
 	if err != nil {
 		return nil, fmt.Errorf("count lost orders: %w", err)
-	}
-	dead, err := orders.DeadLettered(ctx, ids)
-	if err != nil {
-		return nil, fmt.Errorf("count lost orders: %w", err)
-	}
-	for id := range dead {
-		stored[id] = true // accounted for, as refused
 	}
 	var lost []int64
-	for _, id := range ids {
-		if !stored[id] {
-			lost = append(lost, id)
+	for _, e := range es {
+		if !in[e.OrderID] {
+			lost = append(lost, e.OrderID)
 		}
 	}
 	j.lost.Add(float64(len(lost)))
 	return lost, nil
 }
 
-// Since lists the purchases accepted at or after t that are not in MySQL
-// (candidates for what a Redis restart may have lost).
+// Since lists the purchases accepted at or after t that MySQL holds neither
+// as orders nor as dead letters (candidates for what a Redis restart may
+// have lost).
 func (j *Journal) Since(ctx context.Context, orders *order.Store, t time.Time) ([]stock.Restored, error) {
-	j.mu.Lock()
-	n := j.next
-	if j.full {
-		n = len(j.ring)
-	}
-	var es []journalEntry
-	for _, e := range j.ring[:n] {
-		if e.OrderID != 0 && !e.At.Before(t) {
-			es = append(es, e)
-		}
-	}
-	j.mu.Unlock()
-	ids := make([]int64, len(es))
-	for i, e := range es {
-		ids[i] = e.OrderID
-	}
-	stored, err := orders.Stored(ctx, ids)
+	es := j.entries(func(at time.Time) bool { return !at.Before(t) })
+	in, err := accounted(ctx, orders, es)
 	if err != nil {
 		return nil, fmt.Errorf("recent purchases: %w", err)
 	}
 	out := es[:0]
 	for _, e := range es {
-		if !stored[e.OrderID] {
+		if !in[e.OrderID] {
 			out = append(out, e)
 		}
 	}
