@@ -342,6 +342,12 @@ func (c Config) validateRedis() error {
 		errs = append(errs, fmt.Errorf("%s %v must be shorter than redis.timeout %v when replicas are awaited",
 			setting("redis.wait_timeout"), r.WaitTimeout, r.Timeout))
 	}
+	// WAIT must run on the connection of the master that took the
+	// reservation; a cluster pipeline sends a keyless command anywhere.
+	if r.WaitReplicas > 0 && r.Mode == RedisCluster {
+		errs = append(errs, fmt.Errorf("%s is not supported with %s cluster (each master's replicas are its own; use single mode with replicas, or 0)",
+			setting("redis.wait_replicas"), setting("redis.mode")))
+	}
 	return errors.Join(errs...)
 }
 

@@ -167,15 +167,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	s.owner = owner
 
 	// Redis: stock calls fail closed after the configured timeout.
-	rdb := redis.NewClient(&redis.Options{
-		Addr: cfg.Redis.Addr, PoolSize: cfg.Redis.PoolSize,
-		ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout, DialTimeout: 2 * time.Second,
-		ContextTimeoutEnabled: true, MaxRetries: 1,
-	})
+	rdb := newRedis(cfg)
 	s.onClose(func() { rdb.Close() })
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
+	if err := stock.NewStore(rdb, stock.Config{Prefix: cfg.Redis.Prefix}).Ping(pctx); err != nil {
 		return nil, fmt.Errorf("redis %s: %w", cfg.Redis.Addr, err)
 	}
 	db, err := openMySQL(ctx, cfg)
@@ -234,7 +230,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: log, Registry: reg,
 		Ledger: parts.ledger, Journal: journal,
 		Ready: func(ctx context.Context) error {
-			return errors.Join(rdb.Ping(ctx).Err(), s.Orders.Ping(ctx))
+			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx))
 		},
 	})
 	if err != nil {
@@ -371,4 +367,22 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer, started func(*Serv
 		started(s)
 	}
 	return s.Wait()
+}
+
+// newRedis is the Redis client of the configured mode: one server, or a
+// Redis Cluster found from its seed nodes (go-redis follows MOVED/ASK and
+// the slot map). Stock calls fail closed after the configured timeout.
+func newRedis(cfg Config) redis.UniversalClient {
+	if cfg.Redis.Mode == RedisCluster {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: cfg.RedisAddrs(), PoolSize: cfg.Redis.PoolSize,
+			ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout, DialTimeout: 2 * time.Second,
+			ContextTimeoutEnabled: true, MaxRetries: 1,
+		})
+	}
+	return redis.NewClient(&redis.Options{
+		Addr: cfg.Redis.Addr, PoolSize: cfg.Redis.PoolSize,
+		ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout, DialTimeout: 2 * time.Second,
+		ContextTimeoutEnabled: true, MaxRetries: 1,
+	})
 }

@@ -43,7 +43,9 @@ type Deps struct {
 
 // IDs makes order ids; an error means no id can be made safely now.
 type IDs interface {
-	NextID() (int64, error)
+	// NextID makes an id for the slot group g (stock.HomeGroup of the
+	// purchase): stock.OrderGroup of the id is g.
+	NextID(g int) (int64, error)
 }
 
 // Ledger is the reconciler as the admin endpoints use it.

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bwmarrin/snowflake"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -47,10 +46,11 @@ func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	}
 }
 
-// snowflakeIDs makes ids from one node, as one instance does.
-type snowflakeIDs struct{ *snowflake.Node }
+// seqIDs makes ids from one sequence, each for the group asked, as one
+// instance does; they start past 2^53 as real ids do.
+type seqIDs struct{ n *atomic.Int64 }
 
-func (s snowflakeIDs) NextID() (int64, error) { return s.Generate().Int64(), nil }
+func (s seqIDs) NextID(g int) (int64, error) { return stock.WithGroup(s.n.Add(1)<<22, g), nil }
 
 type fixture struct {
 	engine *gin.Engine
@@ -70,8 +70,8 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 	rdb.AddHook(hook)
 	st := stock.NewStore(rdb, stock.Config{Prefix: prefix})
 	orders := order.NewStore(db)
-	node, _ := snowflake.NewNode(1)
-	ids := snowflakeIDs{node}
+	ids := seqIDs{new(atomic.Int64)}
+	ids.n.Store(1 << 38)
 	reg := prometheus.NewRegistry()
 	lim, err := limiter.New(limiter.Config{MaxInFlight: 4096, AcquireWait: 50 * time.Millisecond}, reg)
 	if err != nil {

@@ -74,7 +74,7 @@ func (h *Handler) purchase(c *gin.Context, user int64) error {
 		return h.outcome(err)
 	}
 	defer release()
-	newID, err := h.IDs.NextID()
+	newID, err := h.IDs.NextID(stock.HomeGroup(id, user, it.Shards))
 	if err != nil {
 		return h.outcome(err)
 	}
@@ -90,7 +90,7 @@ func (h *Handler) purchase(c *gin.Context, user int64) error {
 	}
 	if h.Journal != nil && orderID == newID {
 		h.Journal.Add(stock.Restored{OrderID: orderID, ItemID: id, UserID: user,
-			Home: stock.HomeShard(user, it.Shards), Token: key, At: now})
+			Home: stock.HomeShard(user, it.Shards), Shards: it.Shards, Token: key, At: now})
 	}
 	return h.accept(c, orderID)
 }

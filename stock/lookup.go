@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,9 @@ func (s *Store) LookupOrder(ctx context.Context, orderID, userID int64) (a Accep
 	if err1 != nil || err2 != nil || err3 != nil || token == "" {
 		return Accepted{}, false, nil
 	}
-	tok, err := s.rdb.HMGet(ctx, s.keys(item, home).Token(token), "u", "st", "c", "o").Result()
+	// The index entry lives in the group the id was made for, the home
+	// shard's, so the token is there too.
+	tok, err := s.rdb.HMGet(ctx, s.keysIn(OrderGroup(orderID), item, home).Token(token), "u", "st", "c", "o").Result()
 	if err != nil {
 		return Accepted{}, false, fmt.Errorf("look up order %d: %w", orderID, err)
 	}
@@ -82,27 +85,34 @@ func parseMember(m string) (item int64, home int, token string, ok bool) {
 	return item, home, token, ok1 && ok2 && err1 == nil && err2 == nil && token != ""
 }
 
+// member is one entry of a group's claims index.
+type member struct {
+	group int
+	name  string
+}
+
 // claims reads the claims named by index members, dropping the members of
 // claims that are settled (or gone with their token).
-func (s *Store) claims(ctx context.Context, members []string) ([]Claim, error) {
+func (s *Store) claims(ctx context.Context, members []member) ([]Claim, error) {
 	if len(members) == 0 {
 		return nil, nil
 	}
 	type read struct {
 		c   Claim
+		m   member
 		cmd *redis.SliceCmd
 	}
 	var reads []read
-	var stale []any
+	stale := map[int][]any{}
 	pipe := s.rdb.Pipeline()
 	for _, m := range members {
-		item, home, token, ok := parseMember(m)
+		item, home, token, ok := parseMember(m.name)
 		if !ok {
-			stale = append(stale, m)
+			stale[m.group] = append(stale[m.group], m.name)
 			continue
 		}
-		reads = append(reads, read{Claim{ItemID: item, Home: home, Token: token},
-			pipe.HMGet(ctx, s.keys(item, home).Token(token), "u", "st", "o", "ct")})
+		reads = append(reads, read{Claim{ItemID: item, Home: home, Token: token}, m,
+			pipe.HMGet(ctx, s.keysIn(m.group, item, home).Token(token), "u", "st", "o", "ct")})
 	}
 	if len(reads) > 0 {
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -110,7 +120,7 @@ func (s *Store) claims(ctx context.Context, members []string) ([]Claim, error) {
 		}
 	}
 	var out []Claim
-	for i, r := range reads {
+	for _, r := range reads {
 		v := r.cmd.Val()
 		str := func(i int) string { s, _ := v[i].(string); return s }
 		c := r.c
@@ -119,13 +129,13 @@ func (s *Store) claims(ctx context.Context, members []string) ([]Claim, error) {
 		c.OrderID, err2 = strconv.ParseInt(str(2), 10, 64)
 		c.Epoch, err3 = strconv.ParseInt(str(3), 10, 64)
 		if str(1) != "c" || err1 != nil || err2 != nil || err3 != nil {
-			stale = append(stale, members[i])
+			stale[r.m.group] = append(stale[r.m.group], r.m.name)
 			continue
 		}
 		out = append(out, c)
 	}
-	if len(stale) > 0 {
-		s.rdb.ZRem(ctx, s.claimsKey(), stale...) // tidying only
+	for g, names := range stale {
+		s.rdb.ZRem(ctx, s.claimsKey(g), names...) // tidying only
 	}
 	return out, nil
 }
@@ -133,16 +143,28 @@ func (s *Store) claims(ctx context.Context, members []string) ([]Claim, error) {
 // OpenClaims lists the item's open fall-through claims (rebuild counts the
 // slots they hold). The index holds only claims not settled yet, so this
 // reads few entries whatever the history.
-func (s *Store) OpenClaims(ctx context.Context, itemID int64) ([]Claim, error) {
-	ms, err := s.rdb.ZRange(ctx, s.claimsKey(), 0, -1).Result()
-	if err != nil {
+func (s *Store) OpenClaims(ctx context.Context, itemID int64, shards int) ([]Claim, error) {
+	var groups []int
+	for i := range shards {
+		if g := ShardGroup(itemID, i, shards); !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, len(groups))
+	for i, g := range groups {
+		cmds[i] = pipe.ZRange(ctx, s.claimsKey(g), 0, -1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("open claims: %w", err)
 	}
 	prefix := strconv.FormatInt(itemID, 10) + ":"
-	var mine []string
-	for _, m := range ms {
-		if strings.HasPrefix(m, prefix) {
-			mine = append(mine, m)
+	var mine []member
+	for i, c := range cmds {
+		for _, m := range c.Val() {
+			if strings.HasPrefix(m, prefix) {
+				mine = append(mine, member{groups[i], m})
+			}
 		}
 	}
 	return s.claims(ctx, mine)
@@ -152,11 +174,23 @@ func (s *Store) OpenClaims(ctx context.Context, itemID int64) ([]Claim, error) {
 // process died or stalls, and their buyer may never come back.
 func (s *Store) StaleClaims(ctx context.Context, limit int64) ([]Claim, error) {
 	before := time.Now().Add(-s.cfg.ClaimTimeout).UnixMilli()
-	ms, err := s.rdb.ZRangeByScore(ctx, s.claimsKey(), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(before, 10), Count: limit,
-	}).Result()
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	var cmds [Groups]*redis.StringSliceCmd
+	for g := range Groups {
+		cmds[g] = pipe.ZRangeByScore(ctx, s.claimsKey(g), &redis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(before, 10), Count: limit,
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("stale claims: %w", err)
+	}
+	var ms []member
+	for g, c := range cmds {
+		for _, m := range c.Val() {
+			if int64(len(ms)) < limit {
+				ms = append(ms, member{g, m})
+			}
+		}
 	}
 	return s.claims(ctx, ms)
 }

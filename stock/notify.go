@@ -16,13 +16,26 @@ import (
 // before the units came back. One purchase call re-learns a true flag.
 const restockResync = 30 * time.Second
 
-func (s *Store) restockChannel() string { return s.prefix + ":restock" }
+// restockChannel has a hash tag: on a cluster the notices are sharded
+// pub/sub (SPUBLISH/SSUBSCRIBE) on the one master of its slot, so they
+// arrive in the order they were sent.
+func (s *Store) restockChannel() string { return s.prefix + ":{meta}:restock" }
+
+// cluster is the client as a cluster client, if it is one.
+func (s *Store) cluster() (*redis.ClusterClient, bool) {
+	c, ok := s.rdb.(*redis.ClusterClient)
+	return c, ok
+}
 
 // PublishRestock tells every instance sharing this Redis that units of the
 // item came back, so they clear their local sold-out flag. Call it after the
 // units are in the shards.
 func (s *Store) PublishRestock(ctx context.Context, itemID int64) error {
-	if err := s.rdb.Publish(ctx, s.restockChannel(), itemID).Err(); err != nil {
+	publish := s.rdb.Publish
+	if _, ok := s.cluster(); ok {
+		publish = s.rdb.SPublish
+	}
+	if err := publish(ctx, s.restockChannel(), itemID).Err(); err != nil {
 		return fmt.Errorf("publish restock of item %d: %w", itemID, err)
 	}
 	return nil
@@ -39,7 +52,12 @@ func (s *Store) WatchRestock(ctx context.Context) error {
 }
 
 func (s *Store) watchRestock(ctx context.Context, resync time.Duration) error {
-	ps := s.rdb.Subscribe(ctx, s.restockChannel())
+	var ps *redis.PubSub
+	if c, ok := s.cluster(); ok {
+		ps = c.SSubscribe(ctx, s.restockChannel())
+	} else {
+		ps = s.rdb.Subscribe(ctx, s.restockChannel())
+	}
 	defer ps.Close()
 	// The channel reports subscription confirmations too: each one, the
 	// first and every one after a reconnect, is a possible gap to cover.
@@ -61,7 +79,7 @@ func (s *Store) watchRestock(ctx context.Context, resync time.Duration) error {
 			}
 			switch m := msg.(type) {
 			case *redis.Subscription:
-				if m.Kind == "subscribe" {
+				if m.Kind == "subscribe" || m.Kind == "ssubscribe" {
 					s.clearAllSoldOut()
 				}
 			case *redis.Message:

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,7 +122,7 @@ func TestWatchRestockOtherPrefixIgnored(t *testing.T) {
 func TestWatchRestockResubscribeClearsAll(t *testing.T) {
 	_, prefix := testenv.Redis(t)
 	name := "restock-" + testenv.ID()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), ClientName: name})
+	rdb := testenv.NewRedis(redis.Options{ClientName: name})
 	t.Cleanup(func() { rdb.Close() })
 	s := NewStore(rdb, Config{Prefix: prefix})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -129,24 +131,31 @@ func TestWatchRestockResubscribeClearsAll(t *testing.T) {
 	s.soldOut.Store(int64(1), struct{}{})
 	s.soldOut.Store(int64(2), struct{}{})
 
-	// Kill the subscriber's connection, as a network blip would.
-	list, err := rdb.ClientList(ctx).Result()
+	// Kill the subscriber's connection, as a network blip would (on a
+	// cluster it is on the master of the channel's slot: look at each).
+	killed := 0
+	err := testenv.ForEachNode(ctx, rdb, func(ctx context.Context, node *redis.Client) error {
+		list, err := node.ClientList(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(list, "\n") {
+			if !strings.Contains(line, " name="+name+" ") || !subscriber(line) {
+				continue
+			}
+			var id int64
+			if _, err := fmt.Sscanf(line, "id=%d", &id); err != nil {
+				return fmt.Errorf("parse client list line %q: %v", line, err)
+			}
+			if err := node.ClientKillByFilter(ctx, "ID", fmt.Sprint(id)).Err(); err != nil {
+				return fmt.Errorf("kill subscriber: %v", err)
+			}
+			killed++
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	killed := 0
-	for _, line := range strings.Split(list, "\n") {
-		if !strings.Contains(line, " name="+name+" ") || !strings.Contains(line, "cmd=subscribe") && !strings.Contains(line, "sub=1") {
-			continue
-		}
-		var id int64
-		if _, err := fmt.Sscanf(line, "id=%d", &id); err != nil {
-			t.Fatalf("parse client list line %q: %v", line, err)
-		}
-		if err := rdb.ClientKillByFilter(ctx, "ID", fmt.Sprint(id)).Err(); err != nil {
-			t.Fatalf("kill subscriber: %v", err)
-		}
-		killed++
 	}
 	if killed != 1 {
 		t.Fatalf("killed %d subscriber connections, want 1", killed)
@@ -206,7 +215,7 @@ func TestLease(t *testing.T) {
 	a, _ := newStore(t, Config{})
 	// b has a client of its own, to see its attempts at the lease.
 	tries := &leaseTries{key: a.Prefix() + ":lease:job", tried: make(chan struct{}, 1)}
-	brdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	brdb := testenv.NewRedis(redis.Options{})
 	t.Cleanup(func() { brdb.Close() })
 	brdb.AddHook(tries)
 	b := NewStore(brdb, Config{Prefix: a.Prefix()})
@@ -282,10 +291,10 @@ func TestSnapshot(t *testing.T) {
 	}
 
 	// A missing key and a count below zero.
-	if err := rdb.Del(ctx, s.keys(item, 1).Stock()).Err(); err != nil {
+	if err := rdb.Del(ctx, s.keys(item, 1, shards).Stock()).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.Set(ctx, s.keys(item, 2).Stock(), -3, 0).Err(); err != nil {
+	if err := rdb.Set(ctx, s.keys(item, 2, shards).Stock(), -3, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	snap, err = s.Snapshot(ctx, item, shards)
@@ -324,7 +333,7 @@ func TestSetBought(t *testing.T) {
 		t.Fatalf("set bought: %v", err)
 	}
 	for u, want := range map[int64]int64{1: 2, 2: 1, 3: 0, 5: 0} {
-		got, err := rdb.HGet(ctx, s.keys(item, HomeShard(u, shards)).Bought(), fmt.Sprint(u)).Int64()
+		got, err := rdb.HGet(ctx, s.keys(item, HomeShard(u, shards), shards).Bought(), fmt.Sprint(u)).Int64()
 		if errors.Is(err, redis.Nil) {
 			got, err = 0, nil
 		}
@@ -383,7 +392,7 @@ func TestSkipReturns(t *testing.T) {
 	if sum(after) != sum(before) {
 		t.Errorf("remaining after skipped return: got %v, want %v", after, before)
 	}
-	n, err := rdb.HGet(ctx, s.keys(item, home).Bought(), "7").Int()
+	n, err := rdb.HGet(ctx, s.keys(item, home, shards).Bought(), "7").Int()
 	if err != nil || n != 1 {
 		t.Errorf("user 7 bought after skipped return: got %d (%v), want 1", n, err)
 	}
@@ -415,10 +424,79 @@ func TestLossMarkerSeenByEveryInstance(t *testing.T) {
 		t.Errorf("after the rebuild: pending %v, %v; want none", pending, err)
 	}
 	// Redis loses everything again: noticed again.
-	for _, k := range rdb.Keys(ctx, prefix+":*").Val() {
-		rdb.Del(ctx, k)
+	testenv.DeleteKeys(ctx, rdb, prefix+":*")
+	pending, cutoff, err = b.CheckLoss(ctx, time.Now())
+	if err != nil || !pending {
+		t.Fatalf("second loss: pending %v, %v; want a new rebuild", pending, err)
 	}
-	if pending, _, err := b.CheckLoss(ctx, time.Now()); err != nil || !pending {
-		t.Errorf("second loss: pending %v, %v; want a new rebuild", pending, err)
+	if err := b.RebuildDone(ctx, cutoff); err != nil {
+		t.Fatal(err)
 	}
+	// One slot group comes back empty (on a cluster: the master that
+	// holds it restarted empty): noticed as well.
+	testenv.DeleteKeys(ctx, rdb, prefix+":{"+groupTags[Groups/2]+"}:*")
+	if pending, _, err := a.CheckLoss(ctx, time.Now()); err != nil || !pending {
+		t.Errorf("loss of one group: pending %v, %v; want a rebuild", pending, err)
+	}
+}
+
+// TestLossOfOneMasterSeen: on a cluster, one master comes back empty while
+// the others keep their data (the {meta} keys among them, or not): the loss
+// is seen. On one server, that master is the server.
+func TestLossOfOneMasterSeen(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	s := NewStore(rdb, Config{Prefix: prefix})
+	_, cutoff, err := s.CheckLoss(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RebuildDone(ctx, cutoff); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var masters []string
+	err = testenv.ForEachNode(ctx, rdb, func(ctx context.Context, node *redis.Client) error {
+		mu.Lock()
+		masters = append(masters, node.Options().Addr)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(masters)
+	for m, addr := range masters {
+		// Empty that master only.
+		testenv.ForEachNode(ctx, rdb, func(ctx context.Context, node *redis.Client) error {
+			if node.Options().Addr != addr {
+				return nil
+			}
+			iter := node.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+			for iter.Next(ctx) {
+				node.Del(ctx, iter.Val())
+			}
+			return iter.Err()
+		})
+		pending, cutoff, err := s.CheckLoss(ctx, time.Now())
+		if err != nil || !pending {
+			t.Fatalf("master %d of %d came back empty: pending %v, %v; want a rebuild", m, len(masters), pending, err)
+		}
+		if err := s.RebuildDone(ctx, cutoff); err != nil {
+			t.Fatal(err)
+		}
+		if pending, _, err := s.CheckLoss(ctx, time.Now()); err != nil || pending {
+			t.Fatalf("after the rebuild: pending %v, %v", pending, err)
+		}
+	}
+}
+
+// subscriber tells a CLIENT LIST line of a (sharded) pub/sub connection.
+func subscriber(line string) bool {
+	for _, f := range []string{"cmd=subscribe", "cmd=ssubscribe", " sub=1", " ssub=1"} {
+		if strings.Contains(line, f) {
+			return true
+		}
+	}
+	return false
 }

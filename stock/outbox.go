@@ -23,6 +23,8 @@ type Reservation struct {
 	Shard int
 	Home  int
 	At    time.Time
+	// SlotGroup is the slot group of the outbox it was read from.
+	SlotGroup int
 }
 
 func parseReservation(m redis.XMessage) (Reservation, error) {
@@ -48,7 +50,7 @@ func parseReservation(m redis.XMessage) (Reservation, error) {
 	return r, nil
 }
 
-func parseAll(msgs []redis.XMessage) []Reservation {
+func parseAll(msgs []redis.XMessage, slotGroup int) []Reservation {
 	out := make([]Reservation, 0, len(msgs))
 	for _, m := range msgs {
 		if m.Values == nil {
@@ -60,6 +62,7 @@ func parseAll(msgs []redis.XMessage) []Reservation {
 			// inspection rather than published.
 			continue
 		}
+		r.SlotGroup = slotGroup
 		out = append(out, r)
 	}
 	return out
@@ -69,9 +72,16 @@ func parseAll(msgs []redis.XMessage) []Reservation {
 type Outbox struct {
 	ItemID int64
 	Shard  int
+	// SlotGroup is the shard's slot group (see OutboxOf).
+	SlotGroup int
 }
 
-func (s *Store) outboxKey(o Outbox) string { return s.keys(o.ItemID, o.Shard).Outbox() }
+// OutboxOf is the outbox of shard of an item with shards shards.
+func OutboxOf(itemID int64, shard, shards int) Outbox {
+	return Outbox{ItemID: itemID, Shard: shard, SlotGroup: ShardGroup(itemID, shard, shards)}
+}
+
+func (s *Store) outboxKey(o Outbox) string { return s.keysIn(o.SlotGroup, o.ItemID, o.Shard).Outbox() }
 
 // EnsureGroup creates the consumer group of the outbox, reading from its
 // first entry, if it does not exist yet.
@@ -98,7 +108,7 @@ func (s *Store) ReadOutbox(ctx context.Context, o Outbox, group, consumer string
 	if len(res) == 0 {
 		return nil, nil
 	}
-	return parseAll(res[0].Messages), nil
+	return parseAll(res[0].Messages, o.SlotGroup), nil
 }
 
 // ReadOwnPending returns up to count reservations delivered to consumer and
@@ -119,7 +129,7 @@ func (s *Store) ReadOwnPending(ctx context.Context, o Outbox, group, consumer st
 	if len(res) == 0 {
 		return nil, nil
 	}
-	return parseAll(res[0].Messages), nil
+	return parseAll(res[0].Messages, o.SlotGroup), nil
 }
 
 // ClaimOutbox takes over reservations delivered to a consumer that has not
@@ -132,7 +142,7 @@ func (s *Store) ClaimOutbox(ctx context.Context, o Outbox, group, consumer strin
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox %d/%d: %w", o.ItemID, o.Shard, err)
 	}
-	return parseAll(msgs), nil
+	return parseAll(msgs, o.SlotGroup), nil
 }
 
 // IsNoGroup reports whether err says the outbox stream or its consumer group
@@ -168,9 +178,10 @@ func (s *Store) OutboxLen(ctx context.Context, o Outbox) (int64, error) {
 
 // Entry names one outbox entry: the shard's outbox and the entry's id.
 type Entry struct {
-	ItemID   int64
-	Shard    int
-	StreamID string
+	ItemID    int64
+	Shard     int
+	SlotGroup int
+	StreamID  string
 }
 
 // AckEntries removes stored reservations from their outboxes, in one round
@@ -185,7 +196,7 @@ func (s *Store) AckEntries(ctx context.Context, group string, entries []Entry) e
 		if e.StreamID == "" {
 			continue
 		}
-		o := Outbox{ItemID: e.ItemID, Shard: e.Shard}
+		o := Outbox{ItemID: e.ItemID, Shard: e.Shard, SlotGroup: e.SlotGroup}
 		by[o] = append(by[o], e.StreamID)
 	}
 	pipe := s.rdb.Pipeline()
@@ -212,40 +223,48 @@ func (s *Store) PendingReservations(ctx context.Context, itemID int64, shards in
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.XMessageSliceCmd, shards)
 	for i := range cmds {
-		cmds[i] = pipe.XRange(ctx, s.keys(itemID, i).Outbox(), "-", "+")
+		cmds[i] = pipe.XRange(ctx, s.keys(itemID, i, shards).Outbox(), "-", "+")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("pending reservations of item %d: %w", itemID, err)
 	}
 	var out []Reservation
-	for _, c := range cmds {
-		out = append(out, parseAll(c.Val())...)
+	for i, c := range cmds {
+		out = append(out, parseAll(c.Val(), ShardGroup(itemID, i, shards))...)
 	}
 	return out, nil
 }
 
 // DropOutbox deletes a shard's outbox stream with its consumer group, as a
 // Redis that lost its data would; for tests and operators.
-func (s *Store) DropOutbox(ctx context.Context, itemID int64, shard int) error {
-	return s.rdb.Del(ctx, s.outboxKey(Outbox{ItemID: itemID, Shard: shard})).Err()
+func (s *Store) DropOutbox(ctx context.Context, itemID int64, shard, shards int) error {
+	return s.rdb.Del(ctx, s.outboxKey(OutboxOf(itemID, shard, shards))).Err()
 }
 
 // ActiveOutboxes lists the outboxes that hold entries (or did until a
 // moment ago): the only ones a relay needs to visit.
+// It reads every slot group's set in one pipeline (on a cluster, one round
+// trip per master): a fixed cost, whatever the number of items.
 func (s *Store) ActiveOutboxes(ctx context.Context) ([]Outbox, error) {
-	ms, err := s.rdb.SMembers(ctx, s.activeKey()).Result()
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	var cmds [Groups]*redis.StringSliceCmd
+	for g := range Groups {
+		cmds[g] = pipe.SMembers(ctx, s.activeKey(g))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("active outboxes: %w", err)
 	}
-	out := make([]Outbox, 0, len(ms))
-	for _, m := range ms {
-		a, b, ok := strings.Cut(m, ":")
-		item, err1 := strconv.ParseInt(a, 10, 64)
-		shard, err2 := strconv.Atoi(b)
-		if !ok || err1 != nil || err2 != nil {
-			continue
+	var out []Outbox
+	for g, c := range cmds {
+		for _, m := range c.Val() {
+			a, b, ok := strings.Cut(m, ":")
+			item, err1 := strconv.ParseInt(a, 10, 64)
+			shard, err2 := strconv.Atoi(b)
+			if !ok || err1 != nil || err2 != nil {
+				continue
+			}
+			out = append(out, Outbox{ItemID: item, Shard: shard, SlotGroup: g})
 		}
-		out = append(out, Outbox{ItemID: item, Shard: shard})
 	}
 	return out, nil
 }
@@ -256,17 +275,22 @@ func (s *Store) MarkActive(ctx context.Context, os []Outbox) error {
 	if len(os) == 0 {
 		return nil
 	}
-	ms := make([]any, len(os))
-	for i, o := range os {
-		ms[i] = outboxMember(o.ItemID, o.Shard)
+	by := map[int][]any{}
+	for _, o := range os {
+		by[o.SlotGroup] = append(by[o.SlotGroup], outboxMember(o.ItemID, o.Shard))
 	}
-	return s.rdb.SAdd(ctx, s.activeKey(), ms...).Err()
+	pipe := s.rdb.Pipeline()
+	for g, ms := range by {
+		pipe.SAdd(ctx, s.activeKey(g), ms...)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // ForgetIfIdle drops the outbox from the active set if it holds nothing;
 // it reports whether it did.
 func (s *Store) ForgetIfIdle(ctx context.Context, o Outbox) (bool, error) {
-	n, err := idleScript.Run(ctx, s.rdb, []string{s.outboxKey(o), s.activeKey()}, outboxMember(o.ItemID, o.Shard)).Int()
+	n, err := idleScript.Run(ctx, s.rdb, []string{s.outboxKey(o), s.activeKey(o.SlotGroup)}, outboxMember(o.ItemID, o.Shard)).Int()
 	if err != nil {
 		return false, fmt.Errorf("forget idle outbox %d/%d: %w", o.ItemID, o.Shard, err)
 	}

@@ -52,41 +52,42 @@ type Snapshot struct {
 	Outbox int64
 }
 
-// Snapshot reads every shard's count and outbox length of the item in one
-// MULTI, so a unit moving from a shard into its outbox (a purchase) is seen
-// on exactly one side. (On Redis Cluster the transaction is per shard, which
-// is where such a move happens.)
+// snapshotLua reads one shard's count (and whether it exists) and its
+// outbox length in one atomic step.
+const snapshotLua = `local s = redis.call('GET', KEYS[1])
+if not s then return {0, 0, redis.call('XLEN', KEYS[2])} end
+return {1, tonumber(s), redis.call('XLEN', KEYS[2])}`
+
+// Snapshot reads every shard's count and outbox length of the item, each
+// shard in one atomic script, so a unit moving from a shard into its outbox
+// (a purchase; it happens within one shard) is seen on exactly one side.
+// The shards' scripts go in one pipeline (on a cluster, one round trip per
+// master; no transaction spans slots).
 func (s *Store) Snapshot(ctx context.Context, itemID int64, shards int) (Snapshot, error) {
-	pipe := s.rdb.TxPipeline()
-	gets := make([]*redis.StringCmd, shards)
-	lens := make([]*redis.IntCmd, shards)
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, shards)
 	for i := range shards {
-		k := s.keys(itemID, i)
-		gets[i] = pipe.Get(ctx, k.Stock())
-		lens[i] = pipe.XLen(ctx, k.Outbox())
+		k := s.keys(itemID, i, shards)
+		cmds[i] = pipe.Eval(ctx, snapshotLua, []string{k.Stock(), k.Outbox()})
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil {
 		return Snapshot{}, fmt.Errorf("snapshot of item %d: %w", itemID, err)
 	}
 	snap := Snapshot{Shards: make([]int64, shards)}
-	for i := range shards {
-		n, err := gets[i].Int64()
-		switch {
-		case errors.Is(err, redis.Nil):
-			snap.Shards[i] = -1
-		case err != nil:
-			return Snapshot{}, fmt.Errorf("snapshot of item %d shard %d: %w", itemID, i, err)
-		default:
+	for i, c := range cmds {
+		v, err := c.Int64Slice()
+		if err != nil || len(v) != 3 {
+			return Snapshot{}, fmt.Errorf("snapshot of item %d shard %d: %v %w", itemID, i, v, err)
+		}
+		n, l := v[1], v[2]
+		snap.Shards[i] = -1
+		if v[0] == 1 {
 			snap.Shards[i] = n
 			snap.Present++
 			snap.Remaining += n
 			if n < 0 {
 				snap.Below -= n
 			}
-		}
-		l, err := lens[i].Result()
-		if err != nil {
-			return Snapshot{}, fmt.Errorf("snapshot of item %d outbox %d: %w", itemID, i, err)
 		}
 		snap.Outbox += l
 	}
@@ -110,7 +111,7 @@ func (s *Store) SetBought(ctx context.Context, itemID int64, shards int, byUser 
 		}
 	}
 	for i, args := range perShard {
-		key := s.keys(itemID, i).Bought()
+		key := s.keys(itemID, i, shards).Bought()
 		// One MULTI per shard: no purchase sees the hash half written.
 		pipe := s.rdb.TxPipeline()
 		pipe.Del(ctx, key)
@@ -144,7 +145,7 @@ func (s *Store) SkipReturns(ctx context.Context, itemID int64, shards int, units
 	for chunk := range slices.Chunk(units, 1000) {
 		pipe := s.rdb.Pipeline()
 		for _, u := range chunk {
-			returned, freed := s.keys(itemID, u.Shard).Returned(), s.keys(itemID, HomeShard(u.UserID, shards)).Freed()
+			returned, freed := s.keys(itemID, u.Shard, shards).Returned(), s.keys(itemID, HomeShard(u.UserID, shards), shards).Freed()
 			pipe.SAdd(ctx, returned, u.OrderID)
 			pipe.Expire(ctx, returned, guardTTL)
 			pipe.SAdd(ctx, freed, u.OrderID)
@@ -157,38 +158,66 @@ func (s *Store) SkipReturns(ctx context.Context, itemID int64, shards int, units
 	return nil
 }
 
-// lossScript sets the alive marker if it is missing (Redis is new or lost
-// its data) and then, in the same step, the rebuild marker with the time the
-// loss was seen. It returns the rebuild marker, if any: every instance sees
-// a pending rebuild, not only the one that noticed the loss.
-var lossScript = redis.NewScript(`
-if redis.call('SETNX', KEYS[1], '1') == 1 then
-  redis.call('SET', KEYS[2], ARGV[1])
-end
-return redis.call('GET', KEYS[2])
-`)
-
 var doneScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `)
 
-func (s *Store) aliveKey() string   { return s.prefix + ":{meta}:alive" }
-func (s *Store) rebuildKey() string { return s.prefix + ":{meta}:rebuild" }
+// aliveKey is group g's alive marker; a missing one says the Redis node
+// that holds the group's slot lost its data. aliveMetaKey is the marker of
+// the node that holds the {meta} keys.
+func (s *Store) aliveKey(g int) string { return s.groupKey(g, "alive") }
+func (s *Store) aliveMetaKey() string  { return s.prefix + ":{meta}:alive" }
+func (s *Store) rebuildKey() string    { return s.prefix + ":{meta}:rebuild" }
 
-// CheckLoss reports a pending rebuild: Redis lost its data (its alive
-// marker was missing, now or before) and the rebuild of the items created
-// before cutoff has not been finished by any instance yet. If this call
-// finds the marker missing, the cutoff is since: items created later are
-// warmed by their creator and must not be taken for lost ones (between an
-// item's MySQL row and its shards, it looks lost).
+// CheckLoss reports a pending rebuild: Redis lost data (an alive marker of
+// a slot group, or of the {meta} keys, was missing, now or before) and the
+// rebuild of the items created before cutoff has not been finished by any
+// instance yet. On a cluster each master holds the markers of its groups,
+// so a master that comes back empty is seen as such. If this call finds a
+// marker missing, the cutoff is since: items created later are warmed by
+// their creator and must not be taken for lost ones (between an item's
+// MySQL row and its shards, it looks lost).
+//
+// The rebuild marker is set before the missing alive markers are put back:
+// an instance that dies in between leaves the loss to be seen again, not
+// forgotten. The cost is fixed: Groups+2 reads, whatever the items.
 func (s *Store) CheckLoss(ctx context.Context, since time.Time) (pending bool, cutoff time.Time, err error) {
-	v, err := lossScript.Run(ctx, s.rdb, []string{s.aliveKey(), s.rebuildKey()}, since.UnixMilli()).Text()
-	if errors.Is(err, redis.Nil) {
-		return false, time.Time{}, nil
+	pipe := s.rdb.Pipeline()
+	alive := make([]string, 0, Groups+1)
+	for g := range Groups {
+		alive = append(alive, s.aliveKey(g))
 	}
-	if err != nil {
+	alive = append(alive, s.aliveMetaKey())
+	ex := make([]*redis.IntCmd, len(alive))
+	for i, k := range alive {
+		ex[i] = pipe.Exists(ctx, k)
+	}
+	marker := pipe.Get(ctx, s.rebuildKey())
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return false, time.Time{}, fmt.Errorf("check redis data: %w", err)
+	}
+	var missing []string
+	for i, c := range ex {
+		if c.Val() == 0 {
+			missing = append(missing, alive[i])
+		}
+	}
+	v, err := marker.Result()
+	if len(missing) > 0 {
+		v = strconv.FormatInt(since.UnixMilli(), 10)
+		if err := s.rdb.Set(ctx, s.rebuildKey(), v, 0).Err(); err != nil {
+			return false, time.Time{}, fmt.Errorf("check redis data: set rebuild marker: %w", err)
+		}
+		pipe := s.rdb.Pipeline()
+		for _, k := range missing {
+			pipe.Set(ctx, k, "1", 0)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return false, time.Time{}, fmt.Errorf("check redis data: set alive markers: %w", err)
+		}
+	} else if errors.Is(err, redis.Nil) {
+		return false, time.Time{}, nil
 	}
 	ms, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
@@ -213,7 +242,7 @@ func (s *Store) RebuildDone(ctx context.Context, cutoff time.Time) error {
 func (s *Store) DropShards(ctx context.Context, itemID int64, shards int) error {
 	pipe := s.rdb.Pipeline()
 	for i := range shards {
-		pipe.Del(ctx, s.keys(itemID, i).Stock())
+		pipe.Del(ctx, s.keys(itemID, i, shards).Stock())
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("drop shards of item %d: %w", itemID, err)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,7 +17,8 @@ import (
 // as that instance remembers it.
 type Restored struct {
 	OrderID, ItemID, UserID int64
-	Home                    int
+	// Home is the buyer's home shard of the item's Shards.
+	Home, Shards int
 	Token                   string
 	At                      time.Time
 	// Reinject: the order is not in MySQL, so its reservation goes back
@@ -33,16 +35,17 @@ func (s *Store) Restore(ctx context.Context, rs []Restored) error {
 	for chunk := range slices.Chunk(rs, 500) {
 		pipe := s.rdb.Pipeline()
 		for _, r := range chunk {
-			k := s.keys(r.ItemID, r.Home)
+			g := ShardGroup(r.ItemID, r.Home, r.Shards)
+			k := s.keysIn(g, r.ItemID, r.Home)
 			tk := k.Token(r.Token)
 			pipe.HSet(ctx, tk, "u", r.UserID, "st", "d", "c", codeOK, "o", strconv.FormatInt(r.OrderID, 10))
 			pipe.Expire(ctx, tk, s.cfg.ResultTTL)
-			pipe.Set(ctx, s.orderKey(r.OrderID), strconv.FormatInt(r.ItemID, 10)+":"+strconv.Itoa(r.Home)+":"+r.Token+":"+strconv.FormatInt(r.At.UnixMilli(), 10), s.cfg.ResultTTL)
+			pipe.Set(ctx, s.orderKey(r.OrderID), r.index(), s.cfg.ResultTTL)
 			if r.Reinject {
 				pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Outbox(), Values: []any{
 					"o", strconv.FormatInt(r.OrderID, 10), "i", r.ItemID, "u", r.UserID,
 					"s", r.Home, "h", r.Home, "t", r.At.UnixMilli()}})
-				pipe.SAdd(ctx, s.activeKey(), outboxMember(r.ItemID, r.Home))
+				pipe.SAdd(ctx, s.activeKey(g), outboxMember(r.ItemID, r.Home))
 			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -50,6 +53,11 @@ func (s *Store) Restore(ctx context.Context, rs []Restored) error {
 		}
 	}
 	return nil
+}
+
+// index is the order index value of the purchase.
+func (r Restored) index() string {
+	return strconv.FormatInt(r.ItemID, 10) + ":" + strconv.Itoa(r.Home) + ":" + r.Token + ":" + strconv.FormatInt(r.At.UnixMilli(), 10)
 }
 
 func (s *Store) membersKey() string { return s.prefix + ":{meta}:members" }
@@ -104,9 +112,32 @@ func (s *Store) AllRestored(ctx context.Context, cutoff time.Time, alive time.Du
 
 // RunID is the Redis server's run id, which changes with every restart:
 // a restart from an AOF synced every second may have lost the last second
-// of writes, which only the instances that accepted them can put back.
+// of writes, which only the instances that accepted them can put back. On
+// a cluster it is every master's run id, sorted: any master's restart
+// changes it.
 func (s *Store) RunID(ctx context.Context) (string, error) {
-	info, err := s.rdb.Info(ctx, "server").Result()
+	c, ok := s.cluster()
+	if !ok {
+		return runID(ctx, s.rdb)
+	}
+	var mu sync.Mutex
+	var ids []string
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		id, err := runID(ctx, m)
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	slices.Sort(ids)
+	return strings.Join(ids, ","), nil
+}
+
+func runID(ctx context.Context, c redis.UniversalClient) (string, error) {
+	info, err := c.Info(ctx, "server").Result()
 	if err != nil {
 		return "", fmt.Errorf("redis run id: %w", err)
 	}
@@ -116,6 +147,20 @@ func (s *Store) RunID(ctx context.Context) (string, error) {
 		}
 	}
 	return "", errors.New("redis run id: not in INFO server")
+}
+
+// Ping checks that Redis answers: on a cluster, every master.
+func (s *Store) Ping(ctx context.Context) error {
+	c, ok := s.cluster()
+	if !ok {
+		return s.rdb.Ping(ctx).Err()
+	}
+	return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		if err := m.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis master %s: %w", m.Options().Addr, err)
+		}
+		return nil
+	})
 }
 
 // Retake puts back accepted purchases a Redis restart lost (their order
@@ -156,23 +201,28 @@ func (s *Store) Retake(ctx context.Context, shards func(itemID int64) (int, erro
 }
 
 func (s *Store) retakeOne(ctx context.Context, r Restored, shards int) (bool, error) {
-	hk := s.keys(r.ItemID, r.Home)
-	index := strconv.FormatInt(r.ItemID, 10) + ":" + strconv.Itoa(r.Home) + ":" + r.Token + ":" + strconv.FormatInt(r.At.UnixMilli(), 10)
+	hk := s.keys(r.ItemID, r.Home, shards)
 	lost, err := retakeScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(r.Token), s.orderKey(r.OrderID)},
-		r.UserID, r.OrderID, s.ttlSeconds(), index).Int()
+		r.UserID, r.OrderID, s.ttlSeconds()).Int()
 	if err != nil || lost == 0 {
 		return true, err
 	}
-	epoch := "r" + strconv.FormatInt(time.Now().UnixMilli(), 10)
+	// One epoch for every retake of the order: a retake that stopped after
+	// its take finds its marker and takes nothing twice.
+	const epoch = "r"
 	for i := 0; i < shards; i++ {
 		sh := (r.Home + i) % shards
-		k := s.keys(r.ItemID, sh)
-		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(r.OrderID), s.orderKey(r.OrderID), s.activeKey()},
-			r.UserID, r.ItemID, r.OrderID, r.At.UnixMilli(), sh, r.Home, s.ttlSeconds(), epoch, index, outboxMember(r.ItemID, sh)).Int64()
+		sg := ShardGroup(r.ItemID, sh, shards)
+		k := s.keysIn(sg, r.ItemID, sh)
+		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(r.OrderID), s.activeKey(sg)},
+			r.UserID, r.ItemID, r.OrderID, r.At.UnixMilli(), sh, r.Home, s.ttlSeconds(), epoch, outboxMember(r.ItemID, sh)).Int64()
 		if err != nil {
 			return false, fmt.Errorf("retake order %d: %w", r.OrderID, err)
 		}
 		if c == codeOK {
+			if err := s.rdb.Set(ctx, s.orderKey(r.OrderID), r.index(), s.cfg.ResultTTL).Err(); err != nil {
+				return true, fmt.Errorf("retake order %d: index: %w", r.OrderID, err)
+			}
 			return true, nil
 		}
 	}

@@ -30,6 +30,9 @@ var (
 	// replicas than configured acknowledged it in time. Not an answer: the
 	// buyer retries the same token and gets the 202 once it is replicated.
 	ErrNotReplicated = errors.New("reservation not acknowledged by enough replicas")
+	// ErrOrderGroup: the purchase's order id was not made for the slot
+	// group of the buyer's home shard (see HomeGroup); a caller's bug.
+	ErrOrderGroup = errors.New("order id made for another slot group")
 )
 
 // Script result codes, shared with the Lua scripts in lua/.
@@ -171,7 +174,7 @@ func Split(total int64, n int) []int64 {
 func (s *Store) Warm(ctx context.Context, itemID, total int64, shards int) error {
 	pipe := s.rdb.Pipeline()
 	for i, n := range Split(total, shards) {
-		pipe.SetNX(ctx, s.keys(itemID, i).Stock(), n, 0)
+		pipe.SetNX(ctx, s.keys(itemID, i, shards).Stock(), n, 0)
 	}
 	pipe.SAdd(ctx, s.itemsKey(), itemID)
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -184,7 +187,7 @@ func (s *Store) Warm(ctx context.Context, itemID, total int64, shards int) error
 func (s *Store) SetShards(ctx context.Context, itemID int64, counts []int64) error {
 	pipe := s.rdb.Pipeline()
 	for i, n := range counts {
-		pipe.Set(ctx, s.keys(itemID, i).Stock(), n, 0)
+		pipe.Set(ctx, s.keys(itemID, i, len(counts)).Stock(), n, 0)
 	}
 	pipe.SAdd(ctx, s.itemsKey(), itemID)
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -215,7 +218,7 @@ func (s *Store) Remaining(ctx context.Context, itemID int64, shards int) ([]int6
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, shards)
 	for i := range cmds {
-		cmds[i] = pipe.Get(ctx, s.keys(itemID, i).Stock())
+		cmds[i] = pipe.Get(ctx, s.keys(itemID, i, shards).Stock())
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("remaining of item %d: %w", itemID, err)
@@ -243,7 +246,7 @@ func (s *Store) IssueToken(ctx context.Context, itemID, userID int64, shards int
 		return "", time.Time{}, err
 	}
 	tok := hex.EncodeToString(b[:])
-	key := s.keys(itemID, HomeShard(userID, shards)).Token(tok)
+	key := s.keys(itemID, HomeShard(userID, shards), shards).Token(tok)
 	exp := time.Now().Add(s.cfg.TokenTTL)
 	pipe := s.rdb.TxPipeline()
 	pipe.HSet(ctx, key, "u", userID, "st", "n")
@@ -297,12 +300,17 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 		return 0, ErrTokenInvalid
 	}
 	home := HomeShard(p.UserID, p.Shards)
-	k := s.keys(p.ItemID, home)
-	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(), s.orderKey(p.OrderID), s.activeKey()}
+	g := ShardGroup(p.ItemID, home, p.Shards)
+	k := s.keysIn(g, p.ItemID, home)
+	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(g), s.orderKey(p.OrderID), s.activeKey(g)}
 	args := []any{p.UserID, p.ItemID, p.OrderID, p.Limit, time.Now().UnixMilli(), home, s.ttlSeconds(),
 		claimMember(p.ItemID, home, p.Token), indexValue(p.ItemID, home, p.Token), outboxMember(p.ItemID, home)}
 	if s.SoldOut(p.ItemID) {
 		script, keys, args = answerScript, []string{k.Token(p.Token)}, []any{p.UserID, s.ttlSeconds()}
+	} else if OrderGroup(p.OrderID) != g {
+		// The order index entry must share the home shard's slot.
+		return 0, fmt.Errorf("reserve item %d: %w: order id %d is for group %d, the home shard is in %d",
+			p.ItemID, ErrOrderGroup, p.OrderID, OrderGroup(p.OrderID), g)
 	}
 	res, err := s.run(ctx, script, keys, args)
 	if err != nil {
@@ -382,13 +390,14 @@ func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, ar
 // that unit is the order's and no second one is taken, and the old epoch's
 // process can take nothing from here on (take.lua refuses it).
 func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, claimedAt int64) (int64, error) {
-	hk := s.keys(p.ItemID, home)
+	hg := ShardGroup(p.ItemID, home, p.Shards)
+	hk := s.keysIn(hg, p.ItemID, home)
 	epoch := time.Now().UnixMilli()
 	if epoch <= claimedAt {
 		epoch = claimedAt + 1
 	}
 	member := claimMember(p.ItemID, home, p.Token)
-	won, err := reclaimScript.Run(ctx, s.rdb, []string{hk.Token(p.Token), s.claimsKey()}, claimedAt, epoch, member).Int()
+	won, err := reclaimScript.Run(ctx, s.rdb, []string{hk.Token(p.Token), s.claimsKey(hg)}, claimedAt, epoch, member).Int()
 	if err != nil {
 		return 0, fmt.Errorf("reclaim item %d: %w", p.ItemID, err)
 	}
@@ -401,7 +410,7 @@ func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, 
 	}
 	for _, c := range marks {
 		if m, _ := c.Text(); strings.HasPrefix(m, "t") {
-			err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token), s.claimsKey()},
+			err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token), s.claimsKey(hg)},
 				p.UserID, orderID, codeOK, "0", s.ttlSeconds(), epoch, member).Err()
 			if err != nil {
 				return 0, fmt.Errorf("finish item %d: %w", p.ItemID, err)
@@ -420,7 +429,7 @@ func (s *Store) fence(ctx context.Context, p Purchase, home int, orderID, epoch 
 		marks := make([]*redis.Cmd, 0, p.Shards-1)
 		for i := 1; i < p.Shards; i++ {
 			marks = append(marks, fenceScript.EvalSha(ctx, pipe,
-				[]string{s.keys(p.ItemID, (home+i)%p.Shards).Took(orderID)}, epoch, s.ttlSeconds()))
+				[]string{s.keys(p.ItemID, (home+i)%p.Shards, p.Shards).Took(orderID)}, epoch, s.ttlSeconds()))
 		}
 		_, err := pipe.Exec(ctx)
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
@@ -445,9 +454,10 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, 
 	code := int64(codeSoldOut)
 	for i := 1; i < p.Shards && code != codeOK; i++ {
 		sh := (home + i) % p.Shards
-		k := s.keys(p.ItemID, sh)
-		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(orderID), s.orderKey(orderID), s.activeKey()},
-			p.UserID, p.ItemID, orderID, now, sh, home, ttl, epoch, indexValue(p.ItemID, home, p.Token), outboxMember(p.ItemID, sh)).Int64()
+		sg := ShardGroup(p.ItemID, sh, p.Shards)
+		k := s.keysIn(sg, p.ItemID, sh)
+		c, err := takeScript.Run(ctx, s.rdb, []string{k.Stock(), k.Outbox(), k.Took(orderID), s.activeKey(sg)},
+			p.UserID, p.ItemID, orderID, now, sh, home, ttl, epoch, outboxMember(p.ItemID, sh)).Int64()
 		if err != nil {
 			// The claim stays: a replay or the sweeper settles it.
 			return 0, fmt.Errorf("take item %d shard %d: %w", p.ItemID, sh, err)
@@ -465,12 +475,13 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, 
 			return 0, codeErr(c)
 		}
 	}
-	hk := s.keys(p.ItemID, home)
+	hg := ShardGroup(p.ItemID, home, p.Shards)
+	hk := s.keysIn(hg, p.ItemID, home)
 	release := "0"
 	if code != codeOK {
 		release = "1"
 	}
-	settled, err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token), s.claimsKey()},
+	settled, err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token), s.claimsKey(hg)},
 		p.UserID, orderID, code, release, ttl, epoch, claimMember(p.ItemID, home, p.Token)).Int()
 	if err != nil {
 		if code == codeOK {
@@ -495,7 +506,7 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, 
 // once per order id, so any number of calls, from any number of instances,
 // return the unit once. It reports whether this call returned the unit.
 func (s *Store) Return(ctx context.Context, itemID, userID, orderID int64, shard, shards int) (bool, error) {
-	k := s.keys(itemID, shard)
+	k := s.keys(itemID, shard, shards)
 	back, err := restockScript.Run(ctx, s.rdb, []string{k.Stock(), k.Returned()}, orderID).Int64()
 	if err != nil {
 		return false, fmt.Errorf("restock order %d: %w", orderID, err)
@@ -505,7 +516,7 @@ func (s *Store) Return(ctx context.Context, itemID, userID, orderID int64, shard
 		// rebuilt from MySQL, which counts this order as cancelled.
 		return false, fmt.Errorf("restock order %d: %w", orderID, ErrNotReady)
 	}
-	hk := s.keys(itemID, HomeShard(userID, shards))
+	hk := s.keys(itemID, HomeShard(userID, shards), shards)
 	if err := freeScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Freed()}, userID, orderID).Err(); err != nil {
 		return back == 1, fmt.Errorf("free slot of order %d: %w", orderID, err)
 	}
@@ -515,7 +526,7 @@ func (s *Store) Return(ctx context.Context, itemID, userID, orderID int64, shard
 // FreeSlot frees the buyer's per-user slot of an order that will never
 // exist (its reservation was refused downstream), once per order id.
 func (s *Store) FreeSlot(ctx context.Context, itemID, userID, orderID int64, shards int) error {
-	hk := s.keys(itemID, HomeShard(userID, shards))
+	hk := s.keys(itemID, HomeShard(userID, shards), shards)
 	if err := freeScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Freed()}, userID, orderID).Err(); err != nil {
 		return fmt.Errorf("free slot of order %d: %w", orderID, err)
 	}

@@ -16,7 +16,7 @@ import (
 	"seckill/app/testenv"
 )
 
-func newStore(t *testing.T, cfg Config) (*Store, *redis.Client) {
+func newStore(t *testing.T, cfg Config) (*Store, redis.UniversalClient) {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
 	cfg.Prefix = prefix
@@ -30,7 +30,7 @@ func buy(ctx context.Context, t *testing.T, s *Store, item int64, shards, limit 
 	if err != nil {
 		t.Fatalf("issue token: %v", err)
 	}
-	return s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: limit, Token: tok, OrderID: order})
+	return s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: limit, Token: tok, OrderID: tid(item, user, shards, order)})
 }
 
 func sum(ns []int64) int64 {
@@ -132,7 +132,7 @@ func TestReserveToken(t *testing.T) {
 		}
 	}
 	p := func(user int64, tok string, order int64) Purchase {
-		return Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: order}
+		return Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, order)}
 	}
 
 	tok, _, err := s.IssueToken(ctx, item, 1, shards)
@@ -168,13 +168,13 @@ func TestReserveToken(t *testing.T) {
 	}
 
 	id, err := s.Reserve(ctx, p(1, tok, 11))
-	if err != nil || id != 11 {
-		t.Fatalf("first purchase: got %d, %v, want 11, nil", id, err)
+	if want := tid(item, 1, shards, 11); err != nil || id != want {
+		t.Fatalf("first purchase: got %d, %v, want %d, nil", id, err, want)
 	}
 	// Replay with the same key: same answer, even with a new order id offered.
 	id, err = s.Reserve(ctx, p(1, tok, 12))
-	if err != nil || id != 11 {
-		t.Fatalf("replay: got %d, %v, want 11, nil", id, err)
+	if want := tid(item, 1, shards, 11); err != nil || id != want {
+		t.Fatalf("replay: got %d, %v, want %d, nil", id, err, want)
 	}
 	// A second key of the same user hits the limit; its replay says the same.
 	tok2, _, _ := s.IssueToken(ctx, item, 1, shards)
@@ -189,7 +189,7 @@ func TestReserveToken(t *testing.T) {
 
 	// An expired token is refused.
 	expired, _, _ := s.IssueToken(ctx, item, 3, shards)
-	key := s.keys(item, HomeShard(3, shards)).Token(expired)
+	key := s.keys(item, HomeShard(3, shards), shards).Token(expired)
 	deadline := time.Now().Add(10 * time.Second)
 	for s.rdb.Exists(ctx, key).Val() == 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond) // Redis expires it: wait for that
@@ -229,7 +229,7 @@ func TestReserveRace(t *testing.T) {
 		go func(u int64) {
 			defer wg.Done()
 			<-start
-			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[u], OrderID: 10_000 + u})
+			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[u], OrderID: tid(item, u, shards, 10_000 + u)})
 			if errors.Is(err, ErrSoldOut) {
 				return
 			}
@@ -329,7 +329,7 @@ func TestPerUserLimitWithDrainedHomeShard(t *testing.T) {
 		}
 	}
 	// The count lives on the home shard only.
-	n, err := rdb.HGet(ctx, s.keys(item, 0).Bought(), fmt.Sprint(user)).Int()
+	n, err := rdb.HGet(ctx, s.keys(item, 0, shards).Bought(), fmt.Sprint(user)).Int()
 	if err != nil || n != 2 {
 		t.Errorf("home shard count %d (%v), want 2", n, err)
 	}
@@ -346,7 +346,7 @@ func TestAllShardsEmptyFreesSlot(t *testing.T) {
 	if _, err := buy(ctx, t, s, item, shards, 1, user, 1); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("got %v, want ErrSoldOut", err)
 	}
-	if n, _ := rdb.HGet(ctx, s.keys(item, 2).Bought(), fmt.Sprint(user)).Int(); n != 0 {
+	if n, _ := rdb.HGet(ctx, s.keys(item, 2, shards).Bought(), fmt.Sprint(user)).Int(); n != 0 {
 		t.Errorf("slot still claimed: count %d, want 0", n)
 	}
 	// Stock comes back: the user may buy once the flag is cleared.
@@ -380,7 +380,7 @@ func TestLastUnitRacedFromOtherShard(t *testing.T) {
 		go func(u int64) {
 			defer wg.Done()
 			<-start
-			_, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[u], OrderID: u})
+			_, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[u], OrderID: tid(item, u, shards, u)})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -428,7 +428,7 @@ func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 	}
 	tok, _, _ := s.IssueToken(ctx, item, 2, shards)
 	before := hook.n.Load()
-	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: tok, OrderID: 2}); !errors.Is(err, ErrSoldOut) {
+	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, 2, shards, 2)}); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("flagged item: got %v, want ErrSoldOut", err)
 	}
 	if n := hook.n.Load() - before; n != 1 {
@@ -436,7 +436,7 @@ func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 	}
 	dead := NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Config{Prefix: s.prefix})
 	dead.soldOut.Store(int64(item), struct{}{})
-	_, err := dead.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: "x", OrderID: 2})
+	_, err := dead.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: "x", OrderID: tid(item, 2, shards, 2)})
 	if err == nil || errors.Is(err, ErrSoldOut) {
 		t.Errorf("flagged item, Redis down: got %v, want a dependency error", err)
 	}
@@ -445,7 +445,7 @@ func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 func TestRedisDownIsNotABusinessAnswer(t *testing.T) {
 	ctx := context.Background()
 	s := NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Config{Prefix: "down"})
-	_, err := s.Reserve(ctx, Purchase{ItemID: 1, UserID: 1, Shards: 4, Limit: 1, Token: "abc", OrderID: 1})
+	_, err := s.Reserve(ctx, Purchase{ItemID: 1, UserID: 1, Shards: 4, Limit: 1, Token: "abc", OrderID: tid(1, 1, 4, 1)})
 	for _, sentinel := range []error{ErrSoldOut, ErrAlreadyPurchased, ErrTokenInvalid} {
 		if errors.Is(err, sentinel) {
 			t.Fatalf("redis down: got %v, a business answer", err)
@@ -463,7 +463,11 @@ func TestMissingShardKeyIsNotSoldOut(t *testing.T) {
 	if err := s.Warm(ctx, item, 4, shards); err != nil {
 		t.Fatal(err)
 	}
-	rdb.Del(ctx, s.keys(item, 0).Stock(), s.keys(item, 1).Stock()) // Redis lost its keys
+	for sh := range shards {
+		if err := rdb.Del(ctx, s.keys(item, sh, shards).Stock()).Err(); err != nil { // Redis lost its keys
+			t.Fatal(err)
+		}
+	}
 	if _, err := buy(ctx, t, s, item, shards, 1, 1, 1); !errors.Is(err, ErrNotReady) {
 		t.Errorf("got %v, want ErrNotReady", err)
 	}
@@ -523,21 +527,20 @@ func TestStaleClaimIsSettledOnReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, _, _ := s.IssueToken(ctx, item, user, shards)
-	k := s.keys(item, 0)
 	// A process ran the home script, claimed the slot, then died.
-	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(), s.orderKey(500)},
-		user, item, 500, 1, time.Now().Add(-time.Minute).UnixMilli(), 0, 3600, claimMember(item, 0, tok)).Int64Slice()
+	order := tid(item, user, shards, 500)
+	code, err := rawReserve(ctx, s, rdb, item, 0, shards, user, tok, order, time.Now().Add(-time.Minute).UnixMilli())
 	if err != nil || code[0] != codeHomeEmpty {
 		t.Fatalf("claim: got %v, %v; want code %d", code, err, codeHomeEmpty)
 	}
-	id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 501})
-	if err != nil || id != 500 {
-		t.Fatalf("replay of stale claim: got %d, %v; want the claimed order 500", id, err)
+	id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 501)})
+	if err != nil || id != order {
+		t.Fatalf("replay of stale claim: got %d, %v; want the claimed order %d", id, err, order)
 	}
 	// Settled: a further replay answers the same without taking again.
-	id, err = s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 502})
-	if err != nil || id != 500 {
-		t.Fatalf("second replay: got %d, %v; want 500", id, err)
+	id, err = s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 502)})
+	if err != nil || id != order {
+		t.Fatalf("second replay: got %d, %v; want %d", id, err, order)
 	}
 	if rem, _ := s.Remaining(ctx, item, shards); fmt.Sprint(rem) != "[0 0]" {
 		t.Errorf("shards %v, want [0 0]", rem)
@@ -554,15 +557,15 @@ func TestReturnNeverRecreatesALostShard(t *testing.T) {
 	if err := s.SetShards(ctx, item, []int64{1, 1}); err != nil {
 		t.Fatal(err)
 	}
-	rdb.Del(ctx, s.keys(item, 1).Stock()) // Redis lost the shard
+	rdb.Del(ctx, s.keys(item, 1, shards).Stock()) // Redis lost the shard
 	back, err := s.Return(ctx, item, 5, 99, 1, shards)
 	if back || !errors.Is(err, ErrNotReady) {
 		t.Fatalf("return into a lost shard: got %v, %v; want false, ErrNotReady", back, err)
 	}
-	if n, _ := rdb.Exists(ctx, s.keys(item, 1).Stock()).Result(); n != 0 {
+	if n, _ := rdb.Exists(ctx, s.keys(item, 1, shards).Stock()).Result(); n != 0 {
 		t.Error("the lost shard key was recreated")
 	}
-	if ok, _ := rdb.SIsMember(ctx, s.keys(item, 1).Returned(), 99).Result(); ok {
+	if ok, _ := rdb.SIsMember(ctx, s.keys(item, 1, shards).Returned(), 99).Result(); ok {
 		t.Error("the order was recorded as returned")
 	}
 }
@@ -579,19 +582,16 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, _, _ := s.IssueToken(ctx, item, user, shards)
-	k := s.keys(item, 0)
-	const order = 700
+	order := tid(item, user, shards, 700)
 	claim := time.Now().Add(-time.Minute).UnixMilli()
-	if _, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(), s.orderKey(500)},
-		user, item, order, 1, claim, 0, 3600, claimMember(item, 0, tok)).Int64Slice(); err != nil {
+	if _, err := rawReserve(ctx, s, rdb, item, 0, shards, user, tok, order, claim); err != nil {
 		t.Fatal(err)
 	}
-	k2 := s.keys(item, 2)
-	if err := takeScript.Run(ctx, rdb, []string{k2.Stock(), k2.Outbox(), k2.Took(order), s.orderKey(order), s.activeKey()}, user, item, order, claim, 2, 0, 3600, claim, indexValue(item, 0, tok), outboxMember(item, 2)).Err(); err != nil {
+	if _, err := rawTake(ctx, s, rdb, item, 2, 0, shards, user, order, claim, claim); err != nil {
 		t.Fatal(err)
 	}
 	// ...then it died. A cancelled order's unit comes back to shard 1.
-	rdb.Set(ctx, s.keys(item, 1).Stock(), 1, 0)
+	rdb.Set(ctx, s.keys(item, 1, shards).Stock(), 1, 0)
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -602,7 +602,7 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: int64(800 + i)})
+			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, int64(800 + i))})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -626,7 +626,7 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 	if res, _ := s.PendingReservations(ctx, item, shards); len(res) != 1 {
 		t.Errorf("outbox holds %d, want 1", len(res))
 	}
-	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 900}); err != nil || id != order {
+	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 900)}); err != nil || id != order {
 		t.Errorf("replay after settling: got %d, %v; want %d", id, err, order)
 	}
 }
@@ -634,12 +634,10 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 // claimStale makes the home script claim the buyer's slot as a process
 // would whose home shard is empty, with a claim time long past, and returns
 // the claim's epoch.
-func claimStale(ctx context.Context, t *testing.T, s *Store, rdb *redis.Client, item int64, home int, user int64, tok string, order int64) int64 {
+func claimStale(ctx context.Context, t *testing.T, s *Store, rdb redis.UniversalClient, item int64, home, shards int, user int64, tok string, order int64) int64 {
 	t.Helper()
-	k := s.keys(item, home)
 	epoch := time.Now().Add(-time.Minute).UnixMilli()
-	code, err := reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(), s.orderKey(500)},
-		user, item, order, 1, epoch, home, 3600, claimMember(item, home, tok)).Int64Slice()
+	code, err := rawReserve(ctx, s, rdb, item, home, shards, user, tok, order, epoch)
 	if err != nil || code[0] != codeHomeEmpty {
 		t.Fatalf("claim: got %v, %v; want code %d", code, err, codeHomeEmpty)
 	}
@@ -653,23 +651,22 @@ func claimStale(ctx context.Context, t *testing.T, s *Store, rdb *redis.Client, 
 func TestSlowProcessIsFencedAfterReplay(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, Config{ClaimTimeout: time.Millisecond})
-	const item, shards, order = 18, 3, 1000
+	const item, shards = 18, 3
 	user := homeOf(0, shards, 1)
+	order := tid(item, user, shards, 1000)
 	if err := s.SetShards(ctx, item, []int64{0, 1, 1}); err != nil {
 		t.Fatal(err)
 	}
 	tok, _, _ := s.IssueToken(ctx, item, user, shards)
-	epoch := claimStale(ctx, t, s, rdb, item, 0, user, tok, order)
+	epoch := claimStale(ctx, t, s, rdb, item, 0, shards, user, tok, order)
 	// The buyer's replay settles the stale claim.
-	id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 1001})
+	id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 1001)})
 	if err != nil || id != order {
 		t.Fatalf("replay: got %d, %v; want %d", id, err, order)
 	}
 	// The stalled process wakes up and goes on with its own epoch.
 	for sh := 1; sh < shards; sh++ {
-		k := s.keys(item, sh)
-		c, err := takeScript.Run(ctx, rdb, []string{k.Stock(), k.Outbox(), k.Took(order), s.orderKey(order), s.activeKey()},
-			user, item, order, epoch, sh, 0, 3600, epoch, indexValue(item, 0, tok), outboxMember(item, sh)).Int64()
+		c, err := rawTake(ctx, s, rdb, item, sh, 0, shards, user, order, epoch, epoch)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -685,13 +682,14 @@ func TestSlowProcessIsFencedAfterReplay(t *testing.T) {
 		t.Errorf("shards %v: %d units left, want 1", rem, sum(rem))
 	}
 	// And it cannot settle the token with its old epoch either.
-	hk := s.keys(item, 0)
-	n, err := finishScript.Run(ctx, rdb, []string{hk.Bought(), hk.Token(tok), s.claimsKey()},
+	hg := ShardGroup(item, 0, shards)
+	hk := s.keysIn(hg, item, 0)
+	n, err := finishScript.Run(ctx, rdb, []string{hk.Bought(), hk.Token(tok), s.claimsKey(hg)},
 		user, order, codeSoldOut, "1", 3600, epoch, claimMember(item, 0, tok)).Int()
 	if err != nil || n != 0 {
 		t.Errorf("stale finish: got %d, %v; want 0 (fenced)", n, err)
 	}
-	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 1002}); err != nil || id != order {
+	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 1002)}); err != nil || id != order {
 		t.Errorf("replay after all: got %d, %v; want %d", id, err, order)
 	}
 }
@@ -711,15 +709,15 @@ func TestSoldOutAnswersStoredResult(t *testing.T) {
 	}
 	user := homeOf(0, shards, 1)
 	tok, _, _ := a.IssueToken(ctx, item, user, shards)
-	id, err := a.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 42})
-	if err != nil || id != 42 {
+	id, err := a.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 42)})
+	if err != nil || id != tid(item, user, shards, 42) {
 		t.Fatalf("buy: got %d, %v", id, err)
 	}
 	// The answer got lost; meanwhile both instances saw the item sold out.
 	other := homeOf(1, shards, user+1)
 	for _, st := range []*Store{a, b} {
 		tk, _, _ := st.IssueToken(ctx, item, other, shards)
-		if _, err := st.Reserve(ctx, Purchase{ItemID: item, UserID: other, Shards: shards, Limit: 1, Token: tk, OrderID: 43}); !errors.Is(err, ErrSoldOut) {
+		if _, err := st.Reserve(ctx, Purchase{ItemID: item, UserID: other, Shards: shards, Limit: 1, Token: tk, OrderID: tid(item, other, shards, 43)}); !errors.Is(err, ErrSoldOut) {
 			t.Fatalf("other buyer: got %v, want sold out", err)
 		}
 		other += 2
@@ -728,20 +726,20 @@ func TestSoldOutAnswersStoredResult(t *testing.T) {
 		if !st.SoldOut(item) {
 			t.Fatal("not flagged sold out")
 		}
-		id, err := st.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: 44})
-		if err != nil || id != 42 {
+		id, err := st.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 44)})
+		if err != nil || id != tid(item, user, shards, 42) {
 			t.Errorf("retry after sell-out: got %d, %v; want the order 42", id, err)
 		}
 	}
 	// An unused token: sold out, and the same answer once the flag is gone.
 	late := homeOf(0, shards, user+100)
 	tk, _, _ := a.IssueToken(ctx, item, late, shards)
-	if _, err := a.Reserve(ctx, Purchase{ItemID: item, UserID: late, Shards: shards, Limit: 1, Token: tk, OrderID: 45}); !errors.Is(err, ErrSoldOut) {
+	if _, err := a.Reserve(ctx, Purchase{ItemID: item, UserID: late, Shards: shards, Limit: 1, Token: tk, OrderID: tid(item, late, shards, 45)}); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("unused token: got %v, want sold out", err)
 	}
-	rdb.Set(ctx, a.keys(item, 1).Stock(), 1, 0) // a unit came back
+	rdb.Set(ctx, a.keys(item, 1, shards).Stock(), 1, 0) // a unit came back
 	b.ClearSoldOut(item)
-	if _, err := b.Reserve(ctx, Purchase{ItemID: item, UserID: late, Shards: shards, Limit: 1, Token: tk, OrderID: 46}); !errors.Is(err, ErrSoldOut) {
+	if _, err := b.Reserve(ctx, Purchase{ItemID: item, UserID: late, Shards: shards, Limit: 1, Token: tk, OrderID: tid(item, late, shards, 46)}); !errors.Is(err, ErrSoldOut) {
 		t.Errorf("same token elsewhere after a restock: got %v, want its sold-out answer kept", err)
 	}
 }
@@ -799,14 +797,15 @@ func TestLookupOrder(t *testing.T) {
 func TestSettleAbandonedClaim(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, Config{ClaimTimeout: time.Millisecond})
-	const item, shards, order = 21, 2, 3000
+	const item, shards = 21, 2
 	user := homeOf(0, shards, 1)
+	order := tid(item, user, shards, 3000)
 	if err := s.SetShards(ctx, item, []int64{0, 0}); err != nil {
 		t.Fatal(err)
 	}
 	tok, _, _ := s.IssueToken(ctx, item, user, shards)
-	claimStale(ctx, t, s, rdb, item, 0, user, tok, order)
-	open, err := s.OpenClaims(ctx, item)
+	claimStale(ctx, t, s, rdb, item, 0, shards, user, tok, order)
+	open, err := s.OpenClaims(ctx, item, shards)
 	if err != nil || len(open) != 1 || open[0].UserID != user {
 		t.Fatalf("open claims: got %+v, %v; want the user's one", open, err)
 	}
@@ -817,7 +816,7 @@ func TestSettleAbandonedClaim(t *testing.T) {
 	if _, err := s.SettleClaim(ctx, stale[0], shards); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("settle: got %v, want sold out", err)
 	}
-	if n, _ := rdb.HGet(ctx, s.keys(item, 0).Bought(), strconv.FormatInt(user, 10)).Int(); n != 0 {
+	if n, _ := rdb.HGet(ctx, s.keys(item, 0, shards).Bought(), strconv.FormatInt(user, 10)).Int(); n != 0 {
 		t.Errorf("slot still held: %d", n)
 	}
 	if left, _ := s.StaleClaims(ctx, 10); len(left) != 0 {
@@ -827,18 +826,22 @@ func TestSettleAbandonedClaim(t *testing.T) {
 
 // loseWrites undoes in Redis everything one accepted purchase wrote, as a
 // restart from an AOF synced every second would for the last second.
-func loseWrites(ctx context.Context, t *testing.T, s *Store, rdb *redis.Client, item int64, shards int, user, order int64, tok string) {
+func loseWrites(ctx context.Context, t *testing.T, s *Store, rdb redis.UniversalClient, item int64, shards int, user, order int64, tok string) {
 	t.Helper()
 	home := HomeShard(user, shards)
 	rs, _ := s.PendingReservations(ctx, item, shards)
 	for _, r := range rs {
 		if r.OrderID == order {
-			rdb.XDel(ctx, s.keys(item, r.Shard).Outbox(), r.StreamID)
-			rdb.Incr(ctx, s.keys(item, r.Shard).Stock())
+			rdb.XDel(ctx, s.keys(item, r.Shard, shards).Outbox(), r.StreamID)
+			rdb.Incr(ctx, s.keys(item, r.Shard, shards).Stock())
 		}
 	}
-	rdb.HIncrBy(ctx, s.keys(item, home).Bought(), strconv.FormatInt(user, 10), -1)
-	rdb.Del(ctx, s.keys(item, home).Token(tok), s.orderKey(order))
+	for sh := range shards {
+		rdb.Del(ctx, s.keys(item, sh, shards).Took(order)) // a retake's take marker
+	}
+	rdb.HIncrBy(ctx, s.keys(item, home, shards).Bought(), strconv.FormatInt(user, 10), -1)
+	rdb.Del(ctx, s.keys(item, home, shards).Token(tok))
+	rdb.Del(ctx, s.orderKey(order))
 }
 
 // TestRetakeAfterRestart: a restart lost a purchase's writes; the instance
@@ -856,13 +859,14 @@ func TestRetakeAfterRestart(t *testing.T) {
 	var accepted []Restored
 	for u := int64(1); u <= 2; u++ {
 		tok, _, _ := s.IssueToken(ctx, item, u, shards)
-		id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: 100 + u})
+		id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, u, shards, 100 + u)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		accepted = append(accepted, Restored{OrderID: id, ItemID: item, UserID: u, Home: HomeShard(u, shards), Token: tok, At: time.Now()})
+		accepted = append(accepted, Restored{OrderID: id, ItemID: item, UserID: u, Home: HomeShard(u, shards), Shards: shards, Token: tok, At: time.Now()})
 	}
-	loseWrites(ctx, t, s, rdb, item, shards, 1, 101, accepted[0].Token)
+	lost := accepted[0].OrderID
+	loseWrites(ctx, t, s, rdb, item, shards, 1, lost, accepted[0].Token)
 	unserved, err := s.Retake(ctx, shardsOf, accepted)
 	if err != nil || len(unserved) != 0 {
 		t.Fatalf("retake: %v, %v; want every purchase served", unserved, err)
@@ -873,23 +877,23 @@ func TestRetakeAfterRestart(t *testing.T) {
 	if rs, _ := s.PendingReservations(ctx, item, shards); len(rs) != 2 {
 		t.Errorf("outbox holds %d, want 2", len(rs))
 	}
-	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 1, Shards: shards, Limit: 1, Token: accepted[0].Token, OrderID: 999}); err != nil || id != 101 {
-		t.Errorf("retry of the lost key: %d, %v; want 101", id, err)
+	if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 1, Shards: shards, Limit: 1, Token: accepted[0].Token, OrderID: tid(item, 1, shards, 999)}); err != nil || id != lost {
+		t.Errorf("retry of the lost key: %d, %v; want %d", id, err, lost)
 	}
-	if _, ok, _ := s.LookupOrder(ctx, 101, 1); !ok {
-		t.Error("order 101 not found after retake")
+	if _, ok, _ := s.LookupOrder(ctx, lost, 1); !ok {
+		t.Errorf("order %d not found after retake", lost)
 	}
 	// Lost again, and this time its unit is bought by someone else first.
-	loseWrites(ctx, t, s, rdb, item, shards, 1, 101, accepted[0].Token)
+	loseWrites(ctx, t, s, rdb, item, shards, 1, lost, accepted[0].Token)
 	tok, _, _ := s.IssueToken(ctx, item, 3, shards)
-	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 3, Shards: shards, Limit: 1, Token: tok, OrderID: 103}); err != nil {
+	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 3, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, 3, shards, 103)}); err != nil {
 		t.Fatal(err)
 	}
 	unserved, err = s.Retake(ctx, shardsOf, accepted[:1])
-	if err != nil || len(unserved) != 1 || unserved[0] != 101 {
-		t.Fatalf("retake with no unit left: %v, %v; want [101]", unserved, err)
+	if err != nil || len(unserved) != 1 || unserved[0] != lost {
+		t.Fatalf("retake with no unit left: %v, %v; want [%d]", unserved, err, lost)
 	}
-	if n, _ := rdb.HGet(ctx, s.keys(item, accepted[0].Home).Bought(), "1").Int(); n != 0 {
+	if n, _ := rdb.HGet(ctx, s.keys(item, accepted[0].Home, shards).Bought(), "1").Int(); n != 0 {
 		t.Errorf("lost buyer's slot held: %d", n)
 	}
 }
@@ -907,10 +911,33 @@ func TestReturnGuardsExpire(t *testing.T) {
 	if _, err := s.Return(ctx, item, 7, 4242, 0, shards); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{s.keys(item, 0).Returned(), s.keys(item, 0).Freed()} {
+	for _, k := range []string{s.keys(item, 0, shards).Returned(), s.keys(item, 0, shards).Freed()} {
 		ttl, err := rdb.TTL(ctx, k).Result()
 		if err != nil || ttl <= 0 || ttl > guardTTL {
 			t.Errorf("%s: ttl %v, %v; want at most %v", k, ttl, err, guardTTL)
 		}
 	}
+}
+
+// tid is test order id n made for the slot group of user's home shard, as
+// the app's id generator makes them.
+func tid(item, user int64, shards int, n int64) int64 {
+	return WithGroup(n<<22, HomeGroup(item, user, shards))
+}
+
+// rawReserve runs reserve.lua as Reserve does, with the claim time at.
+func rawReserve(ctx context.Context, s *Store, rdb redis.UniversalClient, item int64, home, shards int, user int64, tok string, order, at int64) ([]int64, error) {
+	g := ShardGroup(item, home, shards)
+	k := s.keysIn(g, item, home)
+	return reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(g), s.orderKey(order), s.activeKey(g)},
+		user, item, order, 1, at, home, 3600, claimMember(item, home, tok), indexValue(item, home, tok), outboxMember(item, home)).Int64Slice()
+}
+
+// rawTake runs take.lua on shard sh as fallThrough does, with the claim
+// epoch given.
+func rawTake(ctx context.Context, s *Store, rdb redis.UniversalClient, item int64, sh, home, shards int, user, order, at, epoch int64) (int64, error) {
+	g := ShardGroup(item, sh, shards)
+	k := s.keysIn(g, item, sh)
+	return takeScript.Run(ctx, rdb, []string{k.Stock(), k.Outbox(), k.Took(order), s.activeKey(g)},
+		user, item, order, at, sh, home, 3600, epoch, outboxMember(item, sh)).Int64()
 }

@@ -9,8 +9,11 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,8 +27,9 @@ import (
 
 // Env var names of the servers tests use, with this machine's defaults.
 const (
-	redisEnv = "SECKILL_TEST_REDIS_ADDR"
-	mysqlEnv = "SECKILL_TEST_MYSQL_DSN"
+	redisEnv     = "SECKILL_TEST_REDIS_ADDR"
+	redisModeEnv = "SECKILL_TEST_REDIS_MODE"
+	mysqlEnv     = "SECKILL_TEST_MYSQL_DSN"
 )
 
 func unreachable(t testing.TB, what string, err error) {
@@ -43,7 +47,8 @@ func ID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// RedisAddr is the address of the test Redis server.
+// RedisAddr is the address of the test Redis server; in cluster mode a
+// comma-separated list of seed nodes.
 func RedisAddr() string {
 	if a := os.Getenv(redisEnv); a != "" {
 		return a
@@ -51,27 +56,90 @@ func RedisAddr() string {
 	return "127.0.0.1:6379"
 }
 
-// Redis returns a client of the real Redis and a key prefix of the test's
-// own; every key under the prefix is deleted when the test ends.
-func Redis(t testing.TB) (*redis.Client, string) {
+// RedisCluster reports whether the tests run against a Redis Cluster
+// (SECKILL_TEST_REDIS_MODE=cluster).
+func RedisCluster() bool { return os.Getenv(redisModeEnv) == "cluster" }
+
+// RedisEnv is the app configuration that points a seckill process at the
+// test Redis, in the tests' mode.
+func RedisEnv() map[string]string {
+	mode := "single"
+	if RedisCluster() {
+		mode = "cluster"
+	}
+	return map[string]string{"SECKILL_REDIS_ADDR": RedisAddr(), "SECKILL_REDIS_MODE": mode}
+}
+
+// NewRedis is a client of the test Redis in the tests' mode, with the
+// options of o that apply (Addr is ignored).
+func NewRedis(o redis.Options) redis.UniversalClient {
+	if RedisCluster() {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: strings.Split(RedisAddr(), ","), PoolSize: o.PoolSize, ClientName: o.ClientName,
+			MaxRetries: o.MaxRetries, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		})
+	}
+	o.Addr = RedisAddr()
+	return redis.NewClient(&o)
+}
+
+// Redis returns a client of the real Redis (a cluster client in cluster
+// mode) and a key prefix of the test's own; every key under the prefix is
+// deleted when the test ends.
+func Redis(t testing.TB) (redis.UniversalClient, string) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: RedisAddr(), PoolSize: 64})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	rdb := NewRedis(redis.Options{PoolSize: 64})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
+	if err := ForEachNode(ctx, rdb, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }); err != nil {
 		rdb.Close()
 		unreachable(t, "redis", err)
 	}
 	prefix := "t" + ID()
 	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
-		}
+		DeleteKeys(context.Background(), rdb, prefix+":*")
 		rdb.Close()
 	})
 	return rdb, prefix
+}
+
+// ForEachNode calls fn with a client of every master (of the one server
+// in single mode).
+func ForEachNode(ctx context.Context, rdb redis.UniversalClient, fn func(context.Context, *redis.Client) error) error {
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, fn)
+	case *redis.Client:
+		return fn(ctx, c)
+	}
+	return fmt.Errorf("testenv: unknown redis client %T", rdb)
+}
+
+// Keys lists the keys matching pattern on every node (SCAN, not KEYS).
+func Keys(ctx context.Context, rdb redis.UniversalClient, pattern string) []string {
+	var mu sync.Mutex
+	var out []string
+	ForEachNode(ctx, rdb, func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			mu.Lock()
+			out = append(out, iter.Val())
+			mu.Unlock()
+		}
+		return iter.Err()
+	})
+	slices.Sort(out)
+	return out
+}
+
+// DeleteKeys deletes every key matching pattern, one DEL per key (no
+// multi-key command spans slots), as a Redis that lost them would.
+func DeleteKeys(ctx context.Context, rdb redis.UniversalClient, pattern string) int {
+	keys := Keys(ctx, rdb, pattern)
+	for _, k := range keys {
+		rdb.Del(ctx, k)
+	}
+	return len(keys)
 }
 
 // MySQLDSN is the DSN of the test MySQL server, without a database.

@@ -422,7 +422,7 @@ func (l *Ledger) rebuild(ctx context.Context, it order.Item) error {
 		if err != nil {
 			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
 		}
-		claims, err := l.stock.OpenClaims(ctx, it.ID)
+		claims, err := l.stock.OpenClaims(ctx, it.ID, it.Shards)
 		if err != nil {
 			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
 		}

@@ -27,6 +27,7 @@ type message struct {
 	UserID     *int64     `json:"user_id"`
 	Shard      *int       `json:"shard"`
 	Home       *int       `json:"home"`
+	SlotGroup  *int       `json:"slot_group"`
 	ReservedAt *time.Time `json:"reserved_at"`
 	// StreamID is the reservation's outbox entry, acknowledged once the
 	// order is stored (absent in messages of older producers).
@@ -41,6 +42,7 @@ type outMessage struct {
 	UserID     int64  `json:"user_id"`
 	Shard      int    `json:"shard"`
 	Home       int    `json:"home"`
+	SlotGroup  int    `json:"slot_group"`
 	ReservedAt string `json:"reserved_at"`
 	StreamID   string `json:"stream_id,omitempty"`
 }
@@ -51,7 +53,7 @@ type outMessage struct {
 func EncodeReservation(r stock.Reservation) (key, value []byte) {
 	value, _ = json.Marshal(outMessage{
 		OrderID: strconv.FormatInt(r.OrderID, 10),
-		ItemID:  r.ItemID, UserID: r.UserID, Shard: r.Shard, Home: r.Home,
+		ItemID:  r.ItemID, UserID: r.UserID, Shard: r.Shard, Home: r.Home, SlotGroup: r.SlotGroup,
 		ReservedAt: r.At.UTC().Format(time.RFC3339Nano),
 		StreamID:   r.StreamID,
 	})
@@ -74,7 +76,15 @@ func DecodeReservation(value []byte, ttl time.Duration) (order.Order, stock.Entr
 	if err != nil {
 		return order.Order{}, stock.Entry{}, err
 	}
-	return o, stock.Entry{ItemID: o.ItemID, Shard: o.Shard, StreamID: m.StreamID}, nil
+	e := stock.Entry{ItemID: o.ItemID, Shard: o.Shard, StreamID: m.StreamID}
+	if m.SlotGroup != nil && *m.SlotGroup >= 0 && *m.SlotGroup < stock.Groups {
+		e.SlotGroup = *m.SlotGroup
+	} else {
+		// From a producer that did not say where its entry is: nothing
+		// to acknowledge by.
+		e.StreamID = ""
+	}
+	return o, e, nil
 }
 
 func decode(value []byte, ttl time.Duration) (order.Order, message, error) {

@@ -290,7 +290,7 @@ func (r *Relay) seed(ctx context.Context) error {
 			continue
 		}
 		for sh := range n {
-			all = append(all, stock.Outbox{ItemID: id, Shard: sh})
+			all = append(all, stock.OutboxOf(id, sh, n))
 		}
 	}
 	for chunk := range slices.Chunk(all, 1000) {

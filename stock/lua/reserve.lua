@@ -1,7 +1,8 @@
 -- reserve: the whole common-case purchase in one atomic call on the user's
--- home shard. Everything it touches shares the shard's hash tag, except the
--- open-claims index (KEYS[5], touched only when the home shard is empty)
--- and the order index entry (KEYS[6]).
+-- home shard. Everything it touches lives in the home shard's slot group
+-- (one Redis Cluster slot): the shard's keys, the group's open-claims index
+-- and active-outbox set, and the order index entry (the order id is made
+-- for this group).
 -- KEYS: 1 stock, 2 bought, 3 token, 4 outbox, 5 open-claims index,
 --       6 order index entry of the order id, 7 set of active outboxes
 -- ARGV: 1 user, 2 item, 3 order id, 4 per-user limit, 5 now (ms), 6 shard,
@@ -35,6 +36,9 @@ if tonumber(s) <= 0 then
   -- Indexed, so the sweeper settles a claim its buyer abandoned and a
   -- rebuild counts the slot it holds.
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[8])
+  -- Indexed now, in this slot: the take happens on another shard, in
+  -- another slot, and the buyer reads the order as pending meanwhile.
+  redis.call('SET', KEYS[6], ARGV[9], 'EX', ARGV[7])
   return {1, ARGV[3], ARGV[5]}
 end
 -- Stock check and decrement in the same call: no check-then-act gap.
