@@ -35,6 +35,12 @@ esac
 stop
 seeds=()
 for p in "${ports[@]}"; do
+  if redis-cli -p "$p" ping >/dev/null 2>&1; then
+    echo "port $p is taken by a Redis this script did not start; pick another BASE" >&2
+    exit 1
+  fi
+done
+for p in "${ports[@]}"; do
   rm -rf "${dir:?}/$p"
   mkdir -p "$dir/$p"
   redis-server --port "$p" --bind 127.0.0.1 --daemonize yes --dir "$dir/$p" \
