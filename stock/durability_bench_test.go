@@ -50,17 +50,51 @@ func privateRedis(b *testing.B, args ...string) string {
 	return addr
 }
 
-// BenchmarkReserveDurability measures accepted purchases per second (64
+// privateCluster starts a 3-master Redis Cluster of the benchmark's own
+// (each node with args) and returns a client of it.
+func privateCluster(b *testing.B, args ...string) *redis.ClusterClient {
+	b.Helper()
+	var addrs []string
+	for range 3 {
+		addrs = append(addrs, privateRedis(b, append([]string{"--cluster-enabled", "yes", "--cluster-node-timeout", "2000"}, args...)...))
+	}
+	out, err := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			info, _ := c.ClusterInfo(context.Background()).Result()
+			if contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("cluster node %s not ok: %s", a, info)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		c.Close()
+	}
+	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: 128})
+}
+
+// BenchmarkReserveDurability measures accepted purchases per second (32
 // parallel buyers, 8 shards) under each durability setting of a 202, each
-// on a Redis of its own:
+// on a Redis of its own, and on a 3-master Redis Cluster (AOF everysec,
+// the same load):
 //
 //	go test -run '^$' -bench ReserveDurability -benchtime 20000x ./stock
 func BenchmarkReserveDurability(b *testing.B) {
-	for _, mode := range []string{"everysec", "always", "replica-wait"} {
+	for _, mode := range []string{"everysec", "always", "replica-wait", "cluster-everysec"} {
 		b.Run(mode, func(b *testing.B) {
 			var addr string
+			var rdb redis.UniversalClient
 			wait := 0
 			switch mode {
+			case "cluster-everysec":
+				rdb = privateCluster(b, "--appendonly", "yes", "--appendfsync", "everysec")
 			case "replica-wait":
 				addr = privateRedis(b, "--appendonly", "yes", "--appendfsync", "everysec")
 				host, port, _ := net.SplitHostPort(addr)
@@ -82,7 +116,9 @@ func BenchmarkReserveDurability(b *testing.B) {
 			default:
 				addr = privateRedis(b, "--appendonly", "yes", "--appendfsync", mode)
 			}
-			rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 128})
+			if rdb == nil {
+				rdb = redis.NewClient(&redis.Options{Addr: addr, PoolSize: 128})
+			}
 			defer rdb.Close()
 			s := NewStore(rdb, Config{Prefix: "bench", WaitReplicas: wait, WaitTimeout: time.Second})
 			ctx := context.Background()

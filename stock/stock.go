@@ -350,13 +350,19 @@ func indexValue(itemID int64, home int, token string) string {
 // the answer, so the retry gets it.
 func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, error) {
 	for attempt := 0; ; attempt++ {
-		pipe := s.rdb.Pipeline()
-		cmd := script.EvalSha(ctx, pipe, keys, args...)
-		var wait *redis.Cmd
+		var cmd, wait *redis.Cmd
+		var err error
 		if s.cfg.WaitReplicas > 0 {
+			pipe := s.rdb.Pipeline()
+			cmd = script.EvalSha(ctx, pipe, keys, args...)
 			wait = pipe.Do(ctx, "wait", s.cfg.WaitReplicas, s.cfg.WaitTimeout.Milliseconds())
+			_, err = pipe.Exec(ctx)
+		} else {
+			// No pipeline for one command: on a cluster client a pipeline
+			// costs a slot map and a goroutine per node.
+			cmd = script.EvalSha(ctx, s.rdb, keys, args...)
+			err = cmd.Err()
 		}
-		_, err := pipe.Exec(ctx)
 		if err != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") && attempt == 0 {
 			if s.cfg.Restarted != nil {
 				s.cfg.Restarted()
