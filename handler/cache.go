@@ -11,8 +11,9 @@ import (
 
 // itemCache keeps item definitions in process: the purchase path needs the
 // shard count, limit and sale window without a database call. Items do not
-// change after creation; unknown ids are remembered briefly so a flood of
-// bad ids does not reach MySQL.
+// change after creation; unknown ids are remembered briefly, and ids above
+// the highest item id (read at most every maxIDEvery) are unknown without a
+// query, so a flood of bad ids, distinct or not, does not reach MySQL.
 type itemCache struct {
 	store *order.Store
 	now   func() time.Time
@@ -20,9 +21,35 @@ type itemCache struct {
 	mu    sync.RWMutex
 	items map[int64]order.Item
 	miss  map[int64]time.Time // unknown id -> until
+
+	maxMu sync.Mutex
+	maxID int64
+	maxAt time.Time
 }
 
-const missTTL = time.Second
+const (
+	missTTL    = time.Second
+	maxIDEvery = 100 * time.Millisecond
+)
+
+// above reports whether id is above the highest item id, read from MySQL
+// at most once per maxIDEvery (an item created meanwhile on another
+// instance is found once that passed). A failed read says no.
+func (c *itemCache) above(ctx context.Context, id int64) bool {
+	c.maxMu.Lock()
+	defer c.maxMu.Unlock()
+	if id <= c.maxID {
+		return false
+	}
+	if now := time.Now(); now.Sub(c.maxAt) >= maxIDEvery {
+		m, err := c.store.MaxItemID(ctx)
+		if err != nil {
+			return false
+		}
+		c.maxID, c.maxAt = m, now
+	}
+	return id > c.maxID
+}
 
 func newItemCache(s *order.Store, now func() time.Time) *itemCache {
 	return &itemCache{store: s, now: now, items: map[int64]order.Item{}, miss: map[int64]time.Time{}}
@@ -36,7 +63,7 @@ func (c *itemCache) get(ctx context.Context, id int64) (order.Item, error) {
 	if ok {
 		return it, nil
 	}
-	if missed && c.now().Before(until) {
+	if missed && c.now().Before(until) || c.above(ctx, id) {
 		return order.Item{}, order.ErrNotFound
 	}
 	it, err := c.store.Item(ctx, id)
@@ -62,6 +89,9 @@ func (c *itemCache) put(it order.Item) {
 	c.items[it.ID] = it
 	delete(c.miss, it.ID)
 	c.mu.Unlock()
+	c.maxMu.Lock()
+	c.maxID = max(c.maxID, it.ID)
+	c.maxMu.Unlock()
 }
 
 // genCache is a bounded map: when the current generation is full it becomes

@@ -117,6 +117,16 @@ func (s *Store) Item(ctx context.Context, id int64) (Item, error) {
 	return it, nil
 }
 
+// MaxItemID is the highest item id (0 without items): ids above it are
+// unknown without a query each.
+func (s *Store) MaxItemID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := s.db.GetContext(ctx, &id, "SELECT COALESCE(MAX(id), 0) FROM items"); err != nil {
+		return 0, fmt.Errorf("max item id: %w", err)
+	}
+	return id, nil
+}
+
 // Items returns every item, oldest first.
 func (s *Store) Items(ctx context.Context) ([]Item, error) {
 	items := []Item{}

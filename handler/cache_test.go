@@ -1,0 +1,71 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"seckill/app/testenv"
+	"seckill/order"
+)
+
+// comSelect is the number of SELECTs the one connection of db has run.
+func comSelect(t *testing.T, db *sqlx.DB) int64 {
+	t.Helper()
+	var name string
+	var n int64
+	if err := db.QueryRow("SHOW SESSION STATUS LIKE 'Com_select'").Scan(&name, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestUnknownItemIDsSkipMySQL: a flood of distinct unknown item ids (the
+// issue saw one MySQL SELECT each) costs MySQL a few reads of the highest
+// id, and an item created on another instance is still found soon after.
+func TestUnknownItemIDsSkipMySQL(t *testing.T) {
+	ctx := context.Background()
+	dsn, db := testenv.MySQL(t)
+	one, err := sqlx.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { one.Close() })
+	one.SetMaxOpenConns(1) // one session: its status counts our statements only
+	st := order.NewStore(one)
+	start := time.Now().Add(-time.Minute)
+	it, err := st.CreateItem(ctx, order.Item{Name: "known", Stock: 1, Shards: 1, PerUserLimit: 1, StartsAt: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newItemCache(st, time.Now)
+	before := comSelect(t, one)
+	const n = 2000
+	for i := int64(1); i <= n; i++ {
+		if _, err := c.get(ctx, it.ID+i); !errors.Is(err, order.ErrNotFound) {
+			t.Fatalf("id %d: got %v, want not found", it.ID+i, err)
+		}
+	}
+	if got := comSelect(t, one) - before; got > 20 {
+		t.Errorf("%d distinct unknown ids cost %d SELECTs, want a few", n, got)
+	}
+	// Created by another instance: found once the highest id is read again.
+	other, err := order.NewStore(db).CreateItem(ctx, order.Item{Name: "later", Stock: 1, Shards: 1, PerUserLimit: 1, StartsAt: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := c.get(ctx, other.ID)
+		if err == nil && got.ID == other.ID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("item %d created elsewhere: still %v", other.ID, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
