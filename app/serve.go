@@ -185,6 +185,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))); err != nil {
 		return nil, err
 	}
+	calls, err := newRedisCalls(reg)
+	if err != nil {
+		return nil, err
+	}
+	rdb.AddHook(calls)
 
 	node, err := leaseNode(ctx, rdb, cfg.Redis.Prefix, 30*time.Second)
 	if err != nil {

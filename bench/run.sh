@@ -90,6 +90,21 @@ cpu_per() {
   echo "${out}total $(awk -v d="$total" -v n="$3" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d / t * 1e6 / n : 0) }') us"
 }
 
+# calls_snap NAME: remembers what seckill sent Redis (round trips: commands
+# and pipelines each once; commands) and the statements MariaDB executed
+# (Questions, the whole server: run the bench on a quiet database).
+calls_snap() {
+  eval "TRIPS_$1=$(metric_sum seckill_redis_round_trips_total)"
+  eval "CMDS_$1=$(metric_sum seckill_redis_commands_total)"
+  eval "QUESTIONS_$1=$(sql -e "SHOW GLOBAL STATUS LIKE 'Questions'" | awk '{ print $2 }')"
+}
+# calls_per FROM TO N: the same per unit of work.
+calls_per() {
+  eval "local t=\$(( TRIPS_$2 - TRIPS_$1 )) c=\$(( CMDS_$2 - CMDS_$1 )) q=\$(( QUESTIONS_$2 - QUESTIONS_$1 ))"
+  awk -v t="$t" -v c="$c" -v q="$q" -v n="$3" 'BEGIN { if (n < 1) n = 1;
+    printf "Redis round trips %.2f, Redis commands %.2f, MySQL statements %.2f\n", t / n, c / n, q / n }'
+}
+
 stop_pid() { # stop_pid PID NAME: SIGTERM, then SIGKILL after 20s
   local pid=$1
   [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
@@ -276,11 +291,13 @@ GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep
 cpu_snap tok1
 
 cpu_snap buy0
+calls_snap buy0
 T0=$(now)
 run_wrk purchase "$BASE" purchase.lua "$WORK/users.txt" "$ITEM_WRK" "$WRK_PURCHASE_RATE" "$WRK_THREADS"
 T1=$(now)
 wait_drain WRK "$ITEM_WRK" "$T0" "$T1"
 cpu_snap buy1
+calls_snap buy1
 
 # The sold-out crowd holds real purchase tokens (see bench/wrk/soldout.lua).
 GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_SOLDOUT" \
@@ -417,6 +434,7 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   kv "purchase: accepted/s, p99 at $WRK_PURCHASE_RATE r/s offered" \
     "$WRK_ACC_RATE/s, p99 $(fmt2 "$(wrkv purchase p99_ms)") ms   target >= 10000/s, p99 <= 20 ms: $PURCHASE_OK"
   kv "CPU per accepted order (wrk phase + drain)" "$(cpu_per buy0 buy1 "$WRK_ACCEPTED")"
+  kv "requests per accepted order (wrk phase + drain)" "$(calls_per buy0 buy1 "$WRK_ACCEPTED")"
   kv "CPU per purchase token issued (prep)" "$(cpu_per tok0 tok1 "$WRK_USERS")"
   kv "CPU per sold-out answer (median round)" "$(cpu_per "so${MEDIAN_ROUND}a" "so${MEDIAN_ROUND}b" "$(wrkv soldout sold_out)")"
   kv "oversold (MySQL rows or items.sold > stock)" "$OVERSOLD_DB"
