@@ -137,7 +137,7 @@ func BenchmarkReserveDurability(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					i := next.Add(1) - 1
-					if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: i + 1, Shards: shards, Limit: 1, Token: toks[i], OrderID: tid(item, i + 1, shards, i + 1)}); err != nil {
+					if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: i + 1, Shards: shards, Limit: 1, Token: toks[i], OrderID: tid(item, i+1, shards, i+1)}); err != nil {
 						b.Errorf("reserve: %v", err)
 						return
 					}

@@ -19,8 +19,8 @@ type Restored struct {
 	OrderID, ItemID, UserID int64
 	// Home is the buyer's home shard of the item's Shards.
 	Home, Shards int
-	Token                   string
-	At                      time.Time
+	Token        string
+	At           time.Time
 	// Reinject: the order is not in MySQL, so its reservation goes back
 	// into the outbox (of the buyer's home shard) to be relayed again.
 	Reinject bool

@@ -229,7 +229,7 @@ func TestReserveRace(t *testing.T) {
 		go func(u int64) {
 			defer wg.Done()
 			<-start
-			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[u], OrderID: tid(item, u, shards, 10_000 + u)})
+			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[u], OrderID: tid(item, u, shards, 10_000+u)})
 			if errors.Is(err, ErrSoldOut) {
 				return
 			}
@@ -602,7 +602,7 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, int64(800 + i))})
+			id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, int64(800+i))})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -859,7 +859,7 @@ func TestRetakeAfterRestart(t *testing.T) {
 	var accepted []Restored
 	for u := int64(1); u <= 2; u++ {
 		tok, _, _ := s.IssueToken(ctx, item, u, shards)
-		id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, u, shards, 100 + u)})
+		id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, u, shards, 100+u)})
 		if err != nil {
 			t.Fatal(err)
 		}
