@@ -111,6 +111,37 @@ func (s *Store) ReadOutbox(ctx context.Context, o Outbox, group, consumer string
 	return parseAll(res[0].Messages, o.SlotGroup), nil
 }
 
+// ReadOutboxes is ReadOutbox of several outboxes in one pipeline (on a
+// cluster, one round trip per master). It returns each outbox's batch and
+// error, in the order of os.
+func (s *Store) ReadOutboxes(ctx context.Context, os []Outbox, group, consumer string, count int64) ([][]Reservation, []error) {
+	out := make([][]Reservation, len(os))
+	errs := make([]error, len(os))
+	if len(os) == 0 {
+		return out, errs
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.XStreamSliceCmd, len(os))
+	for i, o := range os {
+		cmds[i] = pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: group, Consumer: consumer, Streams: []string{s.outboxKey(o), ">"},
+			Count: count, Block: -1,
+		})
+	}
+	pipe.Exec(ctx) // errors are per command
+	for i, c := range cmds {
+		res, err := c.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			errs[i] = fmt.Errorf("read outbox %d/%d: %w", os[i].ItemID, os[i].Shard, err)
+		case len(res) > 0:
+			out[i] = parseAll(res[0].Messages, os[i].SlotGroup)
+		}
+	}
+	return out, errs
+}
+
 // ReadOwnPending returns up to count reservations delivered to consumer and
 // not acknowledged yet (its own pending entries, from the first). A relay
 // reads them after losing its connection: entries Redis delivered in a

@@ -199,14 +199,16 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // DrainOnce makes one pass over the outboxes that hold entries (the
-// active set the purchase scripts keep; on the first pass also every shard
-// of every item, for entries written before that set): it republishes its
+// active sets the purchase scripts keep; on the first pass also every shard
+// of every item, for entries written before those sets): it republishes its
 // own failed batches, takes over entries idle for ClaimIdle, and publishes
-// new entries until the outbox is empty (or up to maxBatches batches of
-// each). An outbox left with nothing in it leaves the active set, so an idle
-// relay costs one read per pass whatever the number of items. It returns
-// how many reservations Kafka acknowledged. A failing item or shard does not
-// stop the others: the pass goes on and returns every error it met.
+// new entries until the outboxes are empty (or up to maxBatches rounds).
+// New entries of all outboxes are read in one pipelined round trip and sent
+// to Kafka in one call per round, whatever the number of shards. An outbox
+// left with nothing in it leaves the active set, so an idle relay costs one
+// read per pass whatever the number of items. It returns how many
+// reservations Kafka acknowledged. A failing item or shard does not stop
+// the others: the pass goes on and returns every error it met.
 func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -242,22 +244,74 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 		forget = true
 	}
 	var errs []error
+	failed := map[stock.Outbox]bool{}
+	sent := map[stock.Outbox]int{}
+	fail := func(o stock.Outbox, err error) {
+		r.suspect[o] = true
+		if stock.IsNoGroup(err) {
+			// Redis lost the stream and its group: create it again on
+			// the next pass.
+			delete(r.groups, o)
+		}
+		failed[o] = true
+		errs = append(errs, err)
+	}
+	// 1. Per outbox, the rare work: its group, its own entries after a
+	// failed read, a failed batch, entries of a crashed relay.
 	for _, o := range outboxes {
 		if ctx.Err() != nil {
 			return total, ctx.Err()
 		}
-		k, err := r.drainShard(ctx, o, claim)
+		k, err := r.prepare(ctx, o, claim)
 		total += k
+		sent[o] += k
 		if err != nil {
-			r.suspect[o] = true
-			if stock.IsNoGroup(err) {
-				// Redis lost the stream and its group: create it again
-				// on the next pass.
-				delete(r.groups, o)
+			fail(o, err)
+		}
+	}
+	// 2. New entries of every outbox: read in one pipelined round trip and
+	// published in one send, round after round while some outbox gave a
+	// full batch (at most maxBatches rounds, so a pass ends).
+	var open []stock.Outbox
+	for _, o := range outboxes {
+		if !failed[o] {
+			open = append(open, o)
+		}
+	}
+	for round := 0; round < maxBatches && len(open) > 0 && ctx.Err() == nil; round++ {
+		batches, rerrs := r.st.ReadOutboxes(ctx, open, r.cfg.Group, r.cfg.Consumer, r.cfg.BatchSize)
+		parts := map[stock.Outbox][]stock.Reservation{}
+		var next []stock.Outbox
+		for i, o := range open {
+			if rerrs[i] != nil {
+				fail(o, fmt.Errorf("relay: %w", rerrs[i]))
+				continue
+			}
+			if len(batches[i]) > 0 {
+				parts[o] = batches[i]
+			}
+			if int64(len(batches[i])) >= r.cfg.BatchSize {
+				next = append(next, o)
+			}
+		}
+		if len(parts) == 0 {
+			break
+		}
+		if err := r.publishAll(ctx, parts); err != nil {
+			for o := range parts {
+				failed[o] = true
 			}
 			errs = append(errs, err)
-			continue
+			break
 		}
+		for o, b := range parts {
+			total += len(b)
+			sent[o] += len(b)
+		}
+		open = next
+	}
+	for _, o := range outboxes {
+		k := sent[o]
 		if k > 0 {
 			// Seen with a backlog: its series shows until backlogKeep after
 			// it drained, however fast it drained.
@@ -266,7 +320,7 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			}
 			r.gauged[o.ItemID] = time.Now()
 		}
-		if forget && k == 0 && len(r.retry[o]) == 0 {
+		if forget && k == 0 && !failed[o] && len(r.retry[o]) == 0 {
 			if gone, err := r.st.ForgetIfIdle(ctx, o); err == nil && gone {
 				delete(r.groups, o)
 			}
@@ -337,8 +391,11 @@ func (r *Relay) refresh(ctx context.Context, outboxes []stock.Outbox) {
 // backlogKeep is how long a drained item keeps its backlog series at 0.
 const backlogKeep = 15 * time.Minute
 
-// drainShard relays one outbox; see DrainOnce.
-func (r *Relay) drainShard(ctx context.Context, o stock.Outbox, claimIdle bool) (int, error) {
+// prepare does the rare per-outbox work of a pass (see DrainOnce): it makes
+// sure the consumer group exists, republishes this relay's own pending
+// entries after a failed read and a batch Kafka did not take, and takes
+// over entries of a crashed relay (idle for ClaimIdle) when claim is set.
+func (r *Relay) prepare(ctx context.Context, o stock.Outbox, claim bool) (int, error) {
 	if !r.groups[o] {
 		if err := r.st.EnsureGroup(ctx, o, r.cfg.Group); err != nil {
 			return 0, fmt.Errorf("relay: %w", err)
@@ -366,35 +423,26 @@ func (r *Relay) drainShard(ctx context.Context, o stock.Outbox, claimIdle bool) 
 		}
 		sent += len(b)
 	}
-	// Entries of a crashed relay first (they are the oldest), then new
-	// ones; each source until it returns a short batch, or for at most
-	// maxBatches batches so one busy shard does not hold up the others.
-	for _, claim := range []bool{true, false} {
-		if claim && !claimIdle {
-			continue
+	if !claim {
+		return sent, nil
+	}
+	// Entries of a crashed relay (the oldest), until a short page or for
+	// at most maxBatches pages.
+	for range maxBatches {
+		b, err := r.st.ClaimOutbox(ctx, o, r.cfg.Group, r.cfg.Consumer, r.cfg.ClaimIdle, r.cfg.BatchSize)
+		if err != nil {
+			return sent, fmt.Errorf("relay: %w", err)
 		}
-		for range maxBatches {
-			var b []stock.Reservation
-			var err error
-			if claim {
-				b, err = r.st.ClaimOutbox(ctx, o, r.cfg.Group, r.cfg.Consumer, r.cfg.ClaimIdle, r.cfg.BatchSize)
-			} else {
-				b, err = r.st.ReadOutbox(ctx, o, r.cfg.Group, r.cfg.Consumer, r.cfg.BatchSize)
+		if len(b) > 0 {
+			if err := r.publish(ctx, o, b); err != nil {
+				return sent, err
 			}
-			if err != nil {
-				return sent, fmt.Errorf("relay: %w", err)
-			}
-			if len(b) > 0 {
-				if err := r.publish(ctx, o, b); err != nil {
-					return sent, err
-				}
-				sent += len(b)
-			}
-			// A claimed page may come back short yet have a next page
-			// (deleted entries are dropped from it); the next pass gets it.
-			if int64(len(b)) < r.cfg.BatchSize {
-				break
-			}
+			sent += len(b)
+		}
+		// A claimed page may come back short yet have a next page
+		// (deleted entries are dropped from it); the next pass gets it.
+		if int64(len(b)) < r.cfg.BatchSize {
+			break
 		}
 	}
 	return sent, nil
@@ -404,10 +452,17 @@ func (r *Relay) drainShard(ctx context.Context, o stock.Outbox, claimIdle bool) 
 // pending for this relay, until the writer stores them; a batch Kafka did
 // not take is kept for a retry. A producer that keeps failing is renewed.
 func (r *Relay) publish(ctx context.Context, o stock.Outbox, b []stock.Reservation) error {
-	msgs := make([]*sarama.ProducerMessage, len(b))
-	for i, res := range b {
-		key, value := EncodeReservation(res)
-		msgs[i] = &sarama.ProducerMessage{Topic: r.cfg.Topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)}
+	return r.publishAll(ctx, map[stock.Outbox][]stock.Reservation{o: b})
+}
+
+// publishAll is publish of the batches of several outboxes in one send.
+func (r *Relay) publishAll(ctx context.Context, parts map[stock.Outbox][]stock.Reservation) error {
+	var msgs []*sarama.ProducerMessage
+	for _, b := range parts {
+		for _, res := range b {
+			key, value := EncodeReservation(res)
+			msgs = append(msgs, &sarama.ProducerMessage{Topic: r.cfg.Topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value)})
+		}
 	}
 	start := time.Now()
 	err := r.producer.SendMessages(msgs)
@@ -415,12 +470,14 @@ func (r *Relay) publish(ctx context.Context, o stock.Outbox, b []stock.Reservati
 	if err != nil {
 		// Some messages may have landed; sending them all again only
 		// makes duplicates, which the writer ignores.
-		r.retry[o] = b
+		for o, b := range parts {
+			r.retry[o] = b
+		}
 		r.renew(ctx)
-		return fmt.Errorf("relay: publish %d reservations of item %d shard %d: %w", len(b), o.ItemID, o.Shard, err)
+		return fmt.Errorf("relay: publish %d reservations of %d outboxes: %w", len(msgs), len(parts), err)
 	}
 	r.failingSince = time.Time{}
-	r.published.Add(float64(len(b)))
+	r.published.Add(float64(len(msgs)))
 	return nil
 }
 
