@@ -207,6 +207,25 @@ func (s *Store) OutboxLen(ctx context.Context, o Outbox) (int64, error) {
 	return n, nil
 }
 
+// OutboxLens is OutboxLen of several outboxes in one pipeline.
+func (s *Store) OutboxLens(ctx context.Context, os []Outbox) ([]int64, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(os))
+	for i, o := range os {
+		cmds[i] = pipe.XLen(ctx, s.outboxKey(o))
+	}
+	if len(os) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("outbox lengths: %w", err)
+		}
+	}
+	out := make([]int64, len(os))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
 // Entry names one outbox entry: the shard's outbox and the entry's id.
 type Entry struct {
 	ItemID    int64

@@ -360,13 +360,13 @@ func (r *Relay) seed(ctx context.Context) error {
 // values; the pass itself reports Redis errors.
 func (r *Relay) refresh(ctx context.Context, outboxes []stock.Outbox) {
 	sums := map[int64]int64{}
-	for _, o := range outboxes {
-		l, err := r.st.OutboxLen(ctx, o)
-		if err != nil {
-			r.log.Error("relay: outbox backlog", "item", o.ItemID, "err", err)
-			return
-		}
-		sums[o.ItemID] += l
+	lens, err := r.st.OutboxLens(ctx, outboxes)
+	if err != nil {
+		r.log.Error("relay: outbox backlog", "err", err)
+		return
+	}
+	for i, o := range outboxes {
+		sums[o.ItemID] += lens[i]
 	}
 	now := time.Now()
 	for id, sum := range sums {

@@ -1,0 +1,97 @@
+package pipeline_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+
+	"github.com/IBM/sarama"
+
+	"seckill/app/testenv"
+	"seckill/order/pipeline"
+	"seckill/stock"
+)
+
+// countingProducer counts the sends of the producer it wraps.
+type countingProducer struct {
+	sarama.SyncProducer
+	sends atomic.Int64
+}
+
+func (p *countingProducer) SendMessages(msgs []*sarama.ProducerMessage) error {
+	p.sends.Add(1)
+	return p.SyncProducer.SendMessages(msgs)
+}
+
+// TestRelayBatchesAllOutboxes: with new entries in 16 outboxes (2 items of
+// 8 shards), one pass reads them in one pipelined round trip and sends
+// them to Kafka in one call (it used to be a read and a send per shard).
+func TestRelayBatchesAllOutboxes(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	hook := &roundTrips{}
+	rdb.AddHook(hook)
+	st := stock.NewStore(rdb, stock.Config{Prefix: prefix})
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic("orders")
+	relayTopic(t, brokers, topic, 2)
+	p := &countingProducer{SyncProducer: relayProducer(t, brokers)}
+	r, _ := relayNew(t, st, p, pipeline.RelayConfig{Topic: topic, Consumer: "r1", Shards: fixedShards(8)})
+	ctx := context.Background()
+	// First sight of the outboxes: their consumer groups are created.
+	relayReserve(t, st, 1, 8, 40)
+	relayReserve(t, st, 2, 8, 40)
+	if _, err := r.DrainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// More entries in every outbox of both items.
+	var want []int64
+	for item := int64(1); item <= 2; item++ {
+		if err := st.SetShards(ctx, item, []int64{10, 10, 10, 10, 10, 10, 10, 10}); err != nil {
+			t.Fatal(err)
+		}
+		for u := range 40 {
+			want = append(want, reserveOne(t, st, item, 8, int64(5000+u)))
+		}
+	}
+	for item := int64(1); item <= 2; item++ {
+		for sh := range 8 {
+			if n, _ := st.OutboxLen(ctx, stock.OutboxOf(item, sh, 8)); n == 0 {
+				t.Fatalf("item %d shard %d has no new entry; pick other users", item, sh)
+			}
+		}
+	}
+	trips, sends := hook.n.Load(), p.sends.Load()
+	n, err := r.DrainOnce(ctx)
+	if err != nil || n != len(want) {
+		t.Fatalf("pass: relayed %d, %v; want %d", n, err, len(want))
+	}
+	if got := p.sends.Load() - sends; got != 1 {
+		t.Errorf("%d Kafka sends for 16 outboxes, want 1", got)
+	}
+	// The active sets, the reads, the backlog gauge once a second.
+	if got := hook.n.Load() - trips; got > 3 {
+		t.Errorf("%d Redis round trips for one pass over 16 outboxes, want at most 3", got)
+	}
+	seen := publishedOrders(t, brokers, topic)
+	for _, id := range want {
+		if seen[id] == 0 {
+			t.Fatalf("order %d not published", id)
+		}
+	}
+}
+
+// reserveOne has user buy one unit of item.
+func reserveOne(t *testing.T, st *stock.Store, item int64, shards int, user int64) int64 {
+	t.Helper()
+	ctx := context.Background()
+	tok, _, err := st.IssueToken(ctx, item, user, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := st.Reserve(ctx, stock.Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok,
+		OrderID: stock.WithGroup((item*1_000_000+user)<<22, stock.HomeGroup(item, user, shards))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
