@@ -32,6 +32,7 @@ WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_DURATION=${WRK_DURATION:-10}               # seconds per wrk run
 WRK_PURCHASE_RATE=${WRK_PURCHASE_RATE:-10000}  # offered purchases/s (paced)
+BENCH_PPROF=${BENCH_PPROF:-}                   # e.g. 127.0.0.1:6060: run bench/cmd/profserve and keep a CPU profile of the wrk purchase phase in bin/
 SERVER_GOMAXPROCS=${SERVER_GOMAXPROCS:-2}      # seckill and the ceiling server
 LOADGEN_GOMAXPROCS=${LOADGEN_GOMAXPROCS:-2}    # k6 and prep
 PORT=${BENCH_PORT:-18080}
@@ -157,7 +158,11 @@ fi
 [[ $(ulimit -n) == unlimited || $(ulimit -n) -ge 65536 ]] || ulimit -n 65536 2>/dev/null || true
 
 log "building bin/seckill, bin/bench-prep, bin/bench-ceiling"
-go build -tags nodev -o "$BIN/seckill" .  # as production builds it
+if [[ -n $BENCH_PPROF ]]; then
+  go build -tags nodev -o "$BIN/seckill" ./bench/cmd/profserve # the same app, plus pprof on $BENCH_PPROF
+else
+  go build -tags nodev -o "$BIN/seckill" . # as production builds it
+fi
 go build -o "$BIN/bench-prep" ./bench/cmd/prep
 go build -o "$BIN/bench-ceiling" ./bench/ceiling
 go build -o "$BIN/bench-kafka" ./bench/cmd/kafka
@@ -178,7 +183,7 @@ KAFKA_PID=$!
 log "starting seckill on $BASE (Redis prefix and database $RUN_ID, Kafka at $KAFKA_ADDR, GOMAXPROCS=$SERVER_GOMAXPROCS)"
 # The limiter gets rates far above any load this machine can make: it is
 # admission control, not what this bench measures.
-env GOMAXPROCS="$SERVER_GOMAXPROCS" \
+env GOMAXPROCS="$SERVER_GOMAXPROCS" PROFSERVE_ADDR="$BENCH_PPROF" \
   SECKILL_HTTP_ADDR="127.0.0.1:$PORT" \
   SECKILL_REDIS_ADDR="$REDIS_HOST:$REDIS_PORT" \
   SECKILL_REDIS_PREFIX="$RUN_ID" \
@@ -292,12 +297,22 @@ cpu_snap tok1
 
 cpu_snap buy0
 calls_snap buy0
+PPROF_PID=""
+if [[ -n $BENCH_PPROF ]]; then
+  curl -fsS "http://$BENCH_PPROF/debug/pprof/profile?seconds=$WRK_DURATION" -o "$BIN/bench-purchase.pprof" &
+  PPROF_PID=$!
+fi
 T0=$(now)
 run_wrk purchase "$BASE" purchase.lua "$WORK/users.txt" "$ITEM_WRK" "$WRK_PURCHASE_RATE" "$WRK_THREADS"
 T1=$(now)
 wait_drain WRK "$ITEM_WRK" "$T0" "$T1"
 cpu_snap buy1
 calls_snap buy1
+if [[ -n $PPROF_PID ]]; then
+  wait "$PPROF_PID" || log "no CPU profile"
+  go tool pprof -top -nodecount=25 "$BIN/seckill" "$BIN/bench-purchase.pprof" 2>/dev/null | head -32 >&2 || true
+  log "CPU profile of the wrk purchase phase: $BIN/bench-purchase.pprof"
+fi
 
 # The sold-out crowd holds real purchase tokens (see bench/wrk/soldout.lua).
 GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_SOLDOUT" \
