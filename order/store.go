@@ -117,6 +117,19 @@ func (s *Store) Item(ctx context.Context, id int64) (Item, error) {
 	return it, nil
 }
 
+// SoldStock is the item's sold counter and stock: one primary-key read,
+// whatever the number of its orders.
+func (s *Store) SoldStock(ctx context.Context, itemID int64) (sold, stock int64, err error) {
+	err = s.db.QueryRowxContext(ctx, "SELECT sold, stock FROM items WHERE id = ?", itemID).Scan(&sold, &stock)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, fmt.Errorf("item %d: %w", itemID, ErrNotFound)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("sold of item %d: %w", itemID, err)
+	}
+	return sold, stock, nil
+}
+
 // MaxItemID is the highest item id (0 without items): ids above it are
 // unknown without a query each.
 func (s *Store) MaxItemID(ctx context.Context) (int64, error) {
