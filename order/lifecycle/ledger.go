@@ -615,8 +615,9 @@ func (l *Ledger) settleUnreturned(ctx context.Context, it order.Item) error {
 // rebuildParallel bounds the items rebuilt at once.
 const rebuildParallel = 8
 
-// RebuildAll rebuilds every item created before createdBefore whose stock
-// shards are all missing from Redis (it restarted without its data). Items
+// RebuildAll rebuilds every item created before createdBefore with stock
+// shards missing from Redis (it restarted without its data, or, on a
+// cluster, a master holding some of them did). Items
 // created later are warmed by whoever creates them: between its MySQL row and
 // its Redis shards a new item must not be taken for a lost one.
 //
@@ -643,20 +644,23 @@ func (l *Ledger) RebuildAll(ctx context.Context, createdBefore time.Time) error 
 			errs = append(errs, fmt.Errorf("rebuild all: %w", err))
 			continue
 		}
-		switch {
-		case snap.Present == it.Shards:
+		if snap.Present == it.Shards {
 			continue
-		case snap.Present > 0:
+		}
+		if snap.Present > 0 {
+			// Some shards only: on a Redis Cluster, the master that held
+			// them came back empty. The item is rebuilt whole.
 			l.log.Warn("rebuild all: item misses some stock shards in redis",
 				"item", it.ID, "present", snap.Present, "shards", it.Shards)
-			continue
 		}
 		lost = append(lost, it)
 	}
+	// Whatever was lost, every instance puts back what it accepted (token
+	// answers, index entries, reservations) before the loss is cleared.
+	l.awaitRestored(ctx, createdBefore)
 	if len(lost) == 0 {
 		return errors.Join(errs...)
 	}
-	l.awaitRestored(ctx, createdBefore)
 	now := time.Now()
 	onSale := func(it order.Item) bool {
 		return !now.Before(it.StartsAt) && (it.EndsAt == nil || now.Before(*it.EndsAt))
