@@ -262,11 +262,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 	// creates in the background.
 	redisKeys := func() int {
 		n := 0
-		for _, k := range rdb.Keys(context.Background(), a.Prefix+":*").Val() {
-			// The loss watcher's markers, the leader leases (taken per
-			// sweep pass) and the relay's set of active outboxes (emptied
-			// as the last one drains) come and go on their own.
-			if !strings.HasSuffix(k, ":outbox") && !strings.Contains(k, ":{meta}:") && !strings.Contains(k, ":lease:") && !strings.HasSuffix(k, ":active") {
+		for _, k := range testenv.Keys(context.Background(), rdb, a.Prefix+":*") {
+			// The loss watcher's markers (one per slot group, and the
+			// {meta} keys'), the leader leases (taken per sweep pass) and
+			// the relay's sets of active outboxes (emptied as the last one
+			// drains) come and go on their own.
+			if !strings.HasSuffix(k, ":outbox") && !strings.Contains(k, ":{meta}:") && !strings.Contains(k, ":lease:") &&
+				!strings.HasSuffix(k, ":active") && !strings.HasSuffix(k, ":alive") {
 				n++
 			}
 		}
@@ -562,9 +564,7 @@ func TestRedisLostRebuildsAtStart(t *testing.T) {
 
 	rdb, _ := testenv.Redis(t)
 	ctx := context.Background()
-	for _, k := range rdb.Keys(ctx, first.Prefix+":*").Val() {
-		rdb.Del(ctx, k) // Redis restarted without persistence
-	}
+	testenv.DeleteKeys(ctx, rdb, first.Prefix+":*") // Redis restarted without persistence
 	second := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": brokers,
 		"SECKILL_REDIS_PREFIX": first.Prefix, "SECKILL_MYSQL_DSN": first.DSN})
 	deadline := time.Now().Add(30 * time.Second)
@@ -624,9 +624,7 @@ func TestRedisLostWithOrdersInFlight(t *testing.T) {
 	}
 	rdb, _ := testenv.Redis(t)
 	ctx := context.Background()
-	for _, k := range rdb.Keys(ctx, a.Prefix+":*").Val() {
-		rdb.Del(ctx, k) // Redis lost everything, the app keeps running
-	}
+	testenv.DeleteKeys(ctx, rdb, a.Prefix+":*") // Redis lost everything, the app keeps running
 	testenv.Kafka(t, kfake.Ports(port))
 	want := map[int64]string{}
 	for u, b := range accepted {

@@ -250,7 +250,7 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 	c, err := app.LoadConfig(env(map[string]string{
 		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
 		"SECKILL_REDIS_MODE": "cluster", "SECKILL_REDIS_ADDR": "n1:7000, n2:7001,n3:7002",
-		"SECKILL_REDIS_WAIT_REPLICAS": "1", "SECKILL_REDIS_WAIT_TIMEOUT": "50ms", "SECKILL_CLAIM_TIMEOUT": "5s",
+		"SECKILL_CLAIM_TIMEOUT": "5s",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -261,10 +261,27 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 	if got, want := c.RedisAddrs(), []string{"n1:7000", "n2:7001", "n3:7002"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("cluster seeds: got %q, want %q", got, want)
 	}
+	for _, want := range []string{"mode: cluster", "claim_timeout: 5s"} {
+		if !strings.Contains(c.String(), want) {
+			t.Errorf("String() lacks %q:\n%s", want, c)
+		}
+	}
+	// Replicas are awaited in single mode only (WAIT goes to the master
+	// that took the reservation, which a cluster pipeline cannot name).
+	c, err = app.LoadConfig(env(map[string]string{
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_REDIS_WAIT_REPLICAS": "1", "SECKILL_REDIS_WAIT_TIMEOUT": "50ms", "SECKILL_CLAIM_TIMEOUT": "5s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("single mode awaiting a replica: got %v, want valid", err)
+	}
 	if c.Redis.WaitReplicas != 1 || c.Redis.WaitTimeout != 50*time.Millisecond || c.Order.ClaimTimeout != 5*time.Second {
 		t.Errorf("env: wait %d/%v claim %v, want 1/50ms 5s", c.Redis.WaitReplicas, c.Redis.WaitTimeout, c.Order.ClaimTimeout)
 	}
-	for _, want := range []string{"mode: cluster", "wait_replicas: 1", "wait_timeout: 50ms", "claim_timeout: 5s"} {
+	for _, want := range []string{"mode: single", "wait_replicas: 1", "wait_timeout: 50ms", "claim_timeout: 5s"} {
 		if !strings.Contains(c.String(), want) {
 			t.Errorf("String() lacks %q:\n%s", want, c)
 		}
@@ -291,6 +308,9 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, app.Embedded }},
 		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, "n1:7000,,n2:7000" }},
 		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, "" }},
+		{"redis.wait_replicas", func(c *app.Config) {
+			c.Redis.Mode, c.Redis.Addr, c.Redis.WaitReplicas, c.Redis.WaitTimeout = app.RedisCluster, "n1:7000,n2:7000", 1, 50*time.Millisecond
+		}},
 	} {
 		c := validConfig(t)
 		tc.spoil(&c)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"seckill/app/testenv"
+	"seckill/stock"
 )
 
 func TestNodeLease(t *testing.T) {
@@ -25,8 +26,25 @@ func TestNodeLease(t *testing.T) {
 	if a.cur.Load().lock.Key() == b.cur.Load().lock.Key() {
 		t.Fatalf("two instances got node key %s", a.cur.Load().lock.Key())
 	}
-	if _, err := a.NextID(); err != nil {
-		t.Fatalf("fresh lease: %v", err)
+	// Every id is made for the slot group asked for, and ids of different
+	// groups or instances never collide.
+	seen := map[int64]bool{}
+	for _, l := range []*nodeLease{a, b} {
+		for g := range stock.Groups {
+			for range 3 {
+				id, err := l.NextID(g)
+				if err != nil {
+					t.Fatalf("fresh lease: %v", err)
+				}
+				if got := stock.OrderGroup(id); got != g {
+					t.Fatalf("id %d made for group %d is of group %d", id, g, got)
+				}
+				if seen[id] {
+					t.Fatalf("id %d made twice", id)
+				}
+				seen[id] = true
+			}
+		}
 	}
 
 	// Unrefreshed (Redis unreachable, say): ids stop before the key could
@@ -36,7 +54,7 @@ func TestNodeLease(t *testing.T) {
 	for time.Now().Before(b.cur.Load().until) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := b.NextID(); !errors.Is(err, errNodeLease) {
+	if _, err := b.NextID(0); !errors.Is(err, errNodeLease) {
 		t.Fatalf("stale lease: got %v, want errNodeLease", err)
 	}
 
@@ -53,7 +71,7 @@ func TestNodeLease(t *testing.T) {
 	if a.cur.Load().lock.Key() == lost {
 		t.Fatal("lost lease was not replaced")
 	}
-	if _, err := a.NextID(); err != nil {
+	if _, err := a.NextID(stock.Groups - 1); err != nil {
 		t.Errorf("after re-lease: %v", err)
 	}
 	cancel()

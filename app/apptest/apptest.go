@@ -1,6 +1,7 @@
 // Package apptest boots the whole seckill app for tests: on a free port,
-// against the real Redis (a key prefix of its own) and MySQL (a fresh
-// database), with an in-process Kafka broker unless told otherwise.
+// against the real Redis (a key prefix of its own, in the tests' mode:
+// single or cluster) and MySQL (a fresh database), with an in-process Kafka
+// broker unless told otherwise.
 package apptest
 
 import (
@@ -71,7 +72,6 @@ func Start(t testing.TB, env map[string]string) *App {
 	}
 	vars := map[string]string{
 		"SECKILL_HTTP_ADDR":        "127.0.0.1:0",
-		"SECKILL_REDIS_ADDR":       testenv.RedisAddr(),
 		"SECKILL_REDIS_PREFIX":     prefix,
 		"SECKILL_MYSQL_DSN":        dsn,
 		"SECKILL_ADMIN_TOKEN":      AdminToken,
@@ -82,6 +82,11 @@ func Start(t testing.TB, env map[string]string) *App {
 		"SECKILL_CLAIM_TIMEOUT":       "1s",
 		"SECKILL_LIMIT_GLOBAL_RATE":   "1000000",
 		"SECKILL_LIMIT_MAX_IN_FLIGHT": "100000",
+	}
+	// The test Redis in the tests' mode (a cluster's seeds with
+	// SECKILL_REDIS_MODE=cluster under SECKILL_TEST_REDIS_MODE=cluster).
+	for k, v := range testenv.RedisEnv() {
+		vars[k] = v
 	}
 	if _, ok := env["SECKILL_KAFKA_BROKERS"]; !ok {
 		vars["SECKILL_KAFKA_BROKERS"] = strings.Join(testenv.Kafka(t), ",")

@@ -39,6 +39,23 @@ func startRedis(t *testing.T) *redis.Client {
 	return rdb
 }
 
+// oid is order id n made for the slot group of the buyer's home shard, as
+// the app's id generator makes them (stock.HomeGroup).
+func oid(item, user int64, shards int, n int64) int64 {
+	return stock.WithGroup(n<<22, stock.HomeGroup(item, user, shards))
+}
+
+// findKey is the one key matching pattern (SCAN): key names are the stock
+// package's own.
+func findKey(t *testing.T, rdb *redis.Client, pattern string) string {
+	t.Helper()
+	keys := testenv.Keys(context.Background(), rdb, pattern)
+	if len(keys) != 1 {
+		t.Fatalf("keys %s: got %q, want one", pattern, keys)
+	}
+	return keys[0]
+}
+
 // reserveAll issues a token to every user, then releases all purchases at
 // once and returns each user's order id or error.
 func reserveAll(t *testing.T, s *stock.Store, item int64, shards int, users []int64) (map[int64]int64, map[int64]error, map[int64]string) {
@@ -65,7 +82,7 @@ func reserveAll(t *testing.T, s *stock.Store, item int64, shards int, users []in
 			defer wg.Done()
 			<-start
 			id, err := s.Reserve(ctx, stock.Purchase{
-				ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tokens[u], OrderID: 1000 + u,
+				ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tokens[u], OrderID: oid(item, u, shards, 1000+u),
 			})
 			mu.Lock()
 			defer mu.Unlock()
@@ -107,8 +124,8 @@ func TestRedisStock(t *testing.T) {
 			}
 		}
 		for u, id := range ids {
-			if id != 1000+u {
-				t.Errorf("user %d order id: got %d, want %d", u, id, 1000+u)
+			if want := oid(item, u, shards, 1000+u); id != want {
+				t.Errorf("user %d order id: got %d, want %d", u, id, want)
 			}
 		}
 		rem, err := s.Remaining(ctx, item, shards)
@@ -147,7 +164,7 @@ func TestRedisStock(t *testing.T) {
 		other := stock.NewStore(rdb, stock.Config{Prefix: "t"})
 		for u, want := range ids {
 			got, err := other.Reserve(ctx, stock.Purchase{
-				ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tokens[u], OrderID: 9999,
+				ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tokens[u], OrderID: oid(item, u, shards, 9999),
 			})
 			if err != nil || got != want {
 				t.Errorf("replay of user %d: got (%d, %v), want (%d, nil)", u, got, err, want)
@@ -163,7 +180,7 @@ func TestRedisStock(t *testing.T) {
 				t.Fatalf("IssueToken: %v", err)
 			}
 			_, err = other.Reserve(ctx, stock.Purchase{
-				ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: 5000 + u,
+				ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: oid(item, u, shards, 5000+u),
 			})
 			if !errors.Is(err, stock.ErrAlreadyPurchased) {
 				t.Errorf("second purchase of user %d: got %v, want %v", u, err, stock.ErrAlreadyPurchased)
@@ -176,7 +193,7 @@ func TestRedisStock(t *testing.T) {
 		const group = "relay"
 		var got []int64
 		for sh := range shards {
-			o := stock.Outbox{ItemID: item, Shard: sh}
+			o := stock.OutboxOf(item, sh, shards)
 			// Twice: the second call meets BUSYGROUP and must not fail.
 			for range 2 {
 				if err := s.EnsureGroup(ctx, o, group); err != nil {
@@ -219,7 +236,7 @@ func TestRedisStock(t *testing.T) {
 			// it would be 60ms more). Measured after the answer, so a slow
 			// round trip only widens the bound.
 			pend, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
-				Stream: fmt.Sprintf("t:{%d:%d}:outbox", item, sh), Group: group, Start: "-", End: "+", Count: 100,
+				Stream: findKey(t, rdb, fmt.Sprintf("t:{*}:%d:%d:outbox", item, sh)), Group: group, Start: "-", End: "+", Count: 100,
 			}).Result()
 			bound := time.Since(claimedAt)
 			if err != nil {
@@ -293,10 +310,11 @@ func TestRedisFallThrough(t *testing.T) {
 		if err != nil {
 			t.Fatalf("IssueToken: %v", err)
 		}
-		id, err := s.Reserve(ctx, stock.Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: 100 + u})
+		want := oid(item, u, shards, 100+u)
+		id, err := s.Reserve(ctx, stock.Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: want})
 		if i < 2 {
-			if err != nil || id != 100+u {
-				t.Errorf("buyer %d (home %d): got (%d, %v), want (%d, nil)", u, stock.HomeShard(u, shards), id, err, 100+u)
+			if err != nil || id != want {
+				t.Errorf("buyer %d (home %d): got (%d, %v), want (%d, nil)", u, stock.HomeShard(u, shards), id, err, want)
 			}
 			continue
 		}
@@ -336,7 +354,7 @@ func TestRedisTTL(t *testing.T) {
 	}
 	// The wall clock running the TTL down is the input: wait for the
 	// token key to go (bounded), not for a fixed time.
-	key := fmt.Sprintf("t:{3:%d}:tok:%s", stock.HomeShard(7, 1), tok)
+	key := findKey(t, rdb, fmt.Sprintf("t:{*}:3:%d:tok:%s", stock.HomeShard(7, 1), tok))
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		n, err := rdb.Exists(ctx, key).Result()
 		if err != nil {
@@ -349,7 +367,7 @@ func TestRedisTTL(t *testing.T) {
 			t.Fatalf("token %s still there 10s after a 1s TTL", key)
 		}
 	}
-	_, err = s.Reserve(ctx, stock.Purchase{ItemID: 3, UserID: 7, Shards: 1, Limit: 1, Token: tok, OrderID: 1})
+	_, err = s.Reserve(ctx, stock.Purchase{ItemID: 3, UserID: 7, Shards: 1, Limit: 1, Token: tok, OrderID: oid(3, 7, 1, 1)})
 	if !errors.Is(err, stock.ErrTokenInvalid) {
 		t.Errorf("Reserve with expired token: got %v, want %v", err, stock.ErrTokenInvalid)
 	}

@@ -40,7 +40,7 @@ func TestSweepIsolatesABadItem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.rdb.Del(e.ctx, stockKey(e.prefix, bad.ID, 0))
+	e.rdb.Del(e.ctx, e.shardKey(t, bad.ID, 0, "stock"))
 	res, err := sw.Sweep(e.ctx)
 	if err == nil {
 		t.Error("sweep: got nil error, want the bad item's")
@@ -51,10 +51,6 @@ func TestSweepIsolatesABadItem(t *testing.T) {
 	if got := e.shards(t, good); got[0] != 4 {
 		t.Errorf("good item shard %d units, want its 2 units back (4)", got[0])
 	}
-}
-
-func stockKey(prefix string, item int64, shard int) string {
-	return prefix + ":{" + strconv.FormatInt(item, 10) + ":" + strconv.Itoa(shard) + "}:stock"
 }
 
 // TestRebuildCountsOpenClaims: a buyer whose fall-through claim is open
@@ -80,15 +76,16 @@ func TestRebuildCountsOpenClaims(t *testing.T) {
 	// the claim the home script leaves when all shards are empty but the
 	// settle never runs. Reserve with shard 1 momentarily missing makes
 	// the fall-through stop with the claim open (ErrNotReady).
-	e.rdb.Del(e.ctx, stockKey(prefix, it.ID, 1))
+	e.rdb.Del(e.ctx, e.shardKey(t, it.ID, 1, "stock"))
 	tok, _, err := e.st.IssueToken(e.ctx, it.ID, user, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: 77}); !errors.Is(err, stock.ErrNotReady) {
+	claimed := e.orderID(it, user)
+	if _, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: claimed}); !errors.Is(err, stock.ErrNotReady) {
 		t.Fatalf("claim: got %v, want ErrNotReady with the claim open", err)
 	}
-	claims, err := e.st.OpenClaims(e.ctx, it.ID)
+	claims, err := e.st.OpenClaims(e.ctx, it.ID, it.Shards)
 	if err != nil || len(claims) != 1 {
 		t.Fatalf("open claims: %+v, %v", claims, err)
 	}
@@ -100,8 +97,8 @@ func TestRebuildCountsOpenClaims(t *testing.T) {
 		t.Fatalf("rebuild: %v", err)
 	}
 	// The claim settles now (a unit is there again) ...
-	if id, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: 78}); err == nil && id != 77 {
-		t.Fatalf("replay: got order %d, want 77", id)
+	if id, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: e.orderID(it, user)}); err == nil && id != claimed {
+		t.Fatalf("replay: got order %d, want %d", id, claimed)
 	}
 	// ... and the same buyer's second purchase must hit the limit.
 	if err := e.buy(t, e.st, it, user); !errors.Is(err, stock.ErrAlreadyPurchased) && !errors.Is(err, stock.ErrPurchaseInProgress) {
@@ -144,7 +141,7 @@ func TestDeadLetterFreesSlot(t *testing.T) {
 		t.Errorf("unfreed dead letters after a sweep: %d", len(left))
 	}
 	// The slot is free: the buyer can buy again once a unit exists.
-	e.rdb.Set(e.ctx, stockKey(e.prefix, it.ID, 0), 1, 0)
+	e.rdb.Set(e.ctx, e.shardKey(t, it.ID, 0, "stock"), 1, 0)
 	if err := e.buy(t, e.st, it, 5); err != nil {
 		t.Errorf("buy after the refused order: %v, want a unit", err)
 	}
@@ -213,12 +210,13 @@ func TestSweeperSettlesAbandonedClaim(t *testing.T) {
 	}
 	// The process claims the slot, then dies before taking from shard 1:
 	// shard 1's key missing stops the fall-through with the claim open.
-	e.rdb.Del(e.ctx, stockKey(e.prefix, it.ID, 1))
+	stock1, bought0 := e.shardKey(t, it.ID, 1, "stock"), e.shardKey(t, it.ID, 0, "bought")
+	e.rdb.Del(e.ctx, stock1)
 	tok, _, _ := e.st.IssueToken(e.ctx, it.ID, user, 2)
-	if _, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: 5}); !errors.Is(err, stock.ErrNotReady) {
+	if _, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: e.orderID(it, user)}); !errors.Is(err, stock.ErrNotReady) {
 		t.Fatalf("claim: got %v", err)
 	}
-	e.rdb.Set(e.ctx, stockKey(e.prefix, it.ID, 1), 0, 0) // and the last unit went to someone else
+	e.rdb.Set(e.ctx, stock1, 0, 0) // and the last unit went to someone else
 	sw, err := lifecycle.NewSweeper(e.st, e.orders, lifecycle.SweeperConfig{}, nil, lifeLog(t))
 	if err != nil {
 		t.Fatal(err)
@@ -226,10 +224,10 @@ func TestSweeperSettlesAbandonedClaim(t *testing.T) {
 	if _, err := sw.Sweep(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if left, _ := e.st.OpenClaims(e.ctx, it.ID); len(left) != 0 {
+	if left, _ := e.st.OpenClaims(e.ctx, it.ID, it.Shards); len(left) != 0 {
 		t.Errorf("open claims after a sweep: %+v", left)
 	}
-	if n, _ := e.rdb.HGet(e.ctx, e.prefix+":{"+strconv.FormatInt(it.ID, 10)+":0}:bought", strconv.FormatInt(user, 10)).Int(); n != 0 {
+	if n, _ := e.rdb.HGet(e.ctx, bought0, strconv.FormatInt(user, 10)).Int(); n != 0 {
 		t.Errorf("the abandoned claim still holds the buyer's slot (%d)", n)
 	}
 }

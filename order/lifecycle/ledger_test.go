@@ -8,6 +8,7 @@ import (
 	"seckill/order/lifecycle"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,16 +33,8 @@ var fastRebuild = lifecycle.LedgerConfig{
 func (e *lifeEnv) flushItem(t *testing.T, it order.Item) {
 	t.Helper()
 	for sh := range it.Shards {
-		pattern := fmt.Sprintf("%s:{%d:%d}:*", e.prefix, it.ID, sh)
-		keys, err := e.rdb.Keys(e.ctx, pattern).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(keys) > 0 {
-			if err := e.rdb.Del(e.ctx, keys...).Err(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		// One DEL per key: on a cluster no multi-key command spans slots.
+		testenv.DeleteKeys(e.ctx, e.rdb, fmt.Sprintf("%s:{*}:%d:%d:*", e.prefix, it.ID, sh))
 	}
 	rem, err := e.st.Remaining(e.ctx, it.ID, it.Shards)
 	if err != nil {
@@ -77,7 +70,7 @@ func (h *ledgerHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 }
 func (h *ledgerHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if h.beforeSnapshot != nil && slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "xlen" }) {
+		if h.beforeSnapshot != nil && slices.ContainsFunc(cmds, isSnapshot) {
 			if err := h.beforeSnapshot(ctx); err != nil {
 				return err
 			}
@@ -86,11 +79,20 @@ func (h *ledgerHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	}
 }
 
+// isSnapshot reports whether cmd is a shard's part of a stock snapshot:
+// the script that reads the shard's count and its outbox length (XLEN).
+func isSnapshot(cmd redis.Cmder) bool {
+	return slices.ContainsFunc(cmd.Args(), func(a any) bool {
+		s, ok := a.(string)
+		return ok && strings.Contains(s, "XLEN")
+	})
+}
+
 // instance is the stock store of another instance: its own Redis client,
 // watched by h, on e's keys.
 func (e *lifeEnv) instance(t *testing.T, h *ledgerHook) *stock.Store {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	rdb := testenv.NewRedis(redis.Options{})
 	t.Cleanup(func() { rdb.Close() })
 	rdb.AddHook(h)
 	return stock.NewStore(rdb, stock.Config{Prefix: e.prefix})
@@ -605,7 +607,7 @@ func TestLedgerDriftNeedsNoProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range res {
-			o := stock.Outbox{ItemID: it.ID, Shard: r.Shard}
+			o := stock.OutboxOf(it.ID, r.Shard, it.Shards)
 			if err := e.st.EnsureGroup(e.ctx, o, "test"); err != nil {
 				t.Fatal(err)
 			}

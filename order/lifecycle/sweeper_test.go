@@ -3,9 +3,11 @@ package lifecycle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"seckill/order/lifecycle"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,7 +26,7 @@ import (
 // writer played by the test (deliver).
 type lifeEnv struct {
 	ctx    context.Context
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 	db     *sqlx.DB
 	st     *stock.Store
@@ -68,6 +70,24 @@ func (e *lifeEnv) newItem(t *testing.T, units int64, shards, limit int) order.It
 	return it
 }
 
+// orderID is a new order id for user's purchase of it, made for the slot
+// group of the buyer's home shard as the app's id generator makes them.
+func (e *lifeEnv) orderID(it order.Item, user int64) int64 {
+	return stock.WithGroup(e.nextID.Add(1)<<22, stock.HomeGroup(it.ID, user, it.Shards))
+}
+
+// shardKey names key `name` ("stock", "bought", ...) of an item shard.
+// The key names are the stock package's: it is found by the shard's stock
+// key, which must exist.
+func (e *lifeEnv) shardKey(t *testing.T, item int64, shard int, name string) string {
+	t.Helper()
+	keys := testenv.Keys(e.ctx, e.rdb, fmt.Sprintf("%s:{*}:%d:%d:stock", e.prefix, item, shard))
+	if len(keys) != 1 {
+		t.Fatalf("stock key of item %d shard %d: got %q, want one", item, shard, keys)
+	}
+	return strings.TrimSuffix(keys[0], "stock") + name
+}
+
 // buy is one purchase attempt of user through st (an instance).
 func (e *lifeEnv) buy(t *testing.T, st *stock.Store, it order.Item, user int64) error {
 	t.Helper()
@@ -78,7 +98,7 @@ func (e *lifeEnv) buy(t *testing.T, st *stock.Store, it order.Item, user int64) 
 	}
 	id, err := st.Reserve(e.ctx, stock.Purchase{
 		ItemID: it.ID, UserID: user, Shards: it.Shards, Limit: it.PerUserLimit,
-		Token: tok, OrderID: e.nextID.Add(1),
+		Token: tok, OrderID: e.orderID(it, user),
 	})
 	if err == nil {
 		e.mu.Lock()
@@ -147,7 +167,7 @@ func (e *lifeEnv) deliver(t *testing.T, it order.Item, exp func(stock.Reservatio
 		byShard[r.Shard] = append(byShard[r.Shard], r.StreamID)
 	}
 	for sh, ids := range byShard {
-		o := stock.Outbox{ItemID: it.ID, Shard: sh}
+		o := stock.OutboxOf(it.ID, sh, it.Shards)
 		if err := e.st.EnsureGroup(e.ctx, o, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -374,7 +394,7 @@ func TestSweepConcurrentSweepersReturnOnce(t *testing.T) {
 			regs := make([]*prometheus.Registry, n)
 			sweepers := make([]*lifecycle.Sweeper, n)
 			for i := range n {
-				rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+				rdb := testenv.NewRedis(redis.Options{})
 				t.Cleanup(func() { rdb.Close() })
 				regs[i] = prometheus.NewRegistry()
 				sweepers[i], err = lifecycle.NewSweeper(

@@ -32,7 +32,7 @@ func TestRelayRecreatesLostGroupAndIsolatesShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Lose shard 0's stream (with its group).
-	if err := st.DropOutbox(ctx, 9, 0); err != nil {
+	if err := st.DropOutbox(ctx, 9, 0, shards); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.SetShards(ctx, 9, []int64{8, 8, 8, 8}); err != nil {
@@ -44,7 +44,7 @@ func TestRelayRecreatesLostGroupAndIsolatesShards(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, err := st.Reserve(ctx, stock.Purchase{ItemID: 9, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: 9_500_000 + u})
+		id, err := st.Reserve(ctx, stock.Purchase{ItemID: 9, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: stock.WithGroup((9_500_000+u)<<22, stock.HomeGroup(9, u, shards))})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -89,3 +89,23 @@ func TestDecodeOrderRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeReservationEntry: the outbox entry of a message names the slot
+// group of its outbox, where the writer acknowledges it; a message without
+// one (an older producer) names no entry to acknowledge.
+func TestDecodeReservationEntry(t *testing.T) {
+	at := time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)
+	r := stock.Reservation{StreamID: "5-1", OrderID: stock.WithGroup(9<<22, 37), ItemID: 7, UserID: 3, Shard: 2, Home: 1, At: at, SlotGroup: 37}
+	_, value := pipeline.EncodeReservation(r)
+	_, e, err := pipeline.DecodeReservation(value, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (stock.Entry{ItemID: 7, Shard: 2, SlotGroup: 37, StreamID: "5-1"}); e != want {
+		t.Errorf("entry: got %+v, want %+v", e, want)
+	}
+	old := `{"order_id":"9","item_id":7,"user_id":3,"shard":2,"home":1,"reserved_at":"2030-01-01T00:00:00Z","stream_id":"5-1"}`
+	if _, e, err := pipeline.DecodeReservation([]byte(old), time.Minute); err != nil || e.StreamID != "" {
+		t.Errorf("message without a slot group: got entry %+v, %v; want no stream id", e, err)
+	}
+}

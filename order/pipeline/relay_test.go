@@ -49,7 +49,7 @@ func relayReserve(t *testing.T, st *stock.Store, itemID int64, shards, users int
 		if err != nil {
 			t.Fatalf("issue token: %v", err)
 		}
-		orderID := itemID*1_000_000 + int64(u) + 1
+		orderID := stock.WithGroup((itemID*1_000_000+int64(u)+1)<<22, stock.HomeGroup(itemID, userID, shards))
 		got, err := st.Reserve(ctx, stock.Purchase{ItemID: itemID, UserID: userID, Shards: shards, Limit: 1, Token: tok, OrderID: orderID})
 		if err != nil {
 			t.Fatalf("reserve for user %d: got %v, want nil", userID, err)
@@ -64,7 +64,7 @@ func relayBacklog(t *testing.T, st *stock.Store, itemID int64, shards int) int64
 	t.Helper()
 	var sum int64
 	for sh := range shards {
-		n, err := st.OutboxLen(context.Background(), stock.Outbox{ItemID: itemID, Shard: sh})
+		n, err := st.OutboxLen(context.Background(), stock.OutboxOf(itemID, sh, shards))
 		if err != nil {
 			t.Fatalf("outbox len: %v", err)
 		}
