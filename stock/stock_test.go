@@ -941,3 +941,53 @@ func rawTake(ctx context.Context, s *Store, rdb redis.UniversalClient, item int6
 	return takeScript.Run(ctx, rdb, []string{k.Stock(), k.Outbox(), k.Took(order), s.activeKey(g)},
 		user, item, order, at, sh, home, 3600, epoch, outboxMember(item, sh)).Int64()
 }
+
+// TestSettleAfterAnInterruptedSettle: a replay took a stale claim over and
+// fenced some shards, then failed (Redis Cluster master down, process
+// killed). A later replay must still settle the claim: it used to find the
+// first replay's fence, take it for another epoch's, and answer "in
+// progress" forever (the fault suite's cluster-master-empty had buyers
+// stuck that way).
+func TestSettleAfterAnInterruptedSettle(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{ClaimTimeout: time.Millisecond})
+	const item, shards = 24, 3
+	user := homeOf(0, shards, 1)
+	if err := s.SetShards(ctx, item, []int64{0, 0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	order := tid(item, user, shards, 2400)
+	epoch := claimStale(ctx, t, s, rdb, item, 0, shards, user, tok, order)
+	// The first replay: reclaims with a new epoch, fences shard 1, dies.
+	hg := ShardGroup(item, 0, shards)
+	e1 := epoch + 1
+	won, err := reclaimScript.Run(ctx, rdb, []string{s.keysIn(hg, item, 0).Token(tok), s.claimsKey(hg)}, epoch, e1, claimMember(item, 0, tok)).Int()
+	if err != nil || won != 1 {
+		t.Fatalf("first replay's reclaim: %d, %v", won, err)
+	}
+	if err := fenceScript.Run(ctx, rdb, []string{s.keys(item, 1, shards).Took(order)}, e1, 3600).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The buyer's next replay, once that claim is stale too.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 2401)})
+		if err == nil {
+			if id != order {
+				t.Fatalf("replay: got order %d, want %d", id, order)
+			}
+			break
+		}
+		if !errors.Is(err, ErrPurchaseInProgress) || time.Now().After(deadline) {
+			t.Fatalf("replay after an interrupted settle: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond) // the new claim epoch must grow stale
+	}
+	if rem, _ := s.Remaining(ctx, item, shards); sum(rem) != 0 {
+		t.Errorf("shards %v, want the one unit taken", rem)
+	}
+	if res, _ := s.PendingReservations(ctx, item, shards); len(res) != 1 {
+		t.Errorf("outbox holds %d, want 1", len(res))
+	}
+}
