@@ -42,6 +42,7 @@ type cluster struct {
 	mysqlDir string
 	kafka    *proc
 	kafkaDir string
+	rc       *redisCluster  // the scenario runs on a Redis Cluster instead of redis
 	gen      map[string]int // incarnations per component, for log names
 	apps     []*app
 
@@ -198,10 +199,20 @@ func (c *cluster) startPrimary(fresh bool) error {
 }
 
 func (c *cluster) redisAddr() string {
+	if c.rc != nil {
+		return c.rc.seeds()
+	}
 	if c.px != nil {
 		return fmt.Sprintf("127.0.0.1:%d", c.proxyPort)
 	}
 	return fmt.Sprintf("127.0.0.1:%d", c.redisPort)
+}
+
+func (c *cluster) redisMode() string {
+	if c.rc != nil {
+		return "cluster"
+	}
+	return "single"
 }
 
 func redisDo(addr string, args ...any) (any, error) {
@@ -347,6 +358,7 @@ func (c *cluster) appEnv(a *app) []string {
 	env = append(env,
 		"SECKILL_HTTP_ADDR="+fmt.Sprintf("127.0.0.1:%d", a.port),
 		"SECKILL_REDIS_ADDR="+c.redisAddr(),
+		"SECKILL_REDIS_MODE="+c.redisMode(),
 		"SECKILL_REDIS_PREFIX=faults",
 		"SECKILL_MYSQL_DSN="+fmt.Sprintf("root@tcp(127.0.0.1:%d)/seckill?parseTime=true", c.mysqlPort),
 		"SECKILL_KAFKA_BROKERS="+fmt.Sprintf("127.0.0.1:%d", c.kafkaPort),
@@ -413,18 +425,29 @@ func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 		secret:    "faults-jwt-secret-" + randHex(24),
 		redisPort: base, replicaPort: base + 1, proxyPort: base + 2, mysqlPort: base + 3, kafkaPort: base + 4,
 	}
+	ports := []int{}
 	for port := base; port < base+10; port++ {
-		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
-			return nil, fmt.Errorf("port %d is taken (use -port-base): %w", port, err)
-		} else {
-			ln.Close()
+		ports = append(ports, port)
+	}
+	var rcPorts, rcBus []int
+	if sc.redisCluster {
+		rcPorts, rcBus = clusterPorts(idx)
+		ports = append(append(ports, rcPorts...), rcBus...)
+	}
+	for _, port := range ports {
+		if err := portFree(port); err != nil {
+			return nil, err
 		}
 	}
 	var err error
 	if c.dir, err = mkdir(root, sc.name); err != nil {
 		return nil, err
 	}
-	if err := c.startPrimary(true); err != nil {
+	if sc.redisCluster {
+		if err := c.startRedisCluster(rcPorts, rcBus); err != nil {
+			return c, err
+		}
+	} else if err := c.startPrimary(true); err != nil {
 		return c, err
 	}
 	if sc.replica {
@@ -470,12 +493,13 @@ func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 			return c, err
 		}
 	}
-	c.logf("cluster up: redis %d, mysql %d, kafka %d, apps %d", c.redisPort, c.mysqlPort, c.kafkaPort, sc.apps)
+	c.logf("cluster up: redis %s, mysql %d, kafka %d, apps %d", c.redisAddr(), c.mysqlPort, c.kafkaPort, sc.apps)
 	return c, nil
 }
 
 // close stops every process of the cluster (SIGKILL: nothing of it is kept
-// but the logs) and removes its directory unless keep.
+// but the logs) and removes its directory unless keep; a failed scenario
+// (dump) keeps its logs, only its data dirs are removed.
 func (c *cluster) close(keep, dump bool) {
 	var ps []*proc
 	for _, a := range c.apps {
@@ -494,6 +518,11 @@ func (c *cluster) close(keep, dump bool) {
 		}
 	}
 	ps = append(ps, c.replica, c.redis, c.kafka, c.mysql)
+	if c.rc != nil {
+		for _, n := range c.rc.nodes {
+			ps = append(ps, n.p)
+		}
+	}
 	for _, p := range ps {
 		if p != nil && p.alive() {
 			p.expected.Store(true)
@@ -507,7 +536,16 @@ func (c *cluster) close(keep, dump bool) {
 	if c.db != nil {
 		c.db.Close()
 	}
-	if !keep && c.dir != "" {
+	switch {
+	case keep || c.dir == "":
+	case dump:
+		ents, _ := os.ReadDir(c.dir)
+		for _, e := range ents {
+			if !strings.HasSuffix(e.Name(), ".log") {
+				os.RemoveAll(filepath.Join(c.dir, e.Name()))
+			}
+		}
+	default:
 		os.RemoveAll(c.dir)
 	}
 }

@@ -26,31 +26,32 @@ import (
 )
 
 var opt struct {
-	run            string
-	buyers, stock  int
-	concurrency    int
-	portBase       int
-	keep, v        bool
-	appDown        time.Duration
-	redisDown      time.Duration
-	mysqlDown      time.Duration
-	kafkaDown      time.Duration
-	kafkaEmptyDown time.Duration
-	stopFor        time.Duration
-	orderTTL       time.Duration
-	claimTimeout   time.Duration
-	reqTimeout     time.Duration
-	buyerDeadline  time.Duration
-	maxWait        time.Duration
-	settleTimeout  time.Duration
-	settleQuiet    time.Duration
-	driftQuiet     time.Duration
-	replaySample   int
-	stuck          time.Duration
-	rejoin         bool
-	saleDeadline   time.Duration
-	cache          string
-	src            string
+	run             string
+	buyers, stock   int
+	concurrency     int
+	portBase        int
+	clusterPortBase int
+	keep, v         bool
+	appDown         time.Duration
+	redisDown       time.Duration
+	mysqlDown       time.Duration
+	kafkaDown       time.Duration
+	kafkaEmptyDown  time.Duration
+	stopFor         time.Duration
+	orderTTL        time.Duration
+	claimTimeout    time.Duration
+	reqTimeout      time.Duration
+	buyerDeadline   time.Duration
+	maxWait         time.Duration
+	settleTimeout   time.Duration
+	settleQuiet     time.Duration
+	driftQuiet      time.Duration
+	replaySample    int
+	stuck           time.Duration
+	rejoin          bool
+	saleDeadline    time.Duration
+	cache           string
+	src             string
 }
 
 var bins struct {
@@ -63,6 +64,7 @@ func main() {
 	flag.IntVar(&opt.stock, "stock", 600, "units of the sale item")
 	flag.IntVar(&opt.concurrency, "concurrency", 64, "buyers in flight at once")
 	flag.IntVar(&opt.portBase, "port-base", 27000, "first port; scenario i uses port-base+10i .. +9")
+	flag.IntVar(&opt.clusterPortBase, "cluster-port-base", 27500, "first port of the Redis Cluster scenarios' masters; the k-th of them uses cluster-port-base+10k .. +2 (cluster bus +5 .. +7)")
 	flag.BoolVar(&opt.keep, "keep", false, "keep the temp dirs (logs, data) of every scenario")
 	flag.BoolVar(&opt.v, "v", false, "progress, answer histograms, and log tails of failed scenarios")
 	flag.DurationVar(&opt.appDown, "app-down", 2*time.Second, "how long a killed app stays down before its restart")
@@ -165,7 +167,7 @@ func runAll(ctx context.Context) int {
 		}
 	}
 	if keepRoot {
-		fmt.Printf("logs and data kept in %s\n", root)
+		fmt.Printf("logs (data too with -keep) kept in %s\n", root)
 	} else {
 		os.RemoveAll(root)
 	}

@@ -78,11 +78,12 @@ func runScenario(ctx context.Context, sc *scenario, idx int, root string) (res *
 		defer func() {
 			res.logs = append([]string(nil), c.logs...)
 			res.dir = c.dir
-			res.kept = opt.keep
+			failed := res.verdict() == "FAIL"
+			res.kept = opt.keep || failed
 			// A failed scenario's Go processes print their goroutines
 			// (SIGQUIT) into their logs before they are killed: evidence
-			// of where they were stuck.
-			c.close(opt.keep, res.verdict() == "FAIL")
+			// of where they were stuck. Its logs are kept.
+			c.close(opt.keep, failed)
 		}()
 	}
 	if err != nil {
@@ -164,6 +165,15 @@ func (r *run) main(ctx context.Context) error {
 	settledAt, ok := r.settle(ctx, "after wave 1", r.sc.expiry)
 	if !ok {
 		r.fail("pipeline did not settle after wave 1 (deadline %s, or nothing moved for %s)", opt.settleTimeout, opt.stuck)
+	}
+	if c.rc != nil {
+		// Where the item's stock shards are now (all 8 should exist again
+		// after a master came back empty).
+		if per, err := c.shardsPerNode(cl.item); err != nil {
+			r.note("after settle: shard keys per master: %v", err)
+		} else {
+			r.note("after settle: item %d's stock shard keys per master %v", cl.item, per)
+		}
 	}
 	if r.sc.fault != nil {
 		first := time.Duration(0)
@@ -667,6 +677,16 @@ func (r *run) replays(ctx context.Context) {
 	for i := 0; i < len(acc) && len(sample) < opt.replaySample; i += step {
 		sample = append(sample, acc[i])
 	}
+	live := r.c.liveApps()
+	if r.sc.crossReplay {
+		// The replays run after sell-out: every key's answer then comes
+		// from Redis (or the instance's memory), never from stock.
+		if s, err := r.cl.stats(ctx); err != nil {
+			r.fail("cross-instance replay: stats: %v", err)
+		} else if s.Remaining != 0 {
+			r.fail("cross-instance replay: the item is not sold out (%d units remain), the replays would not test answers after sell-out", s.Remaining)
+		}
+	}
 	type mm struct {
 		b    *buyer
 		a    *app
@@ -674,39 +694,67 @@ func (r *run) replays(ctx context.Context) {
 	}
 	var mu sync.Mutex
 	var bad []mm
+	var sameOK, otherOK atomic.Int64
 	sem := make(chan struct{}, 50)
 	var wg sync.WaitGroup
 	for _, b := range sample {
-		for _, a := range r.c.liveApps() {
+		for _, a := range live {
 			sem <- struct{}{}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
 				got, ok := r.cl.replay(ctx, b, a)
-				if !ok {
+				switch {
+				case !ok:
 					mu.Lock()
 					bad = append(bad, mm{b, a, got})
 					mu.Unlock()
+				case a.idx == b.acceptApp:
+					sameOK.Add(1)
+				default:
+					otherOK.Add(1)
 				}
 			}()
 		}
 	}
 	wg.Wait()
+	if r.sc.crossReplay {
+		if len(live) < 2 {
+			r.fail("cross-instance replay: %d live instance(s), need 2", len(live))
+		} else if otherOK.Load() == 0 {
+			r.fail("cross-instance replay: no replay on another instance than the accepting one returned the same 202")
+		}
+	}
 	if len(bad) == 0 {
-		r.note("retry-same-answer: %d accepted keys replayed on %d instance(s), all the same 202", len(sample), len(r.c.liveApps()))
+		r.note("retry-same-answer: %d accepted keys replayed on %d instance(s), all the same 202 (%d on the accepting instance, %d on the other)",
+			len(sample), len(live), sameOK.Load(), otherOK.Load())
 		return
 	}
 	byWhat := map[string]int{}
 	sameApp, otherApp := 0, 0
+	byAccept := map[int]int{}
 	for _, m := range bad {
 		byWhat[m.what]++
+		byAccept[m.b.acceptApp]++
 		if m.a.idx == m.b.acceptApp {
 			sameApp++
 		} else {
 			otherApp++
 		}
 	}
+	sort.Slice(bad, func(i, j int) bool { return bad[i].b.user < bad[j].b.user })
+	var acc2, ex []string
+	for _, a := range r.c.apps {
+		if n := byAccept[a.idx]; n > 0 {
+			acc2 = append(acc2, fmt.Sprintf("app%d %d", a.idx, n))
+		}
+	}
+	for _, m := range bad[:min(5, len(bad))] {
+		ex = append(ex, fmt.Sprintf("user %d order %s (accepted by app%d at +%.1fs) on app%d: %s",
+			m.b.user, m.b.orderID, m.b.acceptApp, m.b.answeredAt.Sub(r.c.t0).Seconds(), m.a.idx, m.what))
+	}
+	r.note("retry-same-answer mismatches by accepting instance: %s; e.g. %s", strings.Join(acc2, ", "), strings.Join(ex, "; "))
 	var ws []string
 	for k, v := range byWhat {
 		if strings.HasPrefix(k, "202 ") {
@@ -717,7 +765,7 @@ func (r *run) replays(ctx context.Context) {
 	sort.Strings(ws)
 	r.res.phantom += len(bad)
 	r.fail("retry-same-answer: %d of %d replays of accepted keys did not return the same 202 (%s; %d on the accepting instance, %d on another; counted in phantom)",
-		len(bad), len(sample)*len(r.c.liveApps()), strings.Join(ws, ", "), sameApp, otherApp)
+		len(bad), len(sample)*len(live), strings.Join(ws, ", "), sameApp, otherApp)
 }
 
 func countIf(bs []*buyer, f func(*buyer) bool) int {

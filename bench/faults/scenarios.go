@@ -10,9 +10,17 @@ import (
 
 // scenario is one fault, injected into one sale on a fresh cluster.
 type scenario struct {
-	name        string
-	apps        int
-	replica     bool // primary + replica behind a proxy
+	name    string
+	apps    int
+	replica bool // primary + replica behind a proxy
+	// redisCluster: a private 3-master Redis Cluster instead of the single
+	// Redis, and the apps in SECKILL_REDIS_MODE=cluster.
+	redisCluster bool
+	// crossReplay: the replays (after settle) must find the item sold out
+	// and must have given some key its 202 on another instance than the
+	// one that accepted it (each sampled key goes to every instance, and
+	// any other answer fails anyway).
+	crossReplay bool
 	fsyncAlways bool
 	orderTTL    time.Duration // 0: 1h
 	env         map[string]string
@@ -256,5 +264,31 @@ func scenarios() []*scenario {
 				a.down.Store(false)
 				return err
 			}},
+		// Redis Cluster: two instances, no fault. A key accepted by one
+		// instance is replayed after sell-out on both (run.replays).
+		{name: "cluster-two-instances", apps: 2, redisCluster: true, crossReplay: true},
+		// A master (the one holding most of the item's shards) dies and
+		// comes back empty with its nodes.conf: same node id and slots, no
+		// data. The instances see the loss (alive markers of its groups),
+		// put back what they accepted, and the items are rebuilt.
+		{name: "cluster-master-empty", apps: 2, redisCluster: true, crossReplay: true, fault: func(ctx context.Context, r *run) error {
+			if err := atTrigger(ctx, r); err != nil {
+				return err
+			}
+			n := r.c.rc.nodes[0]
+			if per, err := r.c.shardsPerNode(r.cl.item); err != nil {
+				r.note("shard keys per master: %v; killing the first", err)
+			} else {
+				best := 0
+				for i, k := range per {
+					if k > per[best] {
+						best = i
+					}
+				}
+				n = r.c.rc.nodes[best]
+				r.note("item %d's stock shard keys per master %v: killing master %d (%s)", r.cl.item, per, n.idx, n.addr())
+			}
+			return r.restartEmpty(ctx, n, opt.redisDown)
+		}},
 	}
 }
