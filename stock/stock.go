@@ -129,6 +129,41 @@ type Store struct {
 	cfg    Config
 
 	soldOut sync.Map // item id -> struct{}: every shard was empty
+
+	// touched holds the outboxes this process appended to since the relay
+	// last asked (TakeTouched); touch signals that there are some.
+	touchMu sync.Mutex
+	touched map[Outbox]struct{}
+	touch   chan struct{}
+}
+
+// noteTouched records that this process appended to outbox o.
+func (s *Store) noteTouched(o Outbox) {
+	s.touchMu.Lock()
+	s.touched[o] = struct{}{}
+	s.touchMu.Unlock()
+	select {
+	case s.touch <- struct{}{}:
+	default:
+	}
+}
+
+// Touched receives (without ever blocking the writer) when this process
+// appended to an outbox; TakeTouched says which. Other processes' entries
+// are found in the active sets (ActiveOutboxes).
+func (s *Store) Touched() <-chan struct{} { return s.touch }
+
+// TakeTouched returns the outboxes this process appended to since the last
+// call, and forgets them.
+func (s *Store) TakeTouched() []Outbox {
+	s.touchMu.Lock()
+	defer s.touchMu.Unlock()
+	out := make([]Outbox, 0, len(s.touched))
+	for o := range s.touched {
+		out = append(out, o)
+	}
+	clear(s.touched)
+	return out
 }
 
 // NewStore returns a Store on rdb.
@@ -148,7 +183,7 @@ func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.WaitTimeout <= 0 {
 		cfg.WaitTimeout = 100 * time.Millisecond
 	}
-	return &Store{rdb: rdb, prefix: cfg.Prefix, cfg: cfg}
+	return &Store{rdb: rdb, prefix: cfg.Prefix, cfg: cfg, touched: map[Outbox]struct{}{}, touch: make(chan struct{}, 1)}
 }
 
 // Prefix is the key prefix of the store.
@@ -335,6 +370,9 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	if err := codeErr(code); err != nil {
 		return 0, err
 	}
+	if script == reserveScript && orderID == p.OrderID {
+		s.noteTouched(Outbox{ItemID: p.ItemID, Shard: home, SlotGroup: g})
+	}
 	return orderID, nil
 }
 
@@ -469,7 +507,10 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, 
 			return 0, fmt.Errorf("take item %d shard %d: %w", p.ItemID, sh, err)
 		}
 		switch c {
-		case codeOK, codeSoldOut:
+		case codeOK:
+			code = c
+			s.noteTouched(Outbox{ItemID: p.ItemID, Shard: sh, SlotGroup: sg})
+		case codeSoldOut:
 			code = c
 		case codeNotReady:
 			// A shard without a key cannot be told from an empty one safely;

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"seckill/order"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bsm/redislock"
@@ -39,6 +40,10 @@ type SweeperConfig struct {
 	LeaseTTL time.Duration
 	// Now is the clock that decides expiry (default time.Now).
 	Now func() time.Time
+	// ClaimsEvery is how often a pass looks for abandoned fall-through
+	// claims (default 10s): a claim is abandoned only after the claim
+	// timeout (30s), and the look reads every slot group's claims index.
+	ClaimsEvery time.Duration
 }
 
 // Swept counts what one Sweep did.
@@ -65,6 +70,8 @@ type Sweeper struct {
 
 	mu     sync.Mutex
 	shards map[int64]int // item id -> shard count; fixed once an item exists
+
+	claimsAt atomic.Int64 // unix ns of the last look for abandoned claims
 }
 
 // NewSweeper returns a Sweeper and registers its metrics on reg (nil: none).
@@ -81,6 +88,9 @@ func NewSweeper(st *stock.Store, orders *order.Store, cfg SweeperConfig, reg pro
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ClaimsEvery <= 0 {
+		cfg.ClaimsEvery = 10 * time.Second
 	}
 	if log == nil {
 		log = slog.Default()
@@ -203,8 +213,11 @@ func (s *Sweeper) Sweep(ctx context.Context) (Swept, error) {
 	if err := s.freeDeadLetters(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("sweep: %w", err))
 	}
-	if err := s.settleClaims(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("sweep: %w", err))
+	if last := s.claimsAt.Load(); time.Since(time.Unix(0, last)) >= s.cfg.ClaimsEvery &&
+		s.claimsAt.CompareAndSwap(last, time.Now().UnixNano()) {
+		if err := s.settleClaims(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("sweep: %w", err))
+		}
 	}
 	return res, errors.Join(errs...)
 }

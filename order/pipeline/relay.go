@@ -39,6 +39,12 @@ type RelayConfig struct {
 	ClaimIdle time.Duration
 	// Interval is the pause after a pass that found nothing. Default 20ms.
 	Interval time.Duration
+	// ScanEvery is how often the relay reads every slot group's set of
+	// active outboxes (entries written by other instances; default 1s).
+	// Between scans it drains the outboxes it knows and those this
+	// process's purchases wrote to (stock.Store.TakeTouched), so an idle
+	// relay costs Redis one scan per ScanEvery and nothing else.
+	ScanEvery time.Duration
 	// MaxBackoff caps the exponential pause after failed passes. Default 5s.
 	MaxBackoff time.Duration
 	// Shards returns the shard count of an item. The relay calls it for
@@ -83,6 +89,10 @@ type Relay struct {
 	mu     sync.Mutex
 	seeded bool
 	groups map[stock.Outbox]bool
+	// known holds the outboxes with entries as far as this relay knows:
+	// the last scan's, plus those this process wrote to since.
+	known     map[stock.Outbox]bool
+	scannedAt time.Time
 	// retry holds batches that were read, but whose publish failed: they
 	// are pending for this consumer in Redis, and ReadOutbox(">") will not
 	// return them again.
@@ -125,6 +135,9 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 	if cfg.Interval <= 0 {
 		cfg.Interval = 20 * time.Millisecond
 	}
+	if cfg.ScanEvery <= 0 {
+		cfg.ScanEvery = time.Second
+	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
 	}
@@ -151,6 +164,7 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 			Help: "Reservations in an item's outboxes not yet acknowledged by Kafka.",
 		}, []string{"item"}),
 		groups:  map[stock.Outbox]bool{},
+		known:   map[stock.Outbox]bool{},
 		retry:   map[stock.Outbox][]stock.Reservation{},
 		suspect: map[stock.Outbox]bool{},
 		gauged:  map[int64]time.Time{},
@@ -188,12 +202,21 @@ func (r *Relay) Run(ctx context.Context) error {
 			failures, idle = 0, 0
 			continue // more may be waiting
 		}
+		// Idle, a purchase here that wrote to an outbox ends the wait; a
+		// failing pass keeps its backoff.
+		var touched <-chan struct{}
+		if err == nil {
+			touched = r.st.Touched()
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
 		case <-t.C:
+		case <-touched:
+			t.Stop()
+			idle = 0
 		}
 	}
 }
@@ -223,9 +246,23 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 		}
 		r.seeded = true
 	}
-	outboxes, err := r.st.ActiveOutboxes(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("relay: %w", err)
+	if time.Since(r.scannedAt) >= r.cfg.ScanEvery {
+		all, err := r.st.ActiveOutboxes(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("relay: %w", err)
+		}
+		r.scannedAt = time.Now()
+		clear(r.known)
+		for _, o := range all {
+			r.known[o] = true
+		}
+	}
+	for _, o := range r.st.TakeTouched() {
+		r.known[o] = true
+	}
+	outboxes := make([]stock.Outbox, 0, len(r.known))
+	for o := range r.known {
+		outboxes = append(outboxes, o)
 	}
 	// Entries of a crashed relay can only be claimed once idle for
 	// ClaimIdle, so looking for them a few times per ClaimIdle is enough.
@@ -323,6 +360,7 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 		if forget && k == 0 && !failed[o] && len(r.retry[o]) == 0 {
 			if gone, err := r.st.ForgetIfIdle(ctx, o); err == nil && gone {
 				delete(r.groups, o)
+				delete(r.known, o)
 			}
 		}
 	}
