@@ -2,7 +2,6 @@ package order_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,28 +10,6 @@ import (
 	"seckill/app/testenv"
 	"seckill/order"
 )
-
-// sessionRowsRead is how many rows the one session of db has read so far.
-func sessionRowsRead(t *testing.T, db *sqlx.DB) int64 {
-	t.Helper()
-	rows, err := db.Query("SHOW SESSION STATUS LIKE 'Handler_read%'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var total int64
-	for rows.Next() {
-		var name string
-		var n int64
-		if err := rows.Scan(&name, &n); err != nil {
-			t.Fatal(err)
-		}
-		if !strings.HasSuffix(name, "_key") || name == "Handler_read_key" {
-			total += n
-		}
-	}
-	return total
-}
 
 // TestUnreturnedReadsOnlyUnreturned: the sweeper's look for cancelled
 // orders whose unit is not back reads those orders, not every cancelled
@@ -57,12 +34,12 @@ func TestUnreturnedReadsOnlyUnreturned(t *testing.T) {
 	t.Cleanup(func() { single.Close() })
 	single.SetMaxOpenConns(1)
 	st := order.NewStore(single)
-	before := sessionRowsRead(t, single)
+	before := testenv.RowsRead(t, single)
 	got, err := st.Unreturned(ctx, 500)
 	if err != nil || len(got) != 3 {
 		t.Fatalf("unreturned: %d orders, %v; want 3", len(got), err)
 	}
-	if read := sessionRowsRead(t, single) - before; read > 50 {
+	if read := testenv.RowsRead(t, single) - before; read > 50 {
 		t.Errorf("finding 3 unreturned orders among 5003 cancelled read %d rows, want a few", read)
 	}
 }

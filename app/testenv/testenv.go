@@ -142,6 +142,30 @@ func DeleteKeys(ctx context.Context, rdb redis.UniversalClient, pattern string) 
 	return len(keys)
 }
 
+// RowsRead is how many rows the session of db has read so far (InnoDB
+// handler reads: index and table rows). Give db one connection
+// (SetMaxOpenConns(1)) so its session is the one that ran the statements.
+func RowsRead(t testing.TB, db *sqlx.DB) int64 {
+	t.Helper()
+	rows, err := db.Query("SHOW SESSION STATUS LIKE 'Handler_read%'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var total int64
+	for rows.Next() {
+		var name string
+		var n int64
+		if err := rows.Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(name, "_key") || name == "Handler_read_key" {
+			total += n
+		}
+	}
+	return total
+}
+
 // MySQLDSN is the DSN of the test MySQL server, without a database.
 func MySQLDSN() string {
 	if d := os.Getenv(mysqlEnv); d != "" {

@@ -2,7 +2,6 @@ package lifecycle_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,29 +13,6 @@ import (
 	"seckill/order/lifecycle"
 	"seckill/stock"
 )
-
-// rowsRead is how many index and table rows the one session of db has
-// read so far (InnoDB handler reads).
-func rowsRead(t *testing.T, db *sqlx.DB) int64 {
-	t.Helper()
-	rows, err := db.Query("SHOW SESSION STATUS LIKE 'Handler_read%'")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var total int64
-	for rows.Next() {
-		var name string
-		var n int64
-		if err := rows.Scan(&name, &n); err != nil {
-			t.Fatal(err)
-		}
-		if !strings.HasSuffix(name, "_key") || name == "Handler_read_key" {
-			total += n
-		}
-	}
-	return total
-}
 
 // TestReconcilerIdleCostIndependentOfOrders: a settled item with many
 // stored orders costs an idle reconciler pass a few rows, not a count of
@@ -80,9 +56,9 @@ func TestReconcilerIdleCostIndependentOfOrders(t *testing.T) {
 	}
 	led.ReconcilePass(ctx)
 	for pass := range 3 {
-		before := rowsRead(t, single)
+		before := testenv.RowsRead(t, single)
 		led.ReconcilePass(ctx)
-		if got := rowsRead(t, single) - before; got > 50 {
+		if got := testenv.RowsRead(t, single) - before; got > 50 {
 			t.Fatalf("idle pass %d read %d rows for a settled item of %d orders, want a few", pass, got, n)
 		}
 	}
@@ -94,9 +70,9 @@ func TestReconcilerIdleCostIndependentOfOrders(t *testing.T) {
 	if _, err := db.Exec("UPDATE items SET sold = sold - 1 WHERE id = ?", it.ID); err != nil {
 		t.Fatal(err)
 	}
-	before := rowsRead(t, single)
+	before := testenv.RowsRead(t, single)
 	led.ReconcilePass(ctx)
-	if got := rowsRead(t, single) - before; got < n/2 {
+	if got := testenv.RowsRead(t, single) - before; got < n/2 {
 		t.Errorf("pass after a change read %d rows; want the item's orders counted again", got)
 	}
 }

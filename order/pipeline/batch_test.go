@@ -13,6 +13,19 @@ import (
 	"seckill/stock"
 )
 
+// countedRelayEnv is a stock store whose Redis round trips hook counts,
+// and a broker with a 2-partition orders topic.
+func countedRelayEnv(t *testing.T) (*stock.Store, *roundTrips, []string, string) {
+	t.Helper()
+	rdb, prefix := testenv.Redis(t)
+	hook := &roundTrips{}
+	rdb.AddHook(hook)
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic("orders")
+	relayTopic(t, brokers, topic, 2)
+	return stock.NewStore(rdb, stock.Config{Prefix: prefix}), hook, brokers, topic
+}
+
 // countingProducer counts the sends of the producer it wraps.
 type countingProducer struct {
 	sarama.SyncProducer
@@ -28,13 +41,7 @@ func (p *countingProducer) SendMessages(msgs []*sarama.ProducerMessage) error {
 // 8 shards), one pass reads them in one pipelined round trip and sends
 // them to Kafka in one call (it used to be a read and a send per shard).
 func TestRelayBatchesAllOutboxes(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	hook := &roundTrips{}
-	rdb.AddHook(hook)
-	st := stock.NewStore(rdb, stock.Config{Prefix: prefix})
-	brokers := testenv.Kafka(t)
-	topic := testenv.Topic("orders")
-	relayTopic(t, brokers, topic, 2)
+	st, hook, brokers, topic := countedRelayEnv(t)
 	p := &countingProducer{SyncProducer: relayProducer(t, brokers)}
 	r, _ := relayNew(t, st, p, pipeline.RelayConfig{Topic: topic, Consumer: "r1", Shards: fixedShards(8)})
 	ctx := context.Background()
@@ -102,13 +109,7 @@ func reserveOne(t *testing.T, st *stock.Store, item int64, shards int, user int6
 // a second: two idle instances sent Redis ~980 commands/s), and a purchase
 // made by this process is relayed at once, without waiting for a scan.
 func TestRelayIdleScansOncePerScanEvery(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	hook := &roundTrips{}
-	rdb.AddHook(hook)
-	st := stock.NewStore(rdb, stock.Config{Prefix: prefix})
-	brokers := testenv.Kafka(t)
-	topic := testenv.Topic("orders")
-	relayTopic(t, brokers, topic, 2)
+	st, hook, brokers, topic := countedRelayEnv(t)
 	r, _ := relayNew(t, st, relayProducer(t, brokers), pipeline.RelayConfig{Topic: topic, Consumer: "r1", Shards: fixedShards(8), ScanEvery: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

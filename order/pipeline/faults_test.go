@@ -131,13 +131,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // (it used to poll every shard of every item ever created, forever), and an
 // item with new reservations is relayed again at once.
 func TestRelayIdleCostIndependentOfItems(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
-	hook := &roundTrips{}
-	rdb.AddHook(hook)
-	st := stock.NewStore(rdb, stock.Config{Prefix: prefix})
-	brokers := testenv.Kafka(t)
-	topic := testenv.Topic("orders")
-	relayTopic(t, brokers, topic, 2)
+	st, hook, brokers, topic := countedRelayEnv(t)
 	r, _ := relayNew(t, st, relayProducer(t, brokers), pipeline.RelayConfig{Topic: topic, Consumer: "r1", Shards: fixedShards(8)})
 	ctx := context.Background()
 	idlePass := func() int64 {
