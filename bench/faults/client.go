@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,14 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"seckill/bench/internal/harness"
 )
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 // homeShard mirrors stock.HomeShard (FNV-1a of the decimal user id): the
 // slow-fallthrough scenario picks buyers that all live on one shard so most
@@ -40,18 +31,8 @@ func homeShard(user int64, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
-func signJWT(secret string, user int64) string {
-	now := time.Now()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
-		Subject:   strconv.FormatInt(user, 10),
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(2 * time.Hour)),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
+// signJWT is a buyer's bearer token, valid for 2 hours.
+func signJWT(secret string, user int64) string { return harness.SignJWT(secret, user, 2*time.Hour) }
 
 // reply is one HTTP exchange as the harness saw it.
 type reply struct {
@@ -121,36 +102,12 @@ func newClient(c *cluster) *client {
 }
 
 func (cl *client) do(ctx context.Context, a *app, method, path, bearer string, hdr map[string]string) reply {
-	req, err := http.NewRequestWithContext(ctx, method, a.url+path, nil)
-	if err != nil {
-		return reply{err: err}
-	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := cl.hc.Do(req)
+	r, err := harness.Do(ctx, cl.hc, harness.Request{Method: method, URL: a.url + path, Bearer: bearer, Header: hdr})
 	if err != nil {
 		var ne net.Error
 		return reply{err: err, timeout: errors.As(err, &ne) && ne.Timeout()}
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	r := reply{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), body: body}
-	if err != nil {
-		var ne net.Error
-		return reply{err: err, timeout: errors.As(err, &ne) && ne.Timeout()}
-	}
-	if resp.StatusCode >= 400 {
-		var p struct {
-			Code string `json:"code"`
-		}
-		_ = json.Unmarshal(body, &p)
-		r.code = p.Code
-	}
-	return r
+	return reply{status: r.Status, code: r.Code, retryAfter: r.RetryAfter, body: r.Body}
 }
 
 func (cl *client) note(op string, a *app, r reply, bad bool, why string) {
@@ -502,66 +459,26 @@ func (cl *client) badSummary() (int, []string, []string) {
 // ---------------------------------------------------------------- admin
 
 func (cl *client) adminJSON(ctx context.Context, a *app, method, path string, body any, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.url+path, rd)
+	r, err := harness.Do(ctx, probe, harness.Request{Method: method, URL: a.url + path, Bearer: cl.c.admin, JSON: body})
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+cl.c.admin)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := probe.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
+	if r.Status/100 != 2 {
+		return r.Status, fmt.Errorf("%s %s: %d %s", method, path, r.Status, strings.TrimSpace(string(r.Body)))
 	}
 	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %w", method, path, err)
+		if err := json.Unmarshal(r.Body, out); err != nil {
+			return r.Status, fmt.Errorf("%s %s: %w", method, path, err)
 		}
 	}
-	return resp.StatusCode, nil
-}
-
-type ledgerStats struct {
-	Stock      int64   `json:"stock"`
-	Remaining  int64   `json:"remaining"`
-	Shards     []int64 `json:"shards"`
-	Outbox     int64   `json:"outbox"`
-	Pending    int64   `json:"pending"`
-	Paid       int64   `json:"paid"`
-	Cancelled  int64   `json:"cancelled"`
-	Returned   int64   `json:"returned"`
-	Unreturned int64   `json:"unreturned"`
-	Active     int64   `json:"active"`
-	InFlight   int64   `json:"in_flight"`
-	Drift      int64   `json:"drift"`
-	Oversold   int64   `json:"oversold"`
-}
-
-type itemStats struct {
-	ItemID    int64        `json:"item_id"`
-	Stock     int64        `json:"stock"`
-	Remaining int64        `json:"remaining"`
-	Reserved  int64        `json:"reserved"`
-	Shards    []int64      `json:"shards"`
-	Ledger    *ledgerStats `json:"ledger"`
+	return r.Status, nil
 }
 
 // stats reads the item's stats from the first live instance that answers.
-func (cl *client) stats(ctx context.Context) (itemStats, error) {
+func (cl *client) stats(ctx context.Context) (harness.ItemStats, error) {
 	var last error = errors.New("no live instance")
 	for _, a := range cl.c.liveApps() {
-		var s itemStats
+		var s harness.ItemStats
 		_, err := cl.adminJSON(ctx, a, "GET", fmt.Sprintf("/api/v1/admin/items/%d/stats", cl.item), nil, &s)
 		if err == nil {
 			if s.Ledger == nil {
@@ -571,7 +488,7 @@ func (cl *client) stats(ctx context.Context) (itemStats, error) {
 		}
 		last = err
 	}
-	return itemStats{}, last
+	return harness.ItemStats{}, last
 }
 
 // metric sums the samples of name for this item over the live instances;

@@ -3,15 +3,11 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +16,8 @@ import (
 
 	_ "github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
+
+	"seckill/bench/internal/harness"
 )
 
 // cluster is everything one scenario runs on, started fresh for it: Redis
@@ -34,13 +32,13 @@ type cluster struct {
 
 	redisPort, replicaPort, proxyPort, mysqlPort, kafkaPort int
 
-	redis    *proc
+	redis    *harness.Proc
 	redisDir string
-	replica  *proc
+	replica  *harness.Proc
 	px       *proxy
-	mysql    *proc
+	mysql    *harness.Proc
 	mysqlDir string
-	kafka    *proc
+	kafka    *harness.Proc
 	kafkaDir string
 	rc       *redisCluster  // the scenario runs on a Redis Cluster instead of redis
 	gen      map[string]int // incarnations per component, for log names
@@ -59,7 +57,7 @@ type app struct {
 	port int
 	url  string
 	mu   sync.Mutex
-	p    *proc
+	p    *harness.Proc
 	// down: the harness took it down on purpose (killed, stopped,
 	// restarting); errors talking to it are expected meanwhile. gone: it
 	// stays down for the rest of the scenario.
@@ -67,7 +65,7 @@ type app struct {
 	gone atomic.Bool
 }
 
-func (a *app) proc() *proc {
+func (a *app) proc() *harness.Proc {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.p
@@ -96,7 +94,7 @@ func (c *cluster) crashList() []string {
 
 // start launches a component and reports it if it exits without the
 // harness asking.
-func (c *cluster) start(name string, env []string, bin string, args ...string) (*proc, error) {
+func (c *cluster) start(name string, env []string, bin string, args ...string) (*harness.Proc, error) {
 	c.mu.Lock()
 	if c.gen == nil {
 		c.gen = map[string]int{}
@@ -105,73 +103,30 @@ func (c *cluster) start(name string, env []string, bin string, args ...string) (
 	logPath := filepath.Join(c.dir, fmt.Sprintf("%s.%d.log", name, c.gen[name]))
 	c.logs = append(c.logs, logPath)
 	c.mu.Unlock()
-	p, err := startProc(name, logPath, env, bin, args...)
+	p, err := procs.Start(name, logPath, env, bin, args...)
 	if err != nil {
 		return nil, err
 	}
 	go func() {
-		<-p.done
-		if !p.expected.Load() {
-			c.crash(fmt.Sprintf("%s (pid %d) exited by itself at +%.1fs: %v; log %s", name, p.pid(), c.since(), p.exitErr, logPath))
+		<-p.Done()
+		if !p.Expected() {
+			c.crash(fmt.Sprintf("%s (pid %d) exited by itself at +%.1fs: %v; log %s", name, p.Pid(), c.since(), p.ExitErr(), logPath))
 		}
 	}()
 	return p, nil
 }
 
-// waitFor polls cond every interval until it holds or d passed.
-func waitFor(ctx context.Context, d, interval time.Duration, what string, cond func() (bool, error)) error {
-	deadline := time.Now().Add(d)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Now().After(deadline) {
-			if last != nil {
-				return fmt.Errorf("%s: not within %s: %w", what, d, last)
-			}
-			return fmt.Errorf("%s: not within %s", what, d)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
-		}
-	}
-}
-
-func mkdir(parts ...string) (string, error) {
-	d := filepath.Join(parts...)
-	return d, os.MkdirAll(d, 0o755)
-}
-
 // ---------------------------------------------------------------- Redis
 
-func (c *cluster) startRedis(name string, port int, dir, fsync, replicaOf string) (*proc, error) {
-	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--appendonly", "yes",
-		"--appendfsync", fsync, "--dir", dir, "--save", "", "--daemonize", "no", "--protected-mode", "no"}
+func (c *cluster) startRedis(name string, port int, dir, fsync, replicaOf string) (*harness.Proc, error) {
+	args := []string{"--appendonly", "yes", "--appendfsync", fsync}
 	if replicaOf != "" {
 		h, p, _ := net.SplitHostPort(replicaOf)
 		args = append(args, "--replicaof", h, p)
 	}
-	p, err := c.start(name, nil, "redis-server", args...)
-	if err != nil {
-		return nil, err
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), DialTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: harness.Addr(port), DialTimeout: 500 * time.Millisecond, MaxRetries: -1})
 	defer rdb.Close()
-	err = waitFor(context.Background(), 20*time.Second, 50*time.Millisecond, name+" PING", func() (bool, error) {
-		if !p.alive() {
-			return false, errors.New("exited")
-		}
-		err := rdb.Ping(context.Background()).Err()
-		return err == nil, err
-	})
-	return p, err
+	return harness.StartRedis(context.Background(), c.start, rdb, name, port, dir, args...)
 }
 
 func (c *cluster) redisFsync() string {
@@ -187,7 +142,7 @@ func (c *cluster) startPrimary(fresh bool) error {
 		c.mu.Lock()
 		n := c.gen["redis"] + 1
 		c.mu.Unlock()
-		d, err := mkdir(c.dir, fmt.Sprintf("redis-data-%d", n))
+		d, err := harness.Mkdir(c.dir, fmt.Sprintf("redis-data-%d", n))
 		if err != nil {
 			return err
 		}
@@ -203,9 +158,9 @@ func (c *cluster) redisAddr() string {
 		return c.rc.seeds()
 	}
 	if c.px != nil {
-		return fmt.Sprintf("127.0.0.1:%d", c.proxyPort)
+		return harness.Addr(c.proxyPort)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", c.redisPort)
+	return harness.Addr(c.redisPort)
 }
 
 func (c *cluster) redisMode() string {
@@ -225,174 +180,75 @@ func redisDo(addr string, args ...any) (any, error) {
 
 // ---------------------------------------------------------------- MariaDB
 
-// mysqlTemplate returns a datadir initialised once per MariaDB version and
-// cached across runs; each scenario runs on a copy.
-func mysqlTemplate(cache string) (string, error) {
-	out, err := exec.Command("mariadbd", "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("mariadbd --version: %w", err)
-	}
-	ver := strings.Fields(string(out))
-	key := "unknown"
-	if len(ver) >= 3 {
-		key = strings.Map(func(r rune) rune {
-			if r == '.' || r == '-' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') {
-				return r
-			}
-			return '_'
-		}, ver[2])
-	}
-	tpl := filepath.Join(cache, "mysql-template-"+key)
-	if _, err := os.Stat(filepath.Join(tpl, "mysql")); err == nil {
-		return tpl, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(cache, "init-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	data := filepath.Join(tmp, "data")
-	cmd := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+data,
-		"--auth-root-authentication-method=normal", "--user="+currentUser(), "--skip-test-db",
-		"--innodb-log-file-size=16M")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("mariadb-install-db: %w\n%s", err, b)
-	}
-	os.RemoveAll(tpl)
-	if err := os.Rename(data, tpl); err != nil {
-		return "", err
-	}
-	return tpl, nil
-}
-
-func currentUser() string {
-	if u := os.Getenv("USER"); u != "" {
-		return u
-	}
-	if os.Geteuid() == 0 {
-		return "root"
-	}
-	return strconv.Itoa(os.Geteuid())
-}
-
 func (c *cluster) startMySQL() error {
 	c.mu.Lock()
 	errLog := filepath.Join(c.dir, fmt.Sprintf("mysql-error.%d.log", c.gen["mysql"]+1))
 	c.logs = append(c.logs, errLog)
 	c.mu.Unlock()
-	args := []string{"--no-defaults", "--datadir=" + c.mysqlDir, "--port=" + strconv.Itoa(c.mysqlPort),
-		"--socket=" + filepath.Join(c.dir, "mysql.sock"), "--bind-address=127.0.0.1", "--skip-networking=0",
-		"--user=" + currentUser(), "--pid-file=" + filepath.Join(c.dir, "mysql.pid"),
-		"--skip-name-resolve", "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
-		"--max-connections=500", "--log-error=" + errLog}
-	p, err := c.start("mysql", nil, "mariadbd", args...)
-	if err != nil {
-		return err
-	}
-	c.mysql = p
-	db, err := sql.Open("mysql", fmt.Sprintf("root@tcp(127.0.0.1:%d)/?timeout=1s&readTimeout=2s", c.mysqlPort))
+	db, err := sql.Open("mysql", harness.DSN(c.mysqlPort, "", "timeout=1s&readTimeout=2s"))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	return waitFor(context.Background(), 60*time.Second, 100*time.Millisecond, "mariadb SELECT 1", func() (bool, error) {
-		if !p.alive() {
-			return false, errors.New("mariadbd exited; see " + p.logPath)
-		}
-		var one int
-		err := db.QueryRow("SELECT 1").Scan(&one)
-		return err == nil && one == 1, err
-	})
+	m := harness.MariaDB{Dir: c.dir, DataDir: c.mysqlDir, Port: c.mysqlPort, ErrorLog: errLog,
+		Extra: []string{"--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M"}}
+	p, err := m.Start(context.Background(), c.start, db)
+	if p != nil {
+		c.mysql = p
+	}
+	return err
 }
 
 // stopMySQL sends SIGTERM to mariadbd and waits for it to exit.
 func (c *cluster) stopMySQL() error {
-	return c.mysql.term(60 * time.Second)
+	return c.mysql.Term(60 * time.Second)
 }
 
 // ---------------------------------------------------------------- Kafka
 
 func (c *cluster) startKafka(fresh bool) error {
-	args := []string{"-addr", fmt.Sprintf("127.0.0.1:%d", c.kafkaPort)}
 	if fresh || c.kafkaDir == "" {
-		d, err := mkdir(c.dir, fmt.Sprintf("kafka-data-%d", c.gen["kafka"]+1))
+		d, err := harness.Mkdir(c.dir, fmt.Sprintf("kafka-data-%d", c.gen["kafka"]+1))
 		if err != nil {
 			return err
 		}
 		c.kafkaDir = d
 	}
-	args = append(args, "-data-dir", c.kafkaDir)
-	p, err := c.start("kafka", nil, bins.kafka, args...)
-	if err != nil {
-		return err
+	p, err := harness.StartKafka(context.Background(), c.start, bins.Kafka, c.kafkaPort, c.kafkaDir)
+	if p != nil {
+		c.kafka = p
 	}
-	c.kafka = p
-	return waitFor(context.Background(), 20*time.Second, 50*time.Millisecond, "kafka listening", func() (bool, error) {
-		if !p.alive() {
-			return false, errors.New("kafka exited; see " + p.logPath)
-		}
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.kafkaPort), 500*time.Millisecond)
-		if err == nil {
-			conn.Close()
-		}
-		return err == nil, err
-	})
+	return err
 }
 
 // ---------------------------------------------------------------- apps
 
 func (c *cluster) appEnv(a *app) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SECKILL_") {
-			env = append(env, kv)
-		}
-	}
 	ttl := time.Hour
 	if c.sc.orderTTL > 0 {
 		ttl = c.sc.orderTTL
 	}
-	env = append(env,
-		"SECKILL_HTTP_ADDR="+fmt.Sprintf("127.0.0.1:%d", a.port),
-		"SECKILL_REDIS_ADDR="+c.redisAddr(),
-		"SECKILL_REDIS_MODE="+c.redisMode(),
-		"SECKILL_REDIS_PREFIX=faults",
-		"SECKILL_MYSQL_DSN="+fmt.Sprintf("root@tcp(127.0.0.1:%d)/seckill?parseTime=true", c.mysqlPort),
-		"SECKILL_KAFKA_BROKERS="+fmt.Sprintf("127.0.0.1:%d", c.kafkaPort),
+	e := harness.AppEnv{HTTPPort: a.port, RedisAddr: c.redisAddr(), RedisPrefix: "faults",
+		MySQLPort: c.mysqlPort, KafkaPort: c.kafkaPort, AdminToken: c.admin, JWTSecret: c.secret, OrderTTL: ttl.String()}
+	extra := []string{
+		"SECKILL_REDIS_MODE=" + c.redisMode(),
 		"SECKILL_KAFKA_PARTITIONS=4",
-		"SECKILL_ADMIN_TOKEN="+c.admin,
-		"SECKILL_JWT_SECRET="+c.secret,
-		"SECKILL_ORDER_TTL="+ttl.String(),
-		"SECKILL_LIMIT_USER_RATE=100000",
-		"SECKILL_LIMIT_GLOBAL_RATE=10000000",
 		"SECKILL_LIMIT_MAX_IN_FLIGHT=16384",
-		"SECKILL_CLAIM_TIMEOUT="+opt.claimTimeout.String(),
-		"SECKILL_LOG_LEVEL=info",
-	)
-	for k, v := range c.sc.env {
-		env = append(env, k+"="+v)
+		"SECKILL_CLAIM_TIMEOUT=" + opt.claimTimeout.String(),
 	}
-	return env
+	for k, v := range c.sc.env {
+		extra = append(extra, k+"="+v)
+	}
+	return e.Environ(extra...)
 }
 
 var probe = &http.Client{Timeout: 2 * time.Second}
 
-func getStatus(url string) (int, error) {
-	resp, err := probe.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
+func getStatus(url string) (int, error) { return harness.Status(probe, url) }
 
 // startApp starts instance a and waits for GET /readyz 200.
 func (c *cluster) startApp(a *app) error {
-	p, err := c.start(fmt.Sprintf("app%d", a.idx), c.appEnv(a), bins.seckill, "serve")
+	p, err := c.start(fmt.Sprintf("app%d", a.idx), c.appEnv(a), bins.Seckill, "serve")
 	if err != nil {
 		return err
 	}
@@ -403,17 +259,7 @@ func (c *cluster) startApp(a *app) error {
 }
 
 func (c *cluster) waitReady(a *app, d time.Duration) error {
-	p := a.proc()
-	return waitFor(context.Background(), d, 50*time.Millisecond, fmt.Sprintf("app%d /readyz 200", a.idx), func() (bool, error) {
-		if !p.alive() {
-			return false, fmt.Errorf("app%d exited: %v; see %s", a.idx, p.exitErr, p.logPath)
-		}
-		st, err := getStatus(a.url + "/readyz")
-		if err == nil && st != 200 {
-			err = fmt.Errorf("readyz %d", st)
-		}
-		return err == nil, err
-	})
+	return harness.WaitReady(context.Background(), a.proc(), probe, a.url, d)
 }
 
 // ---------------------------------------------------------------- setup
@@ -421,8 +267,8 @@ func (c *cluster) waitReady(a *app, d time.Duration) error {
 func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 	base := opt.portBase + idx*10
 	c := &cluster{sc: sc, t0: time.Now(),
-		admin:     "faults-admin-" + randHex(12),
-		secret:    "faults-jwt-secret-" + randHex(24),
+		admin:     "faults-admin-" + harness.RandHex(12),
+		secret:    "faults-jwt-secret-" + harness.RandHex(24),
 		redisPort: base, replicaPort: base + 1, proxyPort: base + 2, mysqlPort: base + 3, kafkaPort: base + 4,
 	}
 	ports := []int{}
@@ -434,13 +280,11 @@ func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 		rcPorts, rcBus = clusterPorts(idx)
 		ports = append(append(ports, rcPorts...), rcBus...)
 	}
-	for _, port := range ports {
-		if err := portFree(port); err != nil {
-			return nil, err
-		}
+	if err := harness.PortsFree("use -port-base / -cluster-port-base", ports...); err != nil {
+		return nil, err
 	}
 	var err error
-	if c.dir, err = mkdir(root, sc.name); err != nil {
+	if c.dir, err = harness.Mkdir(root, sc.name); err != nil {
 		return nil, err
 	}
 	if sc.redisCluster {
@@ -451,34 +295,34 @@ func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 		return c, err
 	}
 	if sc.replica {
-		d, err := mkdir(c.dir, "replica-data")
+		d, err := harness.Mkdir(c.dir, "replica-data")
 		if err != nil {
 			return c, err
 		}
-		c.replica, err = c.startRedis("replica", c.replicaPort, d, "always", fmt.Sprintf("127.0.0.1:%d", c.redisPort))
+		c.replica, err = c.startRedis("replica", c.replicaPort, d, "always", harness.Addr(c.redisPort))
 		if err != nil {
 			return c, err
 		}
-		err = waitFor(context.Background(), 20*time.Second, 100*time.Millisecond, "replica link up", func() (bool, error) {
-			v, err := redisDo(fmt.Sprintf("127.0.0.1:%d", c.replicaPort), "INFO", "replication")
+		err = harness.WaitFor(context.Background(), 20*time.Second, 100*time.Millisecond, "replica link up", func() (bool, error) {
+			v, err := redisDo(harness.Addr(c.replicaPort), "INFO", "replication")
 			s, _ := v.(string)
 			return strings.Contains(s, "master_link_status:up"), err
 		})
 		if err != nil {
 			return c, err
 		}
-		if c.px, err = newProxy(fmt.Sprintf("127.0.0.1:%d", c.proxyPort), fmt.Sprintf("127.0.0.1:%d", c.redisPort)); err != nil {
+		if c.px, err = newProxy(harness.Addr(c.proxyPort), harness.Addr(c.redisPort)); err != nil {
 			return c, err
 		}
 	}
 	c.mysqlDir = filepath.Join(c.dir, "mysql-data")
-	if out, err := exec.Command("cp", "-a", bins.mysqlTemplate, c.mysqlDir).CombinedOutput(); err != nil {
-		return c, fmt.Errorf("copy mysql template: %v: %s", err, out)
+	if err := harness.CopyTemplate(bins.MySQLTemplate, c.mysqlDir); err != nil {
+		return c, err
 	}
 	if err := c.startMySQL(); err != nil {
 		return c, err
 	}
-	if c.db, err = sql.Open("mysql", fmt.Sprintf("root@tcp(127.0.0.1:%d)/seckill?parseTime=true&timeout=1s&readTimeout=5s", c.mysqlPort)); err != nil {
+	if c.db, err = sql.Open("mysql", harness.DSN(c.mysqlPort, "seckill", "parseTime=true&timeout=1s&readTimeout=5s")); err != nil {
 		return c, err
 	}
 	c.db.SetMaxOpenConns(4)
@@ -501,20 +345,20 @@ func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 // but the logs) and removes its directory unless keep; a failed scenario
 // (dump) keeps its logs, only its data dirs are removed.
 func (c *cluster) close(keep, dump bool) {
-	var ps []*proc
+	var ps []*harness.Proc
 	for _, a := range c.apps {
 		if p := a.proc(); p != nil {
 			ps = append(ps, p)
-			if dump && p.alive() {
-				p.expected.Store(true)
-				_ = p.signal(syscall.SIGCONT)
-				_ = p.signal(syscall.SIGQUIT)
+			if dump && p.Alive() {
+				p.Expect()
+				_ = p.Signal(syscall.SIGCONT)
+				_ = p.Signal(syscall.SIGQUIT)
 			}
 		}
 	}
 	if dump {
 		for _, p := range ps {
-			p.wait(5 * time.Second)
+			p.Wait(5 * time.Second)
 		}
 	}
 	ps = append(ps, c.replica, c.redis, c.kafka, c.mysql)
@@ -524,10 +368,10 @@ func (c *cluster) close(keep, dump bool) {
 		}
 	}
 	for _, p := range ps {
-		if p != nil && p.alive() {
-			p.expected.Store(true)
-			_ = p.signal(syscall.SIGCONT)
-			p.kill9()
+		if p != nil && p.Alive() {
+			p.Expect()
+			_ = p.Signal(syscall.SIGCONT)
+			p.Kill9()
 		}
 	}
 	if c.px != nil {

@@ -16,13 +16,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
+
+	"seckill/bench/internal/harness"
 )
 
 var opt struct {
@@ -54,9 +53,10 @@ var opt struct {
 	src             string
 }
 
-var bins struct {
-	seckill, kafka, mysqlTemplate string
-}
+var bins harness.Binaries
+
+// procs are the processes of every scenario; main kills what still runs.
+var procs = &harness.Group{Tag: "harness"}
 
 func main() {
 	flag.StringVar(&opt.run, "run", "", "regexp over scenario names (default all)")
@@ -89,11 +89,7 @@ func main() {
 	flag.StringVar(&opt.src, "src", "", "build seckill and the broker from this source tree instead of the current module (e.g. an export of a commit)")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := runAll(ctx)
-	stop()
-	killAll()
-	os.Exit(code)
+	procs.Main(runAll)
 }
 
 func runAll(ctx context.Context) int {
@@ -116,13 +112,7 @@ func runAll(ctx context.Context) int {
 		fmt.Fprintln(os.Stderr, "faults: no scenario matches", opt.run)
 		return 2
 	}
-	for _, tool := range []string{"redis-server", "mariadbd", "mariadb-install-db"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(os.Stderr, "faults: %s not found: %v\n", tool, err)
-			return 2
-		}
-	}
-	root, err := os.MkdirTemp("", "seckill-faults-")
+	root, err := harness.Workdir("seckill-faults-", "redis-server", "mariadbd", "mariadb-install-db")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "faults:", err)
 		return 2
@@ -131,7 +121,7 @@ func runAll(ctx context.Context) int {
 		fmt.Fprintln(os.Stderr, "faults:", err)
 		return 2
 	}
-	progress("built seckill and kafka into %s; MariaDB template %s", root, bins.mysqlTemplate)
+	progress("built seckill and kafka into %s; MariaDB template %s", root, bins.MySQLTemplate)
 
 	var results []*result
 	for _, sc := range chosen {
@@ -184,35 +174,20 @@ func runAll(ctx context.Context) int {
 }
 
 func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[faults %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	harness.Progress("faults", format, args...)
 }
 
 // build compiles seckill and the broker once, and prepares the MariaDB
 // template.
 func build(root string) error {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	repo, err := harness.ModuleDir()
 	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
+		return err
 	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return fmt.Errorf("run from inside the seckill module")
-	}
-	repo := filepath.Dir(mod)
 	if opt.src != "" {
 		repo = opt.src
 	}
-	bins.seckill = filepath.Join(root, "seckill")
-	bins.kafka = filepath.Join(root, "kafka")
-	// seckill as production builds it: without the embedded stand-ins.
-	for _, b := range [][3]string{{bins.seckill, ".", "nodev"}, {bins.kafka, "./bench/cmd/kafka", ""}} {
-		cmd := exec.Command("go", "build", "-tags", b[2], "-o", b[0], b[1])
-		cmd.Dir = repo
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
-		}
-	}
-	bins.mysqlTemplate, err = mysqlTemplate(opt.cache)
+	bins, err = harness.Build(repo, root, opt.cache)
 	return err
 }
 
@@ -260,36 +235,8 @@ func printTable(w *os.File, rs []*result) {
 			fmt.Sprint(r.lost), fmt.Sprint(r.phantom), fmt.Sprint(r.overLim), fmt.Sprint(r.drift), fmt.Sprint(r.bad),
 			r.recovery, r.verdict()})
 	}
-	width := make([]int, len(head))
-	for _, row := range rows {
-		for i, c := range row {
-			width[i] = max(width[i], len(c))
-		}
-	}
-	line := func(row []string) {
-		var b strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				b.WriteString(" | ")
-			}
-			if i == 0 {
-				fmt.Fprintf(&b, "%-*s", width[i], c)
-			} else {
-				fmt.Fprintf(&b, "%*s", width[i], c)
-			}
-		}
-		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
-	}
 	fmt.Fprintln(w)
-	line(rows[0])
-	sep := make([]string, len(head))
-	for i := range sep {
-		sep[i] = strings.Repeat("-", width[i])
-	}
-	fmt.Fprintln(w, strings.Join(sep, "-+-"))
-	for _, row := range rows[1:] {
-		line(row)
-	}
+	harness.PrintTable(w, rows)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "recovery s = fault end -> first 202 (else first business answer, else all instances ready) / fault end -> pipeline settled")
 	for _, r := range rs {

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"seckill/bench/internal/harness"
 )
 
 // A private Redis Cluster of three masters without replicas, for the
@@ -36,10 +36,10 @@ type rnode struct {
 	gen    int    // data dirs so far
 	id     string // node id, fixed at creation
 	lo, hi int    // slot range
-	p      *proc
+	p      *harness.Proc
 }
 
-func (n *rnode) addr() string { return fmt.Sprintf("127.0.0.1:%d", n.port) }
+func (n *rnode) addr() string { return harness.Addr(n.port) }
 
 // redisCluster is the cluster of one scenario.
 type redisCluster struct {
@@ -77,41 +77,24 @@ func clusterPorts(idx int) (client, bus []int) {
 	return client, bus
 }
 
-func portFree(port int) error {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return fmt.Errorf("port %d is taken (use -port-base / -cluster-port-base): %w", port, err)
-	}
-	return ln.Close()
-}
-
 // startNode starts n's redis-server on its current data dir and waits for
 // PING.
 func (c *cluster) startNode(n *rnode) error {
-	args := []string{"--port", strconv.Itoa(n.port), "--bind", "127.0.0.1", "--protected-mode", "no",
-		"--daemonize", "no", "--dir", n.dir, "--save", "",
-		"--appendonly", "yes", "--appendfsync", c.redisFsync(),
-		"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", strconv.Itoa(n.bus),
-		"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10)}
-	p, err := c.start(fmt.Sprintf("redis%d", n.idx), nil, "redis-server", args...)
-	if err != nil {
-		return err
-	}
-	n.p = p
 	rdb := redis.NewClient(&redis.Options{Addr: n.addr(), DialTimeout: 500 * time.Millisecond, MaxRetries: -1})
 	defer rdb.Close()
-	return waitFor(context.Background(), 20*time.Second, 50*time.Millisecond, fmt.Sprintf("redis%d PING", n.idx), func() (bool, error) {
-		if !p.alive() {
-			return false, errors.New("exited; see " + p.logPath)
-		}
-		err := rdb.Ping(context.Background()).Err()
-		return err == nil, err
-	})
+	p, err := harness.StartRedis(context.Background(), c.start, rdb, fmt.Sprintf("redis%d", n.idx), n.port, n.dir,
+		"--appendonly", "yes", "--appendfsync", c.redisFsync(),
+		"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", strconv.Itoa(n.bus),
+		"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10))
+	if p != nil {
+		n.p = p
+	}
+	return err
 }
 
 func (n *rnode) newDir(c *cluster) error {
 	n.gen++
-	d, err := mkdir(c.dir, fmt.Sprintf("redis%d-data-%d", n.idx, n.gen))
+	d, err := harness.Mkdir(c.dir, fmt.Sprintf("redis%d-data-%d", n.idx, n.gen))
 	if err != nil {
 		return err
 	}
@@ -191,8 +174,8 @@ func clusterNodes(addr string) ([]clusterNode, error) {
 func (c *cluster) clusterOK() error {
 	rc := c.rc
 	for _, n := range rc.nodes {
-		if !n.p.alive() {
-			return fmt.Errorf("redis%d exited; see %s", n.idx, n.p.logPath)
+		if !n.p.Alive() {
+			return fmt.Errorf("redis%d exited; see %s", n.idx, n.p.LogPath)
 		}
 		v, err := redisDo(n.addr(), "CLUSTER", "INFO")
 		if err != nil {
@@ -241,7 +224,7 @@ func contains(ss []string, s string) bool {
 }
 
 func (c *cluster) waitClusterOK(ctx context.Context, d time.Duration) error {
-	return waitFor(ctx, d, 100*time.Millisecond, "redis cluster ok on every node", func() (bool, error) {
+	return harness.WaitFor(ctx, d, 100*time.Millisecond, "redis cluster ok on every node", func() (bool, error) {
 		err := c.clusterOK()
 		return err == nil, err
 	})
@@ -289,8 +272,8 @@ func scanAll(ctx context.Context, rdb *redis.Client, pattern string) ([]string, 
 func (r *run) restartEmpty(ctx context.Context, n *rnode, down time.Duration) error {
 	c := r.c
 	old := n.dir
-	r.begin(fmt.Sprintf("SIGKILL redis master %d (%s, pid %d, slots %d-%d)", n.idx, n.addr(), n.p.pid(), n.lo, n.hi))
-	n.p.kill9()
+	r.begin(fmt.Sprintf("SIGKILL redis master %d (%s, pid %d, slots %d-%d)", n.idx, n.addr(), n.p.Pid(), n.lo, n.hi))
+	n.p.Kill9()
 	sleepCtx(ctx, down)
 	conf, err := os.ReadFile(filepath.Join(old, "nodes.conf"))
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"seckill/bench/internal/harness"
 )
 
 // run is one scenario in progress.
@@ -106,7 +108,7 @@ func (r *run) main(ctx context.Context) error {
 	var item struct {
 		ID int64 `json:"id"`
 	}
-	err := waitFor(ctx, 20*time.Second, 200*time.Millisecond, "create item", func() (bool, error) {
+	err := harness.WaitFor(ctx, 20*time.Second, 200*time.Millisecond, "create item", func() (bool, error) {
 		_, err := cl.adminJSON(ctx, c.apps[0], "POST", "/api/v1/admin/items",
 			map[string]any{"name": "faults " + r.sc.name, "stock": opt.stock, "shards": 8, "per_user_limit": 1}, &item)
 		return err == nil && item.ID > 0, err
@@ -251,7 +253,7 @@ func (r *run) wave(ctx context.Context, n int, users []int64) []*buyer {
 // allReady waits until every live instance answers /readyz 200.
 func (r *run) allReady(ctx context.Context, since time.Time) time.Time {
 	var at time.Time
-	_ = waitFor(ctx, 60*time.Second, 100*time.Millisecond, "ready", func() (bool, error) {
+	_ = harness.WaitFor(ctx, 60*time.Second, 100*time.Millisecond, "ready", func() (bool, error) {
 		for _, a := range r.c.liveApps() {
 			if st, err := getStatus(a.url + "/readyz"); err != nil || st != 200 {
 				return false, err
@@ -309,11 +311,11 @@ func (r *run) orderCount(ctx context.Context) (int64, error) {
 func (r *run) settle(ctx context.Context, what string, expiry bool) (time.Time, bool) {
 	var last int64 = -1
 	lastChange := time.Now()
-	var st itemStats
+	var st harness.ItemStats
 	var sig string
 	sigSince := time.Now()
 	stuck := errors.New("no progress")
-	err := waitFor(ctx, opt.settleTimeout, 250*time.Millisecond, "settle "+what, func() (bool, error) {
+	err := harness.WaitFor(ctx, opt.settleTimeout, 250*time.Millisecond, "settle "+what, func() (bool, error) {
 		n, err := r.orderCount(ctx)
 		if err != nil {
 			return false, err
@@ -606,7 +608,7 @@ func (r *run) check(ctx context.Context) {
 		// The metric should agree once the reconciler has seen the idle state.
 		var mv float64
 		var mok bool
-		_ = waitFor(ctx, 12*time.Second, 500*time.Millisecond, "drift metric", func() (bool, error) {
+		_ = harness.WaitFor(ctx, 12*time.Second, 500*time.Millisecond, "drift metric", func() (bool, error) {
 			mv, mok = cl.metric("seckill_stock_drift")
 			return !mok || int64(mv) == l.Drift, nil
 		})

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"seckill/bench/internal/harness"
 )
 
 // scenario is one fault, injected into one sale on a fresh cluster.
@@ -61,17 +63,17 @@ func appKill(sig syscall.Signal) func(ctx context.Context, r *run) error {
 }
 
 func (r *run) bounceApp(ctx context.Context, a *app, sig syscall.Signal) error {
-	r.begin(fmt.Sprintf("%s app%d (pid %d)", sig, a.idx, a.proc().pid()))
+	r.begin(fmt.Sprintf("%s app%d (pid %d)", sig, a.idx, a.proc().Pid()))
 	a.down.Store(true)
 	p := a.proc()
 	if sig == syscall.SIGKILL {
-		p.kill9()
+		p.Kill9()
 	} else {
 		t := time.Now()
-		if err := p.term(30 * time.Second); err != nil {
+		if err := p.Term(30 * time.Second); err != nil {
 			r.fail("app did not stop on SIGTERM: %v", err)
-		} else if p.exitErr != nil {
-			r.fail("app%d exited with %v after SIGTERM (log %s)", a.idx, p.exitErr, p.logPath)
+		} else if p.ExitErr() != nil {
+			r.fail("app%d exited with %v after SIGTERM (log %s)", a.idx, p.ExitErr(), p.LogPath)
 		} else {
 			r.note("app%d stopped %.1fs after SIGTERM", a.idx, time.Since(t).Seconds())
 		}
@@ -93,7 +95,7 @@ func scenarios() []*scenario {
 				return err
 			}
 			r.begin("SIGKILL redis (appendfsync always)")
-			r.c.redis.kill9()
+			r.c.redis.Kill9()
 			sleepCtx(ctx, opt.redisDown)
 			r.end("restarting redis on the same dir")
 			return r.c.startPrimary(false)
@@ -106,7 +108,7 @@ func scenarios() []*scenario {
 				return err
 			}
 			r.begin("SIGKILL redis (appendfsync everysec)")
-			r.c.redis.kill9()
+			r.c.redis.Kill9()
 			sleepCtx(ctx, opt.redisDown)
 			r.end("restarting redis on the same dir")
 			return r.c.startPrimary(false)
@@ -116,7 +118,7 @@ func scenarios() []*scenario {
 				return err
 			}
 			r.begin("SIGKILL redis")
-			r.c.redis.kill9()
+			r.c.redis.Kill9()
 			sleepCtx(ctx, opt.redisDown)
 			r.end("restarting redis with an empty data dir")
 			return r.c.startPrimary(true)
@@ -128,8 +130,8 @@ func scenarios() []*scenario {
 					return err
 				}
 				r.begin("SIGKILL redis primary")
-				r.c.redis.kill9()
-				rep := fmt.Sprintf("127.0.0.1:%d", r.c.replicaPort)
+				r.c.redis.Kill9()
+				rep := harness.Addr(r.c.replicaPort)
 				if _, err := redisDo(rep, "REPLICAOF", "NO", "ONE"); err != nil {
 					return fmt.Errorf("promote replica: %w", err)
 				}
@@ -142,7 +144,7 @@ func scenarios() []*scenario {
 				// As after a real failover, the failed node comes back as a
 				// replica of the new primary (empty dir: it full-syncs).
 				sleepCtx(ctx, opt.redisDown)
-				d, err := mkdir(r.c.dir, "rejoined-data")
+				d, err := harness.Mkdir(r.c.dir, "rejoined-data")
 				if err != nil {
 					return err
 				}
@@ -152,8 +154,8 @@ func scenarios() []*scenario {
 				if err != nil {
 					return err
 				}
-				return waitFor(ctx, 30*time.Second, 100*time.Millisecond, "rejoined replica link up", func() (bool, error) {
-					v, err := redisDo(fmt.Sprintf("127.0.0.1:%d", r.c.redisPort), "INFO", "replication")
+				return harness.WaitFor(ctx, 30*time.Second, 100*time.Millisecond, "rejoined replica link up", func() (bool, error) {
+					v, err := redisDo(harness.Addr(r.c.redisPort), "INFO", "replication")
 					s, _ := v.(string)
 					return strings.Contains(s, "master_link_status:up"), err
 				})
@@ -162,7 +164,7 @@ func scenarios() []*scenario {
 			if err := atTrigger(ctx, r); err != nil {
 				return err
 			}
-			r.begin(fmt.Sprintf("SIGTERM mariadbd (pid %d) for %s", r.c.mysql.pid(), opt.mysqlDown))
+			r.begin(fmt.Sprintf("SIGTERM mariadbd (pid %d) for %s", r.c.mysql.Pid(), opt.mysqlDown))
 			if err := r.c.stopMySQL(); err != nil {
 				r.note("%v", err)
 			}
@@ -175,7 +177,7 @@ func scenarios() []*scenario {
 				return err
 			}
 			r.begin(fmt.Sprintf("SIGTERM kafka for %s (data dir kept)", opt.kafkaDown))
-			if err := r.c.kafka.term(20 * time.Second); err != nil {
+			if err := r.c.kafka.Term(20 * time.Second); err != nil {
 				r.note("%v", err)
 			}
 			sleepCtx(ctx, opt.kafkaDown)
@@ -187,7 +189,7 @@ func scenarios() []*scenario {
 				return err
 			}
 			r.begin(fmt.Sprintf("SIGTERM kafka for %s", opt.kafkaEmptyDown))
-			if err := r.c.kafka.term(20 * time.Second); err != nil {
+			if err := r.c.kafka.Term(20 * time.Second); err != nil {
 				r.note("%v", err)
 			}
 			sleepCtx(ctx, opt.kafkaEmptyDown)
@@ -199,16 +201,16 @@ func scenarios() []*scenario {
 				return err
 			}
 			a := r.c.apps[0]
-			r.begin(fmt.Sprintf("SIGKILL app0 (pid %d), not restarted", a.proc().pid()))
+			r.begin(fmt.Sprintf("SIGKILL app0 (pid %d), not restarted", a.proc().Pid()))
 			a.gone.Store(true)
-			a.proc().kill9()
+			a.proc().Kill9()
 			r.end("app0 stays down")
 			return nil
 		}},
 		{name: "expiry-kill9", apps: 1, orderTTL: opt.orderTTL, expiry: true, fault: func(ctx context.Context, r *run) error {
 			// The moment: the sweeper has started cancelling and returning.
-			var at ledgerStats
-			err := waitFor(ctx, 60*time.Second, 50*time.Millisecond, "first cancelled order", func() (bool, error) {
+			var at harness.Ledger
+			err := harness.WaitFor(ctx, 60*time.Second, 50*time.Millisecond, "first cancelled order", func() (bool, error) {
 				s, err := r.cl.stats(ctx)
 				if err == nil {
 					at = *s.Ledger
@@ -250,13 +252,13 @@ func scenarios() []*scenario {
 						s.Shards, empty, left, empty > 0 && left > 0)
 				}
 				a := r.c.apps[0]
-				r.begin(fmt.Sprintf("SIGSTOP app0 (pid %d) for %s", a.proc().pid(), opt.stopFor))
+				r.begin(fmt.Sprintf("SIGSTOP app0 (pid %d) for %s", a.proc().Pid(), opt.stopFor))
 				a.down.Store(true)
-				if err := a.proc().signal(syscall.SIGSTOP); err != nil {
+				if err := a.proc().Signal(syscall.SIGSTOP); err != nil {
 					return err
 				}
 				sleepCtx(ctx, opt.stopFor)
-				if err := a.proc().signal(syscall.SIGCONT); err != nil {
+				if err := a.proc().Signal(syscall.SIGCONT); err != nil {
 					return err
 				}
 				r.end("SIGCONT app0")

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -16,14 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"seckill/bench/internal/harness"
 )
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
 var hc = &http.Client{
 	Transport: &http.Transport{
@@ -51,15 +41,7 @@ func (u *users) jwt(user int64) string {
 	if s, ok := u.jwts[user]; ok {
 		return s
 	}
-	now := time.Now()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
-		Subject:   strconv.FormatInt(user, 10),
-		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(6 * time.Hour)),
-	}).SignedString([]byte(u.secret))
-	if err != nil {
-		panic(err)
-	}
+	s := harness.SignJWT(u.secret, user, 6*time.Hour)
 	u.jwts[user] = s
 	return s
 }
@@ -74,45 +56,11 @@ type reply struct {
 
 // do sends one request; body, if not nil, is sent as JSON.
 func do(ctx context.Context, method, url, bearer string, hdr map[string]string, body any) (reply, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return reply{}, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	r, err := harness.Do(ctx, hc, harness.Request{Method: method, URL: url, Bearer: bearer, Header: hdr, JSON: body})
 	if err != nil {
 		return reply{}, err
 	}
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return reply{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return reply{}, err
-	}
-	r := reply{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), body: b}
-	if resp.StatusCode >= 400 {
-		var p struct {
-			Code string `json:"code"`
-		}
-		_ = json.Unmarshal(b, &p)
-		r.code = p.Code
-	}
-	return r, nil
+	return reply{status: r.Status, code: r.Code, retryAfter: r.RetryAfter, body: r.Body}, nil
 }
 
 func (r reply) String() string {
@@ -164,23 +112,8 @@ func retrying(ctx context.Context, d time.Duration, what string, f func() (reply
 
 // ---------------------------------------------------------------- admin
 
-type ledger struct {
-	Stock      int64 `json:"stock"`
-	Remaining  int64 `json:"remaining"`
-	Outbox     int64 `json:"outbox"`
-	Pending    int64 `json:"pending"`
-	Paid       int64 `json:"paid"`
-	Cancelled  int64 `json:"cancelled"`
-	Returned   int64 `json:"returned"`
-	Unreturned int64 `json:"unreturned"`
-	Drift      int64 `json:"drift"`
-	Oversold   int64 `json:"oversold"`
-}
-
-type itemStats struct {
-	ItemID int64   `json:"item_id"`
-	Ledger *ledger `json:"ledger"`
-}
+// ledger is an item's books (harness.Ledger), with this tool's methods.
+type ledger harness.Ledger
 
 // settled: nothing moves any more and the books balance.
 func (l *ledger) settled() bool {
@@ -224,14 +157,14 @@ func (c *cluster) createItem(ctx context.Context, name string, stock int64, shar
 }
 
 func (c *cluster) stats(ctx context.Context, item int64) (*ledger, error) {
-	var s itemStats
+	var s harness.ItemStats
 	if err := c.adminJSON(ctx, c.apps[0], "GET", fmt.Sprintf("/api/v1/admin/items/%d/stats", item), nil, &s); err != nil {
 		return nil, err
 	}
 	if s.Ledger == nil {
 		return nil, errors.New("stats carry no ledger")
 	}
-	return s.Ledger, nil
+	return (*ledger)(s.Ledger), nil
 }
 
 // waitSettled polls the stats of every item until each is settled and
@@ -239,7 +172,7 @@ func (c *cluster) stats(ctx context.Context, item int64) (*ledger, error) {
 func (c *cluster) waitSettled(ctx context.Context, items []int64, check func(id int64, l *ledger) error) error {
 	left := append([]int64(nil), items...)
 	var lastBad string
-	err := waitFor(ctx, opt.settleTimeout, 500*time.Millisecond, fmt.Sprintf("%d item(s) settled", len(items)), func() (bool, error) {
+	err := harness.WaitFor(ctx, opt.settleTimeout, 500*time.Millisecond, fmt.Sprintf("%d item(s) settled", len(items)), func() (bool, error) {
 		type res struct {
 			id  int64
 			bad string

@@ -3,20 +3,16 @@ package main
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
+
+	"seckill/bench/internal/harness"
 )
 
 // cluster is one private Redis, MariaDB, Kafka broker (kfake process) and
@@ -29,7 +25,7 @@ type cluster struct {
 
 	redisPort, mysqlPort, kafkaPort int
 
-	redis, mysql, kafka *proc
+	redis, mysql, kafka *harness.Proc
 	kafkaDir            string
 	apps                []*app
 
@@ -42,52 +38,26 @@ type app struct {
 	idx  int
 	port int
 	url  string
-	p    *proc
+	p    *harness.Proc
 }
 
-// waitFor polls cond every interval until it holds or d passed.
-func waitFor(ctx context.Context, d, interval time.Duration, what string, cond func() (bool, error)) error {
-	deadline := time.Now().Add(d)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Now().After(deadline) {
-			if last != nil {
-				return fmt.Errorf("%s: not within %s: %w", what, d, last)
-			}
-			return fmt.Errorf("%s: not within %s", what, d)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(interval):
-		}
-	}
-}
-
-func (c *cluster) start(name string, env []string, bin string, args ...string) (*proc, error) {
-	return startProc(name, filepath.Join(c.dir, name+".log"), env, bin, args...)
+func (c *cluster) start(name string, env []string, bin string, args ...string) (*harness.Proc, error) {
+	return procs.Start(name, filepath.Join(c.dir, name+".log"), env, bin, args...)
 }
 
 // newCluster starts everything; base..base+9 are its ports.
 func newCluster(ctx context.Context, name, root string, base, apps int) (*cluster, error) {
 	c := &cluster{name: name,
-		admin:     "idlecost-admin-" + randHex(12),
-		secret:    "idlecost-jwt-secret-" + randHex(24),
+		admin:     "idlecost-admin-" + harness.RandHex(12),
+		secret:    "idlecost-jwt-secret-" + harness.RandHex(24),
 		redisPort: base, mysqlPort: base + 1, kafkaPort: base + 2,
 	}
+	var ports []int
 	for port := base; port < base+3+apps; port++ {
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			return nil, fmt.Errorf("port %d is taken (use -port-base): %w", port, err)
-		}
-		ln.Close()
+		ports = append(ports, port)
+	}
+	if err := harness.PortsFree("use -port-base", ports...); err != nil {
+		return nil, err
 	}
 	var err error
 	c.dir = filepath.Join(root, name)
@@ -113,21 +83,19 @@ func newCluster(ctx context.Context, name, root string, base, apps int) (*cluste
 		}
 	}
 	progress("%s: up: redis :%d (pid %d), mariadb :%d (pid %d), kafka :%d (pid %d), %d seckill instance(s)",
-		name, c.redisPort, c.redis.pid(), c.mysqlPort, c.mysql.pid(), c.kafkaPort, c.kafka.pid(), apps)
+		name, c.redisPort, c.redis.Pid(), c.mysqlPort, c.mysql.Pid(), c.kafkaPort, c.kafka.Pid(), apps)
 	return c, nil
 }
 
 func (c *cluster) close() {
-	ps := []*proc{}
+	ps := []*harness.Proc{}
 	for _, a := range c.apps {
 		ps = append(ps, a.p)
 	}
 	ps = append(ps, c.kafka, c.mysql, c.redis)
 	for _, p := range ps {
-		if p != nil && p.alive() {
-			p.expected.Store(true)
-			_ = p.signal(syscall.SIGKILL)
-			p.wait(10 * time.Second)
+		if p != nil && p.Alive() {
+			p.Kill9()
 		}
 	}
 	for _, db := range []*sql.DB{c.db, c.pfs} {
@@ -146,108 +114,37 @@ func (c *cluster) close() {
 // ---------------------------------------------------------------- Redis
 
 func (c *cluster) startRedis(ctx context.Context) error {
-	dir := filepath.Join(c.dir, "redis-data")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	p, err := c.start("redis", nil, "redis-server", "--port", strconv.Itoa(c.redisPort), "--bind", "127.0.0.1",
-		"--appendonly", "no", "--save", "", "--dir", dir, "--daemonize", "no", "--protected-mode", "no")
+	dir, err := harness.Mkdir(c.dir, "redis-data")
 	if err != nil {
 		return err
 	}
-	c.redis = p
-	c.rdb = redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", c.redisPort),
+	c.rdb = redis.NewClient(&redis.Options{Addr: harness.Addr(c.redisPort),
 		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, MaxRetries: -1, PoolSize: 1, MinIdleConns: 1})
-	return waitFor(ctx, 20*time.Second, 50*time.Millisecond, "redis PING", func() (bool, error) {
-		if !p.alive() {
-			return false, errors.New("redis exited; see " + p.logPath)
-		}
-		err := c.rdb.Ping(ctx).Err()
-		return err == nil, err
-	})
+	p, err := harness.StartRedis(ctx, c.start, c.rdb, "redis", c.redisPort, dir, "--appendonly", "no")
+	if p != nil {
+		c.redis = p
+	}
+	return err
 }
 
 // ---------------------------------------------------------------- MariaDB
 
-// mysqlTemplate returns a datadir initialised once per MariaDB version and
-// cached across runs; each cluster runs on a copy.
-func mysqlTemplate(cache string) (string, error) {
-	out, err := exec.Command("mariadbd", "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("mariadbd --version: %w", err)
-	}
-	key := "unknown"
-	if ver := strings.Fields(string(out)); len(ver) >= 3 {
-		key = strings.Map(func(r rune) rune {
-			if r == '.' || r == '-' || (r >= '0' && r <= '9') || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') {
-				return r
-			}
-			return '_'
-		}, ver[2])
-	}
-	tpl := filepath.Join(cache, "mysql-template-"+key)
-	if _, err := os.Stat(filepath.Join(tpl, "mysql")); err == nil {
-		return tpl, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(cache, "init-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	data := filepath.Join(tmp, "data")
-	cmd := exec.Command("mariadb-install-db", "--no-defaults", "--datadir="+data,
-		"--auth-root-authentication-method=normal", "--user="+currentUser(), "--skip-test-db",
-		"--innodb-log-file-size=16M")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("mariadb-install-db: %w\n%s", err, b)
-	}
-	os.RemoveAll(tpl)
-	if err := os.Rename(data, tpl); err != nil {
-		return "", err
-	}
-	return tpl, nil
-}
-
-func currentUser() string {
-	if u := os.Getenv("USER"); u != "" {
-		return u
-	}
-	if os.Geteuid() == 0 {
-		return "root"
-	}
-	return strconv.Itoa(os.Geteuid())
-}
-
 func (c *cluster) startMySQL(ctx context.Context) error {
 	data := filepath.Join(c.dir, "mysql-data")
-	if out, err := exec.Command("cp", "-a", bins.mysqlTemplate, data).CombinedOutput(); err != nil {
-		return fmt.Errorf("copy mysql template: %v: %s", err, out)
-	}
-	args := []string{"--no-defaults", "--datadir=" + data, "--port=" + strconv.Itoa(c.mysqlPort),
-		"--socket=" + filepath.Join(c.dir, "mysql.sock"), "--bind-address=127.0.0.1", "--skip-networking=0",
-		"--user=" + currentUser(), "--pid-file=" + filepath.Join(c.dir, "mysql.pid"),
-		"--skip-name-resolve", "--innodb-buffer-pool-size=" + opt.bufferPool, "--innodb-log-file-size=256M",
-		"--max-connections=500", "--max-allowed-packet=64M", "--log-error=" + filepath.Join(c.dir, "mysql-error.log")}
-	p, err := c.start("mysql", nil, "mariadbd", args...)
-	if err != nil {
+	if err := harness.CopyTemplate(bins.MySQLTemplate, data); err != nil {
 		return err
 	}
-	c.mysql = p
-	if c.pfs, err = sql.Open("mysql", fmt.Sprintf("root@tcp(127.0.0.1:%d)/?timeout=1s&readTimeout=30s", c.mysqlPort)); err != nil {
+	var err error
+	if c.pfs, err = sql.Open("mysql", harness.DSN(c.mysqlPort, "", "timeout=1s&readTimeout=30s")); err != nil {
 		return err
 	}
 	c.pfs.SetMaxOpenConns(1)
-	err = waitFor(ctx, 60*time.Second, 100*time.Millisecond, "mariadb SELECT 1", func() (bool, error) {
-		if !p.alive() {
-			return false, errors.New("mariadbd exited; see " + p.logPath)
-		}
-		var one int
-		err := c.pfs.QueryRowContext(ctx, "SELECT 1").Scan(&one)
-		return err == nil && one == 1, err
-	})
+	m := harness.MariaDB{Dir: c.dir, DataDir: data, Port: c.mysqlPort, ErrorLog: filepath.Join(c.dir, "mysql-error.log"),
+		Extra: []string{"--innodb-buffer-pool-size=" + opt.bufferPool, "--innodb-log-file-size=256M", "--max-allowed-packet=64M"}}
+	p, err := m.Start(ctx, c.start, c.pfs)
+	if p != nil {
+		c.mysql = p
+	}
 	if err != nil {
 		return err
 	}
@@ -256,7 +153,7 @@ func (c *cluster) startMySQL(ctx context.Context) error {
 	if _, err := c.pfs.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS seckill"); err != nil {
 		return err
 	}
-	if c.db, err = sql.Open("mysql", fmt.Sprintf("root@tcp(127.0.0.1:%d)/seckill?parseTime=true&timeout=1s&readTimeout=120s", c.mysqlPort)); err != nil {
+	if c.db, err = sql.Open("mysql", harness.DSN(c.mysqlPort, "seckill", "parseTime=true&timeout=1s&readTimeout=120s")); err != nil {
 		return err
 	}
 	c.db.SetMaxOpenConns(8)
@@ -269,82 +166,43 @@ func (c *cluster) startKafka(ctx context.Context) error {
 	if err := os.MkdirAll(c.kafkaDir, 0o755); err != nil {
 		return err
 	}
-	p, err := c.start("kafka", nil, bins.kafka, "-addr", fmt.Sprintf("127.0.0.1:%d", c.kafkaPort), "-data-dir", c.kafkaDir)
-	if err != nil {
-		return err
+	p, err := harness.StartKafka(ctx, c.start, bins.Kafka, c.kafkaPort, c.kafkaDir)
+	if p != nil {
+		c.kafka = p
 	}
-	c.kafka = p
-	return waitFor(ctx, 20*time.Second, 50*time.Millisecond, "kafka listening", func() (bool, error) {
-		if !p.alive() {
-			return false, errors.New("kafka exited; see " + p.logPath)
-		}
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.kafkaPort), 500*time.Millisecond)
-		if err == nil {
-			conn.Close()
-		}
-		return err == nil, err
-	})
+	return err
 }
 
 // stopKafka stops the broker (SIGTERM, so it flushes its data dir).
 func (c *cluster) stopKafka() {
-	c.kafka.term(20 * time.Second)
+	_ = c.kafka.Term(20 * time.Second)
 }
 
 // ---------------------------------------------------------------- apps
 
 func (c *cluster) appEnv(a *app) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SECKILL_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env,
-		"SECKILL_HTTP_ADDR="+fmt.Sprintf("127.0.0.1:%d", a.port),
-		fmt.Sprintf("SECKILL_REDIS_ADDR=127.0.0.1:%d", c.redisPort),
-		"SECKILL_REDIS_PREFIX=idlecost",
-		fmt.Sprintf("SECKILL_MYSQL_DSN=root@tcp(127.0.0.1:%d)/seckill?parseTime=true", c.mysqlPort),
-		fmt.Sprintf("SECKILL_KAFKA_BROKERS=127.0.0.1:%d", c.kafkaPort),
-		"SECKILL_ADMIN_TOKEN="+c.admin,
-		"SECKILL_JWT_SECRET="+c.secret,
+	return harness.AppEnv{HTTPPort: a.port, RedisAddr: harness.Addr(c.redisPort), RedisPrefix: "idlecost",
+		MySQLPort: c.mysqlPort, KafkaPort: c.kafkaPort, AdminToken: c.admin, JWTSecret: c.secret,
 		// Nothing may expire during the run: an expiry is work, not idle.
-		"SECKILL_ORDER_TTL=6h",
-		"SECKILL_LIMIT_USER_RATE=100000",
-		"SECKILL_LIMIT_GLOBAL_RATE=10000000",
-		"SECKILL_LOG_LEVEL=info",
-	)
+		OrderTTL: "6h"}.Environ()
 }
 
 var probe = &http.Client{Timeout: 5 * time.Second}
 
 func (c *cluster) startApp(ctx context.Context, a *app) error {
-	p, err := c.start(fmt.Sprintf("app%d", a.idx), c.appEnv(a), bins.seckill, "serve")
+	p, err := c.start(fmt.Sprintf("app%d", a.idx), c.appEnv(a), bins.Seckill, "serve")
 	if err != nil {
 		return err
 	}
 	a.p = p
-	return waitFor(ctx, 60*time.Second, 50*time.Millisecond, fmt.Sprintf("app%d /readyz 200", a.idx), func() (bool, error) {
-		if !p.alive() {
-			return false, fmt.Errorf("app%d exited: %v; see %s", a.idx, p.exitErr, p.logPath)
-		}
-		resp, err := probe.Get(a.url + "/readyz")
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return false, fmt.Errorf("readyz %d", resp.StatusCode)
-		}
-		return true, nil
-	})
+	return harness.WaitReady(ctx, p, probe, a.url, 60*time.Second)
 }
 
 // appCPU is the summed CPU seconds of the instances.
 func (c *cluster) appCPU() (float64, error) {
 	var sum float64
 	for _, a := range c.apps {
-		s, err := cpuSeconds(a.p.pid())
+		s, err := cpuSeconds(a.p.Pid())
 		if err != nil {
 			return 0, err
 		}

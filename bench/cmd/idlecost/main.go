@@ -30,20 +30,21 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"seckill/bench/internal/harness"
 )
 
 var opt struct {
@@ -63,9 +64,12 @@ var opt struct {
 	src                          string
 }
 
-var bins struct {
-	seckill, kafka, mysqlTemplate string
-}
+var bins harness.Binaries
+
+// procs are the processes of every part; main kills what still runs.
+var procs = &harness.Group{Tag: "idlecost", OnCrash: func(p *harness.Proc) {
+	progress("WARNING: %s (pid %d) exited by itself: %v; log %s", p.Name, p.Pid(), p.ExitErr(), p.LogPath)
+}}
 
 func main() {
 	flag.DurationVar(&opt.window, "window", 20*time.Second, "measurement window (a multiple of the reconciler's 5s interval is best)")
@@ -91,15 +95,11 @@ func main() {
 	flag.StringVar(&opt.cache, "cache", filepath.Join(os.TempDir(), "seckill-idlecost-cache"), "where the initialised MariaDB datadir template is cached")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx)
-	stop()
-	killAll()
-	os.Exit(code)
+	procs.Main(run)
 }
 
 func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[idlecost %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	harness.Progress("idlecost", format, args...)
 }
 
 func want(part string) bool {
@@ -154,13 +154,7 @@ func verdict(ok bool) string {
 
 func run(ctx context.Context) int {
 	started := time.Now()
-	for _, tool := range []string{"redis-server", "mariadbd", "mariadb-install-db", "go"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			fmt.Fprintf(os.Stderr, "idlecost: %s not found: %v\n", tool, err)
-			return 2
-		}
-	}
-	root, err := os.MkdirTemp("", "seckill-idlecost-")
+	root, err := harness.Workdir("seckill-idlecost-", "redis-server", "mariadbd", "mariadb-install-db", "go")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "idlecost:", err)
 		return 2
@@ -171,7 +165,7 @@ func run(ctx context.Context) int {
 		fmt.Fprintln(os.Stderr, "idlecost:", err)
 		return 2
 	}
-	progress("built %s into %s; MariaDB template %s", tree, root, bins.mysqlTemplate)
+	progress("built %s into %s; MariaDB template %s", tree, root, bins.MySQLTemplate)
 	rep := &report{}
 	if want("1") || want("3") {
 		if err := part13(ctx, root, rep); err != nil {
@@ -201,15 +195,10 @@ func run(ctx context.Context) int {
 // build compiles seckill (-tags nodev, as production) and the broker, and
 // prepares the MariaDB template. It returns what tree was built.
 func build(root string) (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	repo, err := harness.ModuleDir()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", err
 	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("run from inside the seckill module")
-	}
-	repo := filepath.Dir(mod)
 	what := "working tree"
 	src := repo
 	if opt.src != "" {
@@ -229,14 +218,10 @@ func build(root string) (string, error) {
 			what = "git archive " + opt.src
 		}
 	}
-	bins.seckill = filepath.Join(root, "seckill")
-	bins.kafka = filepath.Join(root, "kafka")
-	for _, b := range [][3]string{{bins.seckill, ".", "nodev"}, {bins.kafka, "./bench/cmd/kafka", ""}} {
-		cmd := exec.Command("go", "build", "-tags", b[2], "-o", b[0], b[1])
-		cmd.Dir = src
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go build %s in the %s: %v\n%s(-src HEAD builds the last commit instead)", b[1], what, err, out)
-		}
+	bins, err = harness.Build(src, root, opt.cache)
+	var be *harness.BuildError
+	if errors.As(err, &be) {
+		return "", fmt.Errorf("go build %s in the %s: %v\n%s(-src HEAD builds the last commit instead)", be.Pkg, what, be.Err, be.Output)
 	}
 	tree := what
 	switch {
@@ -257,8 +242,7 @@ func build(root string) (string, error) {
 			}
 		}
 	}
-	bins.mysqlTemplate, err = mysqlTemplate(opt.cache)
-	return tree, err
+	return tree, err // nil, or the MariaDB template failed
 }
 
 // ---------------------------------------------------------------- part 1 + 3
@@ -343,7 +327,7 @@ func (c *cluster) makeSoldOut(ctx context.Context, u *users, n int, tag string) 
 	if want := n * opt.stockPerItem; bought != want {
 		return nil, fmt.Errorf("sold %d units of %d items, want %d", bought, n, want)
 	}
-	err = waitFor(ctx, opt.settleTimeout, 200*time.Millisecond, "orders in MySQL", func() (bool, error) {
+	err = harness.WaitFor(ctx, opt.settleTimeout, 200*time.Millisecond, "orders in MySQL", func() (bool, error) {
 		got, err := countOrders(ctx, c.db)
 		return got == before+int64(bought), err
 	})
@@ -581,39 +565,12 @@ func printReport(rep *report, tree string, took time.Duration) {
 			fmt.Println(d)
 		}
 	}
-	head := row{"measurement", "value", "baseline", "ratio", "target", "verdict"}
-	rows := append([]row{head}, rep.rows...)
-	cols := func(r row) []string { return []string{r.what, r.value, r.baseline, r.ratio, r.target, r.verdict} }
-	width := make([]int, 6)
-	for _, r := range rows {
-		for i, c := range cols(r) {
-			width[i] = max(width[i], len(c))
-		}
-	}
-	line := func(r row) {
-		var b strings.Builder
-		for i, c := range cols(r) {
-			if i > 0 {
-				b.WriteString(" | ")
-			}
-			if i == 0 {
-				fmt.Fprintf(&b, "%-*s", width[i], c)
-			} else {
-				fmt.Fprintf(&b, "%*s", width[i], c)
-			}
-		}
-		fmt.Println(strings.TrimRight(b.String(), " "))
+	table := [][]string{{"measurement", "value", "baseline", "ratio", "target", "verdict"}}
+	for _, r := range rep.rows {
+		table = append(table, []string{r.what, r.value, r.baseline, r.ratio, r.target, r.verdict})
 	}
 	fmt.Println()
-	line(head)
-	sep := make([]string, 6)
-	for i := range sep {
-		sep[i] = strings.Repeat("-", width[i])
-	}
-	fmt.Println(strings.Join(sep, "-+-"))
-	for _, r := range rows[1:] {
-		line(r)
-	}
+	harness.PrintTable(os.Stdout, table)
 	fmt.Println()
 	for _, f := range rep.fails {
 		fmt.Println("ERROR", f)

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"seckill/bench/internal/harness"
 )
 
 // redisSnap is one INFO reading of the private Redis.
@@ -108,11 +110,7 @@ type window struct {
 // measure reads Redis, mariadbd's and the instances' CPU over d.
 func (c *cluster) measure(ctx context.Context, d time.Duration) (window, error) {
 	w := window{dirty: c.dirtyPages(ctx)}
-	m0, err := cpuSeconds(c.mysql.pid())
-	if err != nil {
-		return w, err
-	}
-	a0, err := c.appCPU()
+	m0, a0, err := c.cpu()
 	if err != nil {
 		return w, err
 	}
@@ -130,11 +128,7 @@ func (c *cluster) measure(ctx context.Context, d time.Duration) (window, error) 
 	if err != nil {
 		return w, err
 	}
-	m1, err := cpuSeconds(c.mysql.pid())
-	if err != nil {
-		return w, err
-	}
-	a1, err := c.appCPU()
+	m1, a1, err := c.cpu()
 	if err != nil {
 		return w, err
 	}
@@ -143,6 +137,15 @@ func (c *cluster) measure(ctx context.Context, d time.Duration) (window, error) 
 	w.mysqlCPU = (m1 - m0) / secs
 	w.appCPU = (a1 - a0) / secs
 	return w, nil
+}
+
+// cpu is the CPU seconds so far of mariadbd and of all the instances.
+func (c *cluster) cpu() (mysql, apps float64, err error) {
+	if mysql, err = cpuSeconds(c.mysql.Pid()); err != nil {
+		return 0, 0, err
+	}
+	apps, err = c.appCPU()
+	return mysql, apps, err
 }
 
 // stabilize probes in short windows until two probes in a row agree
@@ -201,7 +204,7 @@ func (c *cluster) dirtyPages(ctx context.Context) int64 {
 // window measures the idle server, not the tail of the load.
 func (c *cluster) waitClean(ctx context.Context) error {
 	last, since := int64(-1), time.Now()
-	return waitFor(ctx, opt.settleTimeout, time.Second, "InnoDB purged and flushed", func() (bool, error) {
+	return harness.WaitFor(ctx, opt.settleTimeout, time.Second, "InnoDB purged and flushed", func() (bool, error) {
 		dirty := c.dirtyPages(ctx)
 		var hist int64
 		err := c.pfs.QueryRowContext(ctx,
@@ -354,7 +357,7 @@ func (c *cluster) diagnose(ctx context.Context, d time.Duration, tag string) ([]
 		return nil, 0, fmt.Errorf("replay thread id: %w", err)
 	}
 	threadCPU := func() (float64, error) {
-		return cpuSeconds(c.mysql.pid(), tid)
+		return cpuSeconds(c.mysql.Pid(), tid)
 	}
 	var out []queryCost
 	for _, q := range byNorm {
