@@ -467,7 +467,7 @@ func (s *Store) CancelExpired(ctx context.Context, now time.Time, limit int) ([]
 	now = ms(now)
 	var cands []Order
 	err := s.db.SelectContext(ctx, &cands,
-		"SELECT "+orderCols+` FROM orders WHERE status = 'pending' AND expires_at <= ?
+		"SELECT "+orderCols+` FROM orders WHERE status = 'pending' AND stock_returned = 0 AND expires_at <= ?
 		 ORDER BY expires_at, order_id LIMIT ?`, now, limit)
 	if err != nil {
 		return nil, fmt.Errorf("find expired orders: %w", err)
@@ -519,7 +519,7 @@ func (s *Store) CancelExpired(ctx context.Context, now time.Time, limit int) ([]
 }
 
 // Unreturned returns up to limit cancelled orders whose unit is not marked
-// back in Redis yet, oldest cancellation first.
+// back in Redis yet, oldest expiry first (index order: it reads only those).
 func (s *Store) Unreturned(ctx context.Context, limit int) ([]Order, error) {
 	if limit <= 0 {
 		return nil, nil
@@ -527,7 +527,7 @@ func (s *Store) Unreturned(ctx context.Context, limit int) ([]Order, error) {
 	var out []Order
 	err := s.db.SelectContext(ctx, &out,
 		"SELECT "+orderCols+` FROM orders WHERE status = 'cancelled' AND stock_returned = 0
-		 ORDER BY cancelled_at, order_id LIMIT ?`, limit)
+		 ORDER BY expires_at, order_id LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("find unreturned orders: %w", err)
 	}
