@@ -135,6 +135,8 @@ type Store struct {
 	touchMu sync.Mutex
 	touched map[Outbox]struct{}
 	touch   chan struct{}
+
+	batch batcher // group commit of purchase scripts (batch.go)
 }
 
 // noteTouched records that this process appended to outbox o.
@@ -382,51 +384,6 @@ func indexValue(itemID int64, home int, token string) string {
 	return strconv.FormatInt(itemID, 10) + ":" + strconv.Itoa(home) + ":" + token + ":" + strconv.FormatInt(time.Now().UnixMilli(), 10)
 }
 
-// run calls a purchase script in one round trip, followed in the same
-// round trip by WAIT for the replicas if configured. An acceptance that the
-// replicas did not acknowledge in time is ErrNotReplicated: the token keeps
-// the answer, so the retry gets it.
-func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, args []any) ([]int64, error) {
-	for attempt := 0; ; attempt++ {
-		var cmd, wait *redis.Cmd
-		var err error
-		if s.cfg.WaitReplicas > 0 {
-			pipe := s.rdb.Pipeline()
-			cmd = script.EvalSha(ctx, pipe, keys, args...)
-			wait = pipe.Do(ctx, "wait", s.cfg.WaitReplicas, s.cfg.WaitTimeout.Milliseconds())
-			_, err = pipe.Exec(ctx)
-		} else {
-			// No pipeline for one command: on a cluster client a pipeline
-			// costs a slot map and a goroutine per node.
-			cmd = script.EvalSha(ctx, s.rdb, keys, args...)
-			err = cmd.Err()
-		}
-		if err != nil && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") && attempt == 0 {
-			if s.cfg.Restarted != nil {
-				s.cfg.Restarted()
-			}
-			// Redis restarted (or lost its data): load and go again; the
-			// script ran nowhere.
-			if lerr := script.Load(ctx, s.rdb).Err(); lerr != nil {
-				return nil, lerr
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		res, err := cmd.Int64Slice()
-		if err != nil {
-			return nil, err
-		}
-		if wait != nil && res[0] == codeOK {
-			if n, err := wait.Int64(); err != nil || n < int64(s.cfg.WaitReplicas) {
-				return nil, fmt.Errorf("%w: %d of %d replicas acknowledged", ErrNotReplicated, n, s.cfg.WaitReplicas)
-			}
-		}
-		return res, nil
-	}
-}
 
 // settleStale finishes a fall-through whose process died or stalls. One
 // replay wins the claim and a new epoch; it then fences every other shard
