@@ -384,7 +384,6 @@ func indexValue(itemID int64, home int, token string) string {
 	return strconv.FormatInt(itemID, 10) + ":" + strconv.Itoa(home) + ":" + token + ":" + strconv.FormatInt(time.Now().UnixMilli(), 10)
 }
 
-
 // settleStale finishes a fall-through whose process died or stalls. One
 // replay wins the claim and a new epoch; it then fences every other shard
 // before it looks: if some epoch of the claim already took a unit somewhere,
