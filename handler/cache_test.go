@@ -29,12 +29,7 @@ func comSelect(t *testing.T, db *sqlx.DB) int64 {
 func TestUnknownItemIDsSkipMySQL(t *testing.T) {
 	ctx := context.Background()
 	dsn, db := testenv.MySQL(t)
-	one, err := sqlx.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { one.Close() })
-	one.SetMaxOpenConns(1) // one session: its status counts our statements only
+	one := testenv.OneConn(t, dsn) // one session: its status counts our statements only
 	st := order.NewStore(one)
 	start := time.Now().Add(-time.Minute)
 	it, err := st.CreateItem(ctx, order.Item{Name: "known", Stock: 1, Shards: 1, PerUserLimit: 1, StartsAt: start})

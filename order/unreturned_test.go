@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"seckill/app/testenv"
 	"seckill/order"
 )
@@ -27,12 +25,7 @@ func TestUnreturnedReadsOnlyUnreturned(t *testing.T) {
 		SELECT seq, ?, seq, 0, 'cancelled', NOW(3), NOW(3), NOW(3), seq > 3 FROM seq_1_to_5003`, it.ID); err != nil {
 		t.Fatalf("fill orders (MariaDB's sequence engine): %v", err)
 	}
-	single, err := sqlx.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { single.Close() })
-	single.SetMaxOpenConns(1)
+	single := testenv.OneConn(t, dsn)
 	st := order.NewStore(single)
 	before := testenv.RowsRead(t, single)
 	got, err := st.Unreturned(ctx, 500)
@@ -64,12 +57,7 @@ func TestCancelExpiredReadsOnlyExpired(t *testing.T) {
 	if _, err := db.Exec("UPDATE items SET sold = 5003 WHERE id = ?", it.ID); err != nil {
 		t.Fatal(err)
 	}
-	single, err := sqlx.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { single.Close() })
-	single.SetMaxOpenConns(1)
+	single := testenv.OneConn(t, dsn)
 	st := order.NewStore(single)
 	before := testenv.RowsRead(t, single)
 	got, err := st.CancelExpired(ctx, time.Now(), 500)

@@ -2,6 +2,7 @@ package stock
 
 import (
 	"context"
+	"seckill/app/testenv"
 	"sync"
 	"testing"
 )
@@ -21,7 +22,7 @@ func TestConcurrentPurchasesShareRoundTrips(t *testing.T) {
 	for i := range toks {
 		toks[i], _, _ = s.IssueToken(ctx, item, int64(i+1), shards)
 	}
-	hook := &roundTrips{}
+	hook := &testenv.RoundTrips{}
 	rdb.AddHook(hook)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -46,7 +47,7 @@ func TestConcurrentPurchasesShareRoundTrips(t *testing.T) {
 		}
 		seen[ids[i]] = true
 	}
-	if n := hook.n.Load(); n >= buyers {
+	if n := hook.N.Load(); n >= buyers {
 		t.Errorf("%d purchases released together made %d round trips, want fewer (batched)", buyers, n)
 	} else {
 		t.Logf("%d purchases, %d round trips", buyers, n)

@@ -95,20 +95,8 @@ func (s *Store) EnsureGroup(ctx context.Context, o Outbox, group string) error {
 
 // ReadOutbox returns up to count reservations never delivered to group.
 func (s *Store) ReadOutbox(ctx context.Context, o Outbox, group, consumer string, count int64) ([]Reservation, error) {
-	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: group, Consumer: consumer, Streams: []string{s.outboxKey(o), ">"},
-		Count: count, Block: -1,
-	}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read outbox %d/%d: %w", o.ItemID, o.Shard, err)
-	}
-	if len(res) == 0 {
-		return nil, nil
-	}
-	return parseAll(res[0].Messages, o.SlotGroup), nil
+	res, errs := s.ReadOutboxes(ctx, []Outbox{o}, group, consumer, count)
+	return res[0], errs[0]
 }
 
 // ReadOutboxes is ReadOutbox of several outboxes in one pipeline (on a

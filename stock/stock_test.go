@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -400,24 +399,13 @@ func TestLastUnitRacedFromOtherShard(t *testing.T) {
 	}
 }
 
-// roundTrips counts the requests a client sends (a pipeline counts once).
-type roundTrips struct{ n atomic.Int64 }
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
-}
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
-}
-
 // TestSoldOutCostsOneCallPerToken: once flagged sold out, a purchase reads
 // its token's answer in one round trip and takes nothing; with Redis
 // unreachable it is a dependency failure, never a made-up "sold out".
 func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t, Config{})
-	hook := &roundTrips{}
+	hook := &testenv.RoundTrips{}
 	rdb.AddHook(hook)
 	const item, shards = 12, 2
 	if err := s.Warm(ctx, item, 0, shards); err != nil {
@@ -427,11 +415,11 @@ func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 		t.Fatalf("got %v, want ErrSoldOut", err)
 	}
 	tok, _, _ := s.IssueToken(ctx, item, 2, shards)
-	before := hook.n.Load()
+	before := hook.N.Load()
 	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, 2, shards, 2)}); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("flagged item: got %v, want ErrSoldOut", err)
 	}
-	if n := hook.n.Load() - before; n != 1 {
+	if n := hook.N.Load() - before; n != 1 {
 		t.Errorf("sold-out purchase made %d round trips, want 1", n)
 	}
 	dead := NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Config{Prefix: s.prefix})

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,6 +141,32 @@ func DeleteKeys(ctx context.Context, rdb redis.UniversalClient, pattern string) 
 		rdb.Del(ctx, k)
 	}
 	return len(keys)
+}
+
+// RoundTrips is a go-redis hook counting the requests a client sends (a
+// command, or a whole pipeline, once each).
+type RoundTrips struct{ N atomic.Int64 }
+
+func (h *RoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *RoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.N.Add(1); return next(ctx, cmd) }
+}
+func (h *RoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.N.Add(1); return next(ctx, cmds) }
+}
+
+// OneConn opens dsn with a single connection, so that one session runs
+// every statement and its status (RowsRead) counts them; closed when the
+// test ends.
+func OneConn(t testing.TB, dsn string) *sqlx.DB {
+	t.Helper()
+	db, err := sqlx.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	return db
 }
 
 // RowsRead is how many rows the session of db has read so far (InnoDB

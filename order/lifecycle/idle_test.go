@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"seckill/app/testenv"
@@ -40,12 +39,7 @@ func TestReconcilerIdleCostIndependentOfOrders(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The ledger's MySQL: one connection, so its session counts our reads.
-	single, err := sqlx.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { single.Close() })
-	single.SetMaxOpenConns(1)
+	single := testenv.OneConn(t, dsn)
 	led, err := lifecycle.NewLedger(st, order.NewStore(single), prometheus.NewRegistry(), lifeLog(t), fastRebuild)
 	if err != nil {
 		t.Fatal(err)

@@ -15,10 +15,10 @@ import (
 
 // countedRelayEnv is a stock store whose Redis round trips hook counts,
 // and a broker with a 2-partition orders topic.
-func countedRelayEnv(t *testing.T) (*stock.Store, *roundTrips, []string, string) {
+func countedRelayEnv(t *testing.T) (*stock.Store, *testenv.RoundTrips, []string, string) {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
-	hook := &roundTrips{}
+	hook := &testenv.RoundTrips{}
 	rdb.AddHook(hook)
 	brokers := testenv.Kafka(t)
 	topic := testenv.Topic("orders")
@@ -68,7 +68,7 @@ func TestRelayBatchesAllOutboxes(t *testing.T) {
 			}
 		}
 	}
-	trips, sends := hook.n.Load(), p.sends.Load()
+	trips, sends := hook.N.Load(), p.sends.Load()
 	n, err := r.DrainOnce(ctx)
 	if err != nil || n != len(want) {
 		t.Fatalf("pass: relayed %d, %v; want %d", n, err, len(want))
@@ -77,7 +77,7 @@ func TestRelayBatchesAllOutboxes(t *testing.T) {
 		t.Errorf("%d Kafka sends for 16 outboxes, want 1", got)
 	}
 	// The active sets, the reads, the backlog gauge once a second.
-	if got := hook.n.Load() - trips; got > 3 {
+	if got := hook.N.Load() - trips; got > 3 {
 		t.Errorf("%d Redis round trips for one pass over 16 outboxes, want at most 3", got)
 	}
 	seen := publishedOrders(t, brokers, topic)
@@ -116,11 +116,11 @@ func TestRelayIdleScansOncePerScanEvery(t *testing.T) {
 	go func() { defer close(done); r.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	// Idle for a while: the first pass's scan, then nothing.
-	eventually(t, 10*time.Second, "first scan", func() bool { return hook.n.Load() > 0 })
-	before := hook.n.Load()
+	eventually(t, 10*time.Second, "first scan", func() bool { return hook.N.Load() > 0 })
+	before := hook.N.Load()
 	window := time.NewTimer(time.Second) // a measurement window, not a wait for a state
 	<-window.C
-	if got := hook.n.Load() - before; got > 1 {
+	if got := hook.N.Load() - before; got > 1 {
 		t.Errorf("idle relay: %d Redis round trips in 1s with ScanEvery 1h, want none", got)
 	}
 	want := relayReserve(t, st, 1, 8, 5)

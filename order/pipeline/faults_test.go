@@ -3,12 +3,10 @@ package pipeline_test
 import (
 	"context"
 	"seckill/order/pipeline"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/redis/go-redis/v9"
 
 	"seckill/app/testenv"
 	"seckill/mq"
@@ -115,17 +113,6 @@ func TestRelayRecreatesLostTopic(t *testing.T) {
 	}
 }
 
-// roundTrips counts the requests a Redis client sends.
-type roundTrips struct{ n atomic.Int64 }
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
-}
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
-}
-
 // TestRelayIdleCostIndependentOfItems: an idle relay pass costs the same
 // few Redis round trips with 1 item or 200 items of 8 shards, all settled
 // (it used to poll every shard of every item ever created, forever), and an
@@ -141,11 +128,11 @@ func TestRelayIdleCostIndependentOfItems(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		before := hook.n.Load()
+		before := hook.N.Load()
 		if _, err := r.DrainOnce(ctx); err != nil {
 			t.Fatal(err)
 		}
-		return hook.n.Load() - before
+		return hook.N.Load() - before
 	}
 	if err := st.Warm(ctx, 1, 10, 8); err != nil {
 		t.Fatal(err)
