@@ -91,6 +91,7 @@ type Config struct {
 	Relay struct {
 		BatchSize int64         `yaml:"batch_size"`
 		ClaimIdle time.Duration `yaml:"claim_idle"`
+		Linger    time.Duration `yaml:"linger"`
 	} `yaml:"relay"`
 	Consumer struct {
 		BatchSize int           `yaml:"batch_size"`
@@ -389,6 +390,7 @@ func (c Config) validateOrders() error {
 		positive("order.claim_timeout", c.Order.ClaimTimeout),
 		atLeast("relay.batch_size", c.Relay.BatchSize, 1),
 		positive("relay.claim_idle", c.Relay.ClaimIdle),
+		notNegative("relay.linger", c.Relay.Linger),
 		atLeast("consumer.batch_size", c.Consumer.BatchSize, 1),
 		positive("consumer.batch_wait", c.Consumer.BatchWait),
 		positive("sweeper.interval", c.Sweeper.Interval),

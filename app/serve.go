@@ -314,7 +314,7 @@ func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner 
 	}
 
 	relay, err := pipeline.NewRelay(s.Stock, producer, pipeline.RelayConfig{
-		Topic: cfg.Kafka.Topic, Consumer: owner, BatchSize: cfg.Relay.BatchSize, ClaimIdle: cfg.Relay.ClaimIdle, Shards: shards,
+		Topic: cfg.Kafka.Topic, Consumer: owner, BatchSize: cfg.Relay.BatchSize, ClaimIdle: cfg.Relay.ClaimIdle, Linger: relayLinger(cfg.Relay.Linger), Shards: shards,
 		Renew: connect,
 	}, reg, s.log)
 	if err != nil {
@@ -390,4 +390,13 @@ func newRedis(cfg Config) redis.UniversalClient {
 		ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout, DialTimeout: 2 * time.Second,
 		ContextTimeoutEnabled: true, MaxRetries: 1,
 	})
+}
+
+// relayLinger is the relay's Linger for the configured relay.linger: 0 in
+// the configuration turns lingering off.
+func relayLinger(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -32,6 +32,11 @@ WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_DURATION=${WRK_DURATION:-10}               # seconds per wrk run
 WRK_PURCHASE_RATE=${WRK_PURCHASE_RATE:-10000}  # offered purchases/s (paced)
+MAX_CONNS=${MAX_CONNS:-"64 256"}               # unpaced purchase rounds: wrk connections of each
+MAX_ROUNDS=${MAX_ROUNDS:-2}                    # unpaced rounds per connection count, each next to a ceiling round
+MAX_ROUND_SECONDS=${MAX_ROUND_SECONDS:-3}      # seconds per unpaced round
+MAX_USERS_PER_S=${MAX_USERS_PER_S:-20000}      # users (tokens) made per second of an unpaced round; a round that uses them all reports ">="
+BACKLOG_SECONDS=${BACKLOG_SECONDS:-5}          # seconds of paced purchases while MySQL's orders table is locked
 BENCH_PPROF=${BENCH_PPROF:-}                   # e.g. 127.0.0.1:6060: run bench/cmd/profserve and keep a CPU profile of the wrk purchase phase in bin/
 SERVER_GOMAXPROCS=${SERVER_GOMAXPROCS:-2}      # seckill and the ceiling server
 LOADGEN_GOMAXPROCS=${LOADGEN_GOMAXPROCS:-2}    # k6 and prep
@@ -75,6 +80,7 @@ pid_of() {
   case $1 in
     seckill) echo "$SERVER_PID" ;;
     kafka) echo "$KAFKA_PID" ;;
+    ceiling) echo "$CEILING_PID" ;;
     redis) rcli info server 2>/dev/null | awk -F: '/^process_id:/ { print $2 + 0 }' ;;
     mariadb) sql -e 'SELECT 1' >/dev/null 2>&1 && pgrep -o -x mariadbd || pgrep -o -x mysqld || true ;;
   esac
@@ -285,6 +291,23 @@ wait_drain MIXED "$ITEM_MIXED" "$T1" "$(now)"
 run_k6 soldout "$ITEM_SOLDOUT" "$BENCH_K6_SOLDOUT_RATE"
 
 # ---------------------------------------------------------------- wrk
+# The bare-Gin ceiling runs beside seckill from here on (idle, it costs
+# nothing); its rounds alternate with seckill's.
+GOMAXPROCS=$SERVER_GOMAXPROCS "$BIN/bench-ceiling" -addr "127.0.0.1:$CEILING_PORT" >"$WORK/ceiling.log" 2>&1 &
+CEILING_PID=$!
+for i in $(seq 1 50); do
+  curl -fsS "http://127.0.0.1:$CEILING_PORT/hello" >/dev/null 2>&1 && break
+  [[ $i -lt 50 ]] || die "ceiling server did not start"
+  sleep 0.1
+done
+# rss_watch: samples seckill's resident memory (VmRSS, kB) every 0.2s into
+# $WORK/rss.txt until killed.
+rss_watch() {
+  while kill -0 "$SERVER_PID" 2>/dev/null; do
+    awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status" 2>/dev/null || true
+    sleep 0.2
+  done >"$WORK/rss.txt"
+}
 # Enough users for the paced rate over the whole run; a thread that runs
 # out stops rather than replay a token.
 WRK_USERS=$((WRK_PURCHASE_RATE * WRK_DURATION * 105 / 100 + WRK_CONNS))
@@ -302,9 +325,15 @@ if [[ -n $BENCH_PPROF ]]; then
   curl -fsS "http://$BENCH_PPROF/debug/pprof/profile?seconds=$WRK_DURATION" -o "$BIN/bench-purchase.pprof" &
   PPROF_PID=$!
 fi
+RSS_BEFORE_KB=$(awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status")
+rss_watch &
+RSS_PID=$!
 T0=$(now)
 run_wrk purchase "$BASE" purchase.lua "$WORK/users.txt" "$ITEM_WRK" "$WRK_PURCHASE_RATE" "$WRK_THREADS"
 T1=$(now)
+kill "$RSS_PID" 2>/dev/null || true
+wait "$RSS_PID" 2>/dev/null || true
+RSS_MAX_KB=$(sort -n "$WORK/rss.txt" | tail -1)
 wait_drain WRK "$ITEM_WRK" "$T0" "$T1"
 cpu_snap buy1
 calls_snap buy1
@@ -314,16 +343,84 @@ if [[ -n $PPROF_PID ]]; then
   log "CPU profile of the wrk purchase phase: $BIN/bench-purchase.pprof"
 fi
 
+# Unpaced purchases: as many accepted/s as the server gives with MAX_CONNS
+# connections, each round next to a ceiling round with the same settings
+# (median ratio). Every round has users of its own: a token is never sent
+# twice, so every 202 is a new order.
+read -r -a MAX_CONN_LIST <<<"$MAX_CONNS"
+MAX_USERS=$((MAX_USERS_PER_S * MAX_ROUND_SECONDS))
+ITEM_MAX=$(create_item "wrk unpaced" $((MAX_USERS * MAX_ROUNDS * ${#MAX_CONN_LIST[@]})))
+log "prep: $((MAX_USERS * MAX_ROUNDS * ${#MAX_CONN_LIST[@]})) users for the unpaced rounds (item $ITEM_MAX)"
+GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_MAX" \
+  -n $((MAX_USERS * MAX_ROUNDS * ${#MAX_CONN_LIST[@]})) -workers 64 -out "$WORK/max-users.txt" >&2
+split -l "$MAX_USERS" -d -a 3 "$WORK/max-users.txt" "$WORK/max-users-"
+rm -f "$WORK/max-users.txt"
+SAVED_DURATION=$WRK_DURATION
+WRK_DURATION=$MAX_ROUND_SECONDS
+T0=$(now)
+part=0
+CEIL_TICKS=0
+CEIL_REQS=0
+for r in $(seq 1 "$MAX_ROUNDS"); do
+  for c in "${MAX_CONN_LIST[@]}"; do
+    WRK_CONNS=$c run_wrk "max-$c-$r" "$BASE" purchase.lua "$WORK/max-users-$(printf %03d "$part")" "$ITEM_MAX" 0 "$WRK_THREADS"
+    part=$((part + 1))
+    a=$(cpu_ticks "$CEILING_PID")
+    WRK_CONNS=$c run_wrk "maxceil-$c-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
+    CEIL_TICKS=$((CEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
+    CEIL_REQS=$((CEIL_REQS + $(wrkv "maxceil-$c-$r" requests)))
+  done
+done
+WRK_DURATION=$SAVED_DURATION
+wait_drain MAX "$ITEM_MAX" "$T0" "$(now)"
+# max_summary C: "accepted/s (median round) / ceiling req/s = ratio (rounds: ...)" for C connections.
+max_summary() {
+  local c=$1 r acc ratios="" lines=""
+  for r in $(seq 1 "$MAX_ROUNDS"); do
+    acc=$(awk -v n="$(wrkv "max-$c-$r" s202)" -v d="$(wrkv "max-$c-$r" duration_s)" 'BEGIN { printf "%.0f", n / d }')
+    # A round that sold to every user it had was cut short: its rate is a floor.
+    if [[ $(wrkv "max-$c-$r" s202) -ge $((MAX_USERS - c)) ]]; then acc=">=$acc"; fi
+    lines+="$(awk -v a="${acc#>=}" -v b="$(wrkv "maxceil-$c-$r" rps)" -v s="$acc" 'BEGIN { printf "%.4f %s %.0f", a / b, s, b }')"$'\n'
+  done
+  printf '%s' "$lines" | sort -n | awk -v c="$c" '{ r[NR] = $1; a[NR] = $2; b[NR] = $3; all = all sprintf("%.2f ", $1) }
+    END { m = int((NR + 1) / 2); printf "c=%d: %s/s vs ceiling %s req/s = %.2f (median of %d rounds: %s)", c, a[m], b[m], r[m], NR, all }'
+}
+MAX_ERRORS=0
+for c in "${MAX_CONN_LIST[@]}"; do
+  for r in $(seq 1 "$MAX_ROUNDS"); do
+    MAX_ERRORS=$((MAX_ERRORS + $(wrkv "max-$c-$r" s5xx) + $(wrkv "max-$c-$r" net_errors)))
+  done
+done
+
+# A backlog: MySQL's orders table is locked (the writer waits; the relay
+# keeps filling Kafka) during BACKLOG_SECONDS of paced purchases, then
+# released; the drain rate is the backlog's rows per second from release.
+BACKLOG_USERS=$((WRK_PURCHASE_RATE * BACKLOG_SECONDS * 105 / 100 + WRK_CONNS))
+ITEM_BACKLOG=$(create_item "backlog" "$BACKLOG_USERS")
+GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_BACKLOG" \
+  -n "$BACKLOG_USERS" -workers 64 -out "$WORK/backlog-users.txt" >&2
+coproc LOCKER { mysql --protocol=tcp -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -N -B --unbuffered "$RUN_ID"; }
+echo "LOCK TABLES orders WRITE; SELECT 'locked';" >&"${LOCKER[1]}"
+read -r -t 30 locked <&"${LOCKER[0]}" && [[ $locked == locked ]] || die "could not lock the orders table"
+log "orders table locked: MySQL takes no orders"
+PUBLISHED_BEFORE=$(metric_sum seckill_relay_published_total)
+WRK_DURATION=$BACKLOG_SECONDS run_wrk backlog "$BASE" purchase.lua "$WORK/backlog-users.txt" "$ITEM_BACKLOG" "$WRK_PURCHASE_RATE" "$WRK_THREADS"
+BACKLOG_ACCEPTED=$(wrkv backlog s202)
+# Until the relay has sent everything (the backlog waits in Kafka, not in Redis).
+for _ in $(seq 1 300); do
+  [[ $(($(metric_sum seckill_relay_published_total) - PUBLISHED_BEFORE)) -ge $BACKLOG_ACCEPTED ]] && break
+  sleep 0.1
+done
+echo "UNLOCK TABLES; SELECT 'unlocked';" >&"${LOCKER[1]}"
+read -r -t 30 locked <&"${LOCKER[0]}" || true
+T_UNLOCK=$(now)
+exec {LOCKER[1]}>&-
+log "orders table released with $BACKLOG_ACCEPTED orders waiting"
+wait_drain BACKLOG "$ITEM_BACKLOG" "$T_UNLOCK" "$T_UNLOCK"
+
 # The sold-out crowd holds real purchase tokens (see bench/wrk/soldout.lua).
 GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_SOLDOUT" \
   -n $((WRK_THREADS * 1000)) -workers 64 -out "$WORK/soldout-users.txt" >&2
-GOMAXPROCS=$SERVER_GOMAXPROCS "$BIN/bench-ceiling" -addr "127.0.0.1:$CEILING_PORT" >"$WORK/ceiling.log" 2>&1 &
-CEILING_PID=$!
-for i in $(seq 1 50); do
-  curl -fsS "http://127.0.0.1:$CEILING_PORT/hello" >/dev/null 2>&1 && break
-  [[ $i -lt 50 ]] || die "ceiling server did not start"
-  sleep 0.1
-done
 # Sold-out path and ceiling alternate in short rounds, so noise from other
 # work on the machine hits both alike; the ratio is the median of the
 # rounds' ratios, and the table rows show the median round.
@@ -335,7 +432,10 @@ for r in $(seq 1 "$ROUNDS"); do
   cpu_snap "so${r}a"
   run_wrk "soldout-$r" "$BASE" soldout.lua "$WORK/soldout-users.txt" "$ITEM_SOLDOUT" "$WRK_THREADS"
   cpu_snap "so${r}b"
+  a=$(cpu_ticks "$CEILING_PID")
   run_wrk "ceiling-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
+  CEIL_TICKS=$((CEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
+  CEIL_REQS=$((CEIL_REQS + $(wrkv "ceiling-$r" requests)))
 done
 WRK_DURATION=$SAVED_DURATION
 stop_pid "$CEILING_PID" ceiling
@@ -385,7 +485,7 @@ BENCH_K6_ACCEPTED=$(k6v purchase .accepted)
 MIXED_ACCEPTED=$(k6v mixed .accepted)
 SOLDOUT_ACCEPTED=$(($(k6v soldout .accepted) + $(soldout_sum s202)))
 WRK_ACCEPTED=$(wrkv purchase s202)
-for item in "$ITEM_K6" "$ITEM_MIXED" "$ITEM_SOLDOUT" "$ITEM_WRK"; do
+for item in "$ITEM_K6" "$ITEM_MIXED" "$ITEM_SOLDOUT" "$ITEM_WRK" "$ITEM_MAX" "$ITEM_BACKLOG"; do
   r=$(reserved "$item")
   expect "item $item: MySQL rows == units Redis reserved ($(rows_of "$item") vs $r)" test "$(rows_of "$item")" -eq "$r"
 done
@@ -403,7 +503,9 @@ expect "no user over the per-user limit ($OVER_LIMIT users)" test "$OVER_LIMIT" 
 expect "every reserved order drained into MySQL within 60s" test "$DRAIN_OK" = yes
 expect "mixed: same order_id for every click of one key" test "$(k6v mixed .idempotency_mismatch)" -eq 0
 expect "mixed: another user's key never buys" test "$(k6v mixed .foreign_key_accepted)" -eq 0
-ERRORS=$(($(k6v purchase .errors) + $(k6v mixed .errors) + $(k6v soldout .errors) +
+expect "wrk backlog: 202s wrk got <= MySQL rows <= that + connections ($BACKLOG_ACCEPTED, $(rows_of "$ITEM_BACKLOG"))" \
+  awk -v a="$BACKLOG_ACCEPTED" -v r="$(rows_of "$ITEM_BACKLOG")" -v c="$WRK_CONNS" 'BEGIN { exit !(a <= r && r <= a + c) }'
+ERRORS=$((MAX_ERRORS + $(wrkv backlog s5xx) + $(wrkv backlog net_errors) + $(k6v purchase .errors) + $(k6v mixed .errors) + $(k6v soldout .errors) +
   $(wrkv purchase s5xx) + $(wrkv purchase net_errors) + $(soldout_sum s5xx) + $(soldout_sum net_errors)))
 expect "no 5xx or network errors ($ERRORS)" test "$ERRORS" -eq 0
 
@@ -448,10 +550,16 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   kv "sold-out QPS / bare-Gin QPS (wrk)" "$RATIO = $(fmt0 "$(wrkv soldout rps)") / $(fmt0 "$(wrkv ceiling rps)") (median of $ROUNDS alternating rounds: $ROUND_RATIOS)  target >= 0.90: $RATIO_OK"
   kv "purchase: accepted/s, p99 at $WRK_PURCHASE_RATE r/s offered" \
     "$WRK_ACC_RATE/s, p99 $(fmt2 "$(wrkv purchase p99_ms)") ms   target >= 10000/s, p99 <= 20 ms: $PURCHASE_OK"
+  for c in "${MAX_CONN_LIST[@]}"; do
+    kv "max accepted purchases/s (unpaced)" "$(max_summary "$c")"
+  done
+  kv "orders drained/s after a MySQL backlog" "$DRAIN_BACKLOG_RATE/s ($BACKLOG_ACCEPTED orders waited ${BACKLOG_SECONDS}s+ behind a locked orders table; all in MySQL ${DRAIN_BACKLOG_LAG}s after its release)"
+  kv "seckill RSS at $WRK_PURCHASE_RATE r/s offered" "max $((RSS_MAX_KB / 1024)) MB (before the phase $((RSS_BEFORE_KB / 1024)) MB; peak of the whole run $(awk '/^VmHWM:/ { printf "%d", $2 / 1024 }' "/proc/$SERVER_PID/status") MB)"
   kv "CPU per accepted order (wrk phase + drain)" "$(cpu_per buy0 buy1 "$WRK_ACCEPTED")"
   kv "requests per accepted order (wrk phase + drain)" "$(calls_per buy0 buy1 "$WRK_ACCEPTED")"
   kv "CPU per purchase token issued (prep)" "$(cpu_per tok0 tok1 "$WRK_USERS")"
   kv "CPU per sold-out answer (median round)" "$(cpu_per "so${MEDIAN_ROUND}a" "so${MEDIAN_ROUND}b" "$(wrkv soldout sold_out)")"
+  kv "CPU per bare-Gin hello (every ceiling round)" "$(awk -v d="$CEIL_TICKS" -v n="$CEIL_REQS" -v t="$CLK_TCK" 'BEGIN { printf "%.1f us (the floor of any HTTP answer here)", (n > 0 ? d / t * 1e6 / n : 0) }')"
   kv "oversold (MySQL rows or items.sold > stock)" "$OVERSOLD_DB"
   kv "oversold (seckill_oversold metric)" "$OVERSOLD_METRIC"
   kv "MySQL stock-guard refusals" "$GUARD_REFUSALS"

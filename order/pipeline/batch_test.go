@@ -135,3 +135,56 @@ func TestRelayIdleScansOncePerScanEvery(t *testing.T) {
 		return true
 	})
 }
+
+// TestRelayGathersATrickle: while purchases trickle in one after another,
+// the relay sends what arrived during one Linger in one Kafka send, rather
+// than a pass (a read per outbox and a send) for every purchase or two. The
+// bound is set by the time the purchases took, so a slow machine (fewer,
+// slower purchases per Linger) keeps to it as well as a fast one; without
+// a linger, a pass follows the previous one at once (well under a
+// millisecond apart on loopback) and the sends number in the hundreds.
+func TestRelayGathersATrickle(t *testing.T) {
+	const linger, buyers = 20 * time.Millisecond, 400
+	st, _, brokers, topic := countedRelayEnv(t)
+	p := &countingProducer{SyncProducer: relayProducer(t, brokers)}
+	r, _ := relayNew(t, st, p, pipeline.RelayConfig{Topic: topic, Consumer: "r1", Shards: fixedShards(8), Linger: linger})
+	ctx := context.Background()
+	// The item's outboxes and their consumer groups exist before the
+	// trickle starts, and every later pass finds only new entries.
+	relayReserve(t, st, 1, 8, 40)
+	if _, err := r.DrainOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetShards(ctx, 1, []int64{buyers, buyers, buyers, buyers, buyers, buyers, buyers, buyers}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	sends := p.sends.Load()
+	start := time.Now()
+	want := make([]int64, 0, buyers)
+	for u := range buyers {
+		want = append(want, reserveOne(t, st, 1, 8, int64(10_000+u)))
+	}
+	took := time.Since(start)
+	eventually(t, 10*time.Second, "every purchase relayed", func() bool {
+		seen := publishedOrders(t, brokers, topic)
+		for _, id := range want {
+			if seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// One send per Linger while the trickle lasts, a pass after an idle
+	// wake-up now and then, and the tail.
+	got := p.sends.Load() - sends
+	bound := 2*int64(took/linger) + 4
+	t.Logf("%d purchases in %v: %d Kafka sends (bound %d)", buyers, took.Round(time.Millisecond), got, bound)
+	if got > bound {
+		t.Errorf("%d Kafka sends for %d purchases that took %v, want at most %d (one per %v linger)", got, buyers, took, bound, linger)
+	}
+}

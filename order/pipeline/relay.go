@@ -39,6 +39,15 @@ type RelayConfig struct {
 	ClaimIdle time.Duration
 	// Interval is the pause after a pass that found nothing. Default 20ms.
 	Interval time.Duration
+	// Linger is the shortest time from the start of one pass to the start
+	// of the next while reservations trickle in: after a pass that relayed
+	// some, but less than a full batch, the relay waits out the rest of
+	// Linger, so that the reservations arriving meanwhile go together in
+	// one read per outbox and one Kafka send instead of a pass each (a
+	// 202 does not wait for the relay: the reservation is in its outbox).
+	// A pass that met a full batch is followed at once. Default 5ms;
+	// negative: no linger.
+	Linger time.Duration
 	// ScanEvery is how often the relay reads every slot group's set of
 	// active outboxes (entries written by other instances; default 1s).
 	// Between scans it drains the outboxes it knows and those this
@@ -64,6 +73,9 @@ type RelayConfig struct {
 
 // RelayGroup is the default Redis consumer group of the outboxes.
 const RelayGroup = "relay"
+
+// DefaultLinger is RelayConfig.Linger's default.
+const DefaultLinger = 5 * time.Millisecond
 
 // maxBatches bounds the batches one pass reads from one source of a shard.
 const maxBatches = 16
@@ -135,6 +147,9 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 	if cfg.Interval <= 0 {
 		cfg.Interval = 20 * time.Millisecond
 	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
+	}
 	if cfg.ScanEvery <= 0 {
 		cfg.ScanEvery = time.Second
 	}
@@ -182,12 +197,27 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 func (r *Relay) Run(ctx context.Context) error {
 	failures, idle := 0, 0
 	for {
+		start := time.Now()
 		n, err := r.DrainOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		var wait time.Duration
 		switch {
+		case err == nil && n > 0 && int64(n) < r.cfg.BatchSize && r.cfg.Linger > 0:
+			// A trickle: let the next reservations gather (see Linger).
+			failures, idle = 0, 0
+			if wait = r.cfg.Linger - time.Since(start); wait <= 0 {
+				continue
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			continue
 		case err != nil:
 			failures++
 			wait = mq.Backoff(failures, 50*time.Millisecond, r.cfg.MaxBackoff)
