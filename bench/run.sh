@@ -351,8 +351,16 @@ read -r -a MAX_CONN_LIST <<<"$MAX_CONNS"
 MAX_USERS=$((MAX_USERS_PER_S * MAX_ROUND_SECONDS))
 ITEM_MAX=$(create_item "wrk unpaced" $((MAX_USERS * MAX_ROUNDS * ${#MAX_CONN_LIST[@]})))
 log "prep: $((MAX_USERS * MAX_ROUNDS * ${#MAX_CONN_LIST[@]})) users for the unpaced rounds (item $ITEM_MAX)"
+if [[ -n $BENCH_PPROF ]]; then # the token issue's profile: 5s of this prep
+  curl -fsS "http://$BENCH_PPROF/debug/pprof/profile?seconds=5" -o "$BIN/bench-token.pprof" &
+  PPROF_PID=$!
+fi
 GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_MAX" \
   -n $((MAX_USERS * MAX_ROUNDS * ${#MAX_CONN_LIST[@]})) -workers 64 -out "$WORK/max-users.txt" >&2
+if [[ -n $BENCH_PPROF ]]; then
+  wait "$PPROF_PID" || log "no CPU profile"
+  log "CPU profile of token issues: $BIN/bench-token.pprof"
+fi
 split -l "$MAX_USERS" -d -a 3 "$WORK/max-users.txt" "$WORK/max-users-"
 rm -f "$WORK/max-users.txt"
 SAVED_DURATION=$WRK_DURATION

@@ -87,6 +87,8 @@ var (
 	retakeLua string
 	//go:embed lua/idle.lua
 	idleLua string
+	//go:embed lua/issue.lua
+	issueLua string
 
 	reserveScript = redis.NewScript(reserveLua)
 	takeScript    = redis.NewScript(takeLua)
@@ -98,6 +100,7 @@ var (
 	answerScript  = redis.NewScript(answerLua)
 	retakeScript  = redis.NewScript(retakeLua)
 	idleScript    = redis.NewScript(idleLua)
+	issueScript   = redis.NewScript(issueLua)
 )
 
 // Config tunes a Store.
@@ -285,10 +288,8 @@ func (s *Store) IssueToken(ctx context.Context, itemID, userID int64, shards int
 	tok := hex.EncodeToString(b[:])
 	key := s.keys(itemID, HomeShard(userID, shards), shards).Token(tok)
 	exp := time.Now().Add(s.cfg.TokenTTL)
-	pipe := s.rdb.TxPipeline()
-	pipe.HSet(ctx, key, "u", userID, "st", "n")
-	pipe.Expire(ctx, key, s.cfg.TokenTTL)
-	if _, err := pipe.Exec(ctx); err != nil {
+	// Batched with the purchases and token issues under way (batch.go).
+	if _, err := s.run(ctx, issueScript, []string{key}, []any{userID, s.cfg.TokenTTL.Milliseconds()}); err != nil {
 		return "", time.Time{}, fmt.Errorf("issue token for item %d: %w", itemID, err)
 	}
 	return tok, exp, nil

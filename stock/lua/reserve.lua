@@ -18,15 +18,16 @@ if tok[2] == 'd' then return {tonumber(tok[3]), tok[4] or '0'} end
 if tok[2] == 'c' then return {6, tok[4], tok[5]} end
 local s = redis.call('GET', KEYS[1])
 if not s then return {5} end
-local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if n >= tonumber(ARGV[4]) then
+-- The user's slot is counted here, on the home shard, before any unit is
+-- taken anywhere: that is what keeps the per-user limit across shards.
+-- Counted first and taken back when over the limit: one call, not a read
+-- and a write, in the common case.
+if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) > tonumber(ARGV[4]) then
+  redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
   redis.call('HSET', KEYS[3], 'st', 'd', 'c', 3)
   redis.call('EXPIRE', KEYS[3], ARGV[7])
   return {3}
 end
--- The user's slot is counted here, on the home shard, before any unit is
--- taken anywhere: that is what keeps the per-user limit across shards.
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 if tonumber(s) <= 0 then
   -- Home shard empty: keep the slot claimed while the caller tries the other
   -- shards; finish.lua settles the token (and frees the slot if all are empty).

@@ -1,0 +1,9 @@
+-- issue: a new purchase token: the buyer's, unused, valid for a while.
+-- One script rather than MULTI/HSET/EXPIRE/EXEC, so that token issues go
+-- through the group commit of purchase scripts (batch.go) and a token
+-- never exists without its expiry.
+-- KEYS: 1 token
+-- ARGV: 1 user, 2 validity (ms)
+redis.call('HSET', KEYS[1], 'u', ARGV[1], 'st', 'n')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {0}
