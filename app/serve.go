@@ -121,6 +121,12 @@ func openMySQL(ctx context.Context, cfg Config) (*sqlx.DB, error) {
 	}
 	mc.ParseTime = true
 	mc.Loc = time.UTC
+	// Arguments are put into the statement by the driver: one round trip
+	// per statement, where a server-side prepared statement costs a
+	// prepare, an execute and a close each time (database/sql prepares
+	// every call with arguments on a fresh statement). The driver refuses
+	// it for character sets where escaping is not safe.
+	mc.InterpolateParams = true
 	if mc.DBName != "" {
 		name := mc.DBName
 		mc.DBName = ""
