@@ -340,7 +340,8 @@ calls_snap buy1
 if [[ -n $PPROF_PID ]]; then
   wait "$PPROF_PID" || log "no CPU profile"
   go tool pprof -top -nodecount=25 "$BIN/seckill" "$BIN/bench-purchase.pprof" 2>/dev/null | head -32 >&2 || true
-  log "CPU profile of the wrk purchase phase: $BIN/bench-purchase.pprof"
+  curl -fsS "http://$BENCH_PPROF/debug/pprof/heap" -o "$BIN/bench-heap.pprof" || log "no heap profile"
+  log "CPU profile of the wrk purchase phase: $BIN/bench-purchase.pprof, heap after it: $BIN/bench-heap.pprof"
 fi
 
 # Unpaced purchases: as many accepted/s as the server gives with MAX_CONNS

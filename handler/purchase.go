@@ -17,19 +17,54 @@ type purchaseView struct {
 	Status  string `json:"status"`
 }
 
-// acceptedKey names an accepted purchase: the same key from the same user
+// acceptedKey names an answered purchase: the same key from the same user
 // for the same item is a replay. A struct, not a joined string: the sold-out
-// path looks it up on every request and should not allocate for it.
+// path looks it up on every request and should not allocate for it. The
+// key is held as the bytes it stands for (stock.TokenBytes; only a token
+// the service issued can have a final answer), so the memory of answers
+// holds no pointers and the garbage collector never scans it.
 type acceptedKey struct {
 	item, user int64
-	key        string
+	key        [16]byte
 }
 
 // answer is a purchase key's final answer: an order id, or the business
-// refusal (ErrSoldOut, ErrAlreadyPurchased).
+// refusal.
 type answer struct {
 	orderID int64
-	err     error
+	refusal refusal
+}
+
+// refusal is a final business refusal of a purchase, in a byte.
+type refusal uint8
+
+const (
+	accepted refusal = iota
+	refusedSoldOut
+	refusedLimit
+)
+
+// answerOf is what to remember of Reserve's final answer (see final).
+func answerOf(orderID int64, err error) answer {
+	switch {
+	case err == nil:
+		return answer{orderID: orderID}
+	case errors.Is(err, stock.ErrSoldOut):
+		return answer{refusal: refusedSoldOut}
+	default:
+		return answer{refusal: refusedLimit}
+	}
+}
+
+// err is the remembered refusal as Reserve returned it (nil: accepted).
+func (a answer) err() error {
+	switch a.refusal {
+	case refusedSoldOut:
+		return stock.ErrSoldOut
+	case refusedLimit:
+		return stock.ErrAlreadyPurchased
+	}
+	return nil
 }
 
 // final reports whether err (from Reserve) is an answer a retry of the same
@@ -62,12 +97,15 @@ func (h *Handler) purchase(c *gin.Context, user int64) error {
 		return h.outcome(errSaleEnded)
 	}
 	key := header(c, "Idempotency-Key")
-	replay := acceptedKey{item: id, user: user, key: key}
-	if a, ok := h.answers.get(replay); ok {
-		if a.err != nil {
-			return h.outcome(a.err)
+	tok, issued := stock.TokenBytes(key)
+	replay := acceptedKey{item: id, user: user, key: tok}
+	if issued {
+		if a, ok := h.answers.get(replay); ok {
+			if err := a.err(); err != nil {
+				return h.outcome(err)
+			}
+			return h.accept(c, a.orderID)
 		}
-		return h.accept(c, a.orderID)
 	}
 	release, err := h.Limiter.Acquire(ctx, user)
 	if err != nil {
@@ -82,8 +120,8 @@ func (h *Handler) purchase(c *gin.Context, user int64) error {
 		ItemID: id, UserID: user, Shards: it.Shards, Limit: it.PerUserLimit,
 		Token: key, OrderID: newID,
 	})
-	if final(err) {
-		h.answers.add(replay, answer{orderID: orderID, err: err})
+	if issued && final(err) {
+		h.answers.add(replay, answerOf(orderID, err))
 	}
 	if err != nil {
 		return h.outcome(err)

@@ -278,6 +278,29 @@ func (s *Store) Remaining(ctx context.Context, itemID int64, shards int) ([]int6
 	return out, nil
 }
 
+// MaxTokenLen is the longest purchase token (Idempotency-Key) a purchase
+// takes; a longer one is invalid.
+const MaxTokenLen = 64
+
+// TokenBytes is the 16 bytes a token made by IssueToken stands for (32
+// lowercase hex digits); ok is false for any other string. Two strings
+// that differ are never the same bytes, so the bytes may stand for the
+// token as a map key (one without pointers).
+func TokenBytes(tok string) (b [16]byte, ok bool) {
+	if len(tok) != 2*len(b) {
+		return b, false
+	}
+	for i := range tok {
+		if c := tok[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return b, false
+		}
+	}
+	var src [32]byte
+	copy(src[:], tok)
+	_, err := hex.Decode(b[:], src[:])
+	return b, err == nil
+}
+
 // IssueToken creates a one-time purchase token for user on item, stored on
 // the user's home shard (so the purchase script finds it in the same slot).
 func (s *Store) IssueToken(ctx context.Context, itemID, userID int64, shards int) (string, time.Time, error) {
@@ -334,7 +357,7 @@ func claimMember(itemID int64, home int, token string) string {
 // the token's stored answer (one call), and an unused token is answered sold
 // out, for good, so a retry gets the same answer on every instance.
 func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
-	if p.Token == "" || len(p.Token) > 64 {
+	if p.Token == "" || len(p.Token) > MaxTokenLen {
 		return 0, ErrTokenInvalid
 	}
 	home := HomeShard(p.UserID, p.Shards)

@@ -28,7 +28,28 @@ type Journal struct {
 	lost prometheus.Counter
 }
 
-type journalEntry = stock.Restored
+// journalEntry is a stock.Restored without pointers (the token in place,
+// the time as a number), so the ring, a quarter of a million entries, is
+// memory the garbage collector never scans.
+type journalEntry struct {
+	orderID, itemID, userID int64
+	at                      int64 // Unix nanoseconds
+	home, shards            int32
+	tokenLen                uint8
+	token                   [stock.MaxTokenLen]byte
+}
+
+func toEntry(r stock.Restored) journalEntry {
+	e := journalEntry{orderID: r.OrderID, itemID: r.ItemID, userID: r.UserID, at: r.At.UnixNano(),
+		home: int32(r.Home), shards: int32(r.Shards)}
+	e.tokenLen = uint8(copy(e.token[:], r.Token))
+	return e
+}
+
+func (e *journalEntry) restored() stock.Restored {
+	return stock.Restored{OrderID: e.orderID, ItemID: e.itemID, UserID: e.userID, Home: int(e.home), Shards: int(e.shards),
+		Token: string(e.token[:e.tokenLen]), At: time.Unix(0, e.at)}
+}
 
 // NewJournal returns a Journal of size entries and registers its counter.
 func NewJournal(size int, reg prometheus.Registerer) (*Journal, error) {
@@ -46,9 +67,9 @@ func NewJournal(size int, reg prometheus.Registerer) (*Journal, error) {
 
 // Add records an accepted purchase (Reinject is ignored).
 func (j *Journal) Add(r stock.Restored) {
-	r.Reinject = false
+	e := toEntry(r)
 	j.mu.Lock()
-	j.ring[j.next] = r
+	j.ring[j.next] = e
 	j.next++
 	if j.next == len(j.ring) {
 		j.next, j.full = 0, true
@@ -57,17 +78,18 @@ func (j *Journal) Add(r stock.Restored) {
 }
 
 // entries lists the remembered purchases whose accept time passes keep.
-func (j *Journal) entries(keep func(at time.Time) bool) []journalEntry {
+func (j *Journal) entries(keep func(at time.Time) bool) []stock.Restored {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	n := j.next
 	if j.full {
 		n = len(j.ring)
 	}
-	var out []journalEntry
-	for _, e := range j.ring[:n] {
-		if e.OrderID != 0 && keep(e.At) {
-			out = append(out, e)
+	var out []stock.Restored
+	for i := range j.ring[:n] {
+		e := &j.ring[i]
+		if e.orderID != 0 && keep(time.Unix(0, e.at)) {
+			out = append(out, e.restored())
 		}
 	}
 	return out
@@ -75,7 +97,7 @@ func (j *Journal) entries(keep func(at time.Time) bool) []journalEntry {
 
 // accounted returns which of the purchases MySQL holds, as an order or as a
 // dead letter (refused).
-func accounted(ctx context.Context, orders *order.Store, es []journalEntry) (map[int64]bool, error) {
+func accounted(ctx context.Context, orders *order.Store, es []stock.Restored) (map[int64]bool, error) {
 	ids := make([]int64, len(es))
 	for i, e := range es {
 		ids[i] = e.OrderID

@@ -1,0 +1,28 @@
+package stock
+
+import (
+	"context"
+	"encoding/hex"
+	"strings"
+	"testing"
+)
+
+// TestTokenBytes: the tokens IssueToken makes, and only they, have bytes;
+// two different strings never share them (upper-case hex is another
+// token to Redis, so it must be another key in memory too).
+func TestTokenBytes(t *testing.T) {
+	s, _ := newStore(t, Config{})
+	tok, _, err := s.IssueToken(context.Background(), 5, 7, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := TokenBytes(tok)
+	if !ok || hex.EncodeToString(b[:]) != tok {
+		t.Fatalf("TokenBytes(%q) = %x, %v; want its bytes", tok, b, ok)
+	}
+	for _, bad := range []string{"", tok[:31], tok + "0", strings.ToUpper(tok), "g" + tok[1:], " " + tok[1:], strings.Repeat("z", 32)} {
+		if b, ok := TokenBytes(bad); ok {
+			t.Errorf("TokenBytes(%q) = %x, true; want false", bad, b)
+		}
+	}
+}
