@@ -69,7 +69,7 @@ type Handler struct {
 	// users remembers verified user tokens: a flash sale sees the same
 	// token many times, and HMAC plus JSON decoding is most of the cost of
 	// a refused purchase.
-	users *genCache[string, verifiedUser]
+	users *genCache[tokenDigest, verifiedUser]
 }
 
 // New builds the handler and registers its metrics.
@@ -95,7 +95,7 @@ func New(d Deps) (*Handler, error) {
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
 		answers:    newGenCache[acceptedKey, answer](1 << 18),
-		users:      newGenCache[string, verifiedUser](1 << 16),
+		users:      newGenCache[tokenDigest, verifiedUser](1 << 16),
 	}, nil
 }
 

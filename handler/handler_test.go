@@ -246,7 +246,7 @@ func TestUserTokenCacheHonoursExpiry(t *testing.T) {
 		}
 	}
 	now = now.Add(2 * time.Minute)
-	if _, ok := h.users.get(tok); !ok {
+	if _, ok := h.users.get(digestOf(tok)); !ok {
 		t.Fatal("token not cached")
 	}
 	if id, err := h.parseUser(tok); err == nil {

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"seckill/order"
 	"sync"
@@ -24,36 +25,31 @@ type Journal struct {
 	ring []journalEntry
 	next int
 	full bool
+	// other holds, by ring index, the tokens that are not as IssueToken
+	// makes them (none but a caller's mistake); the ring keeps the rest.
+	other map[int]string
 
 	lost prometheus.Counter
 }
 
-// journalEntry is a stock.Restored without pointers (the token in place,
-// the time as a number), so the ring, a quarter of a million entries, is
-// memory the garbage collector never scans.
+// journalEntry is a stock.Restored without pointers (the token as the 16
+// bytes it stands for, the time as a number), so the ring, a quarter of a
+// million entries, is memory the garbage collector never scans.
 type journalEntry struct {
 	orderID, itemID, userID int64
 	at                      int64 // Unix nanoseconds
 	home, shards            int32
-	tokenLen                uint8
-	token                   [stock.MaxTokenLen]byte
+	token                   [16]byte // stock.TokenBytes
 }
 
-func toEntry(r stock.Restored) journalEntry {
-	e := journalEntry{orderID: r.OrderID, itemID: r.ItemID, userID: r.UserID, at: r.At.UnixNano(),
-		home: int32(r.Home), shards: int32(r.Shards)}
-	e.tokenLen = uint8(copy(e.token[:], r.Token))
-	return e
-}
-
-func (e *journalEntry) restored() stock.Restored {
+func (e *journalEntry) restored(token string) stock.Restored {
 	return stock.Restored{OrderID: e.orderID, ItemID: e.itemID, UserID: e.userID, Home: int(e.home), Shards: int(e.shards),
-		Token: string(e.token[:e.tokenLen]), At: time.Unix(0, e.at)}
+		Token: token, At: time.Unix(0, e.at)}
 }
 
 // NewJournal returns a Journal of size entries and registers its counter.
 func NewJournal(size int, reg prometheus.Registerer) (*Journal, error) {
-	j := &Journal{ring: make([]journalEntry, max(size, 1))}
+	j := &Journal{ring: make([]journalEntry, max(size, 1)), other: map[int]string{}}
 	lost, err := registerShared(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "seckill_orders_lost_total",
 		Help: "Accepted purchases (202) found in neither MySQL nor Redis after Redis lost its data: the durability setting did not cover them.",
@@ -67,9 +63,17 @@ func NewJournal(size int, reg prometheus.Registerer) (*Journal, error) {
 
 // Add records an accepted purchase (Reinject is ignored).
 func (j *Journal) Add(r stock.Restored) {
-	e := toEntry(r)
+	e := journalEntry{orderID: r.OrderID, itemID: r.ItemID, userID: r.UserID, at: r.At.UnixNano(),
+		home: int32(r.Home), shards: int32(r.Shards)}
+	tok, ok := stock.TokenBytes(r.Token)
+	e.token = tok
 	j.mu.Lock()
 	j.ring[j.next] = e
+	if !ok {
+		j.other[j.next] = r.Token
+	} else if len(j.other) > 0 {
+		delete(j.other, j.next)
+	}
 	j.next++
 	if j.next == len(j.ring) {
 		j.next, j.full = 0, true
@@ -88,9 +92,14 @@ func (j *Journal) entries(keep func(at time.Time) bool) []stock.Restored {
 	var out []stock.Restored
 	for i := range j.ring[:n] {
 		e := &j.ring[i]
-		if e.orderID != 0 && keep(time.Unix(0, e.at)) {
-			out = append(out, e.restored())
+		if e.orderID == 0 || !keep(time.Unix(0, e.at)) {
+			continue
 		}
+		tok, odd := j.other[i]
+		if !odd {
+			tok = hex.EncodeToString(e.token[:])
+		}
+		out = append(out, e.restored(tok))
 	}
 	return out
 }
