@@ -6,9 +6,12 @@
 # embedded Kafka broker (kfake) in a process of its own (bench/cmd/kafka),
 # then:
 #   1. k6 purchase spike, mixed clients and sold-out flood (bench/k6),
-#   2. wrk on the purchase flow (users pre-made by bench/cmd/prep), then on
-#      the sold-out path and a bare Gin hello (bench/ceiling) with the same
-#      wrk settings, alternating in short rounds (median ratio reported),
+#   2. wrk on the purchase flow (users pre-made by bench/cmd/prep): paced
+#      (seckill's RSS sampled meanwhile), then unpaced at MAX_CONNS
+#      connections, each round next to a bare Gin hello (bench/ceiling) with
+#      the same wrk settings; then a backlog behind a locked orders table
+#      and its drain; then the sold-out path, alternating with the ceiling
+#      in short rounds (median ratios reported),
 #   3. waits for every accepted order to reach MySQL and checks the promises
 #      there (no oversell, no user twice, items.sold == rows),
 # and prints one results table. Knobs are the env variables below.
