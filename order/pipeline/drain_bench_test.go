@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"strconv"
 	"seckill/order/pipeline"
 	"testing"
 	"time"
@@ -16,10 +17,16 @@ import (
 )
 
 // BenchmarkWriterDrain measures the consumer's drain rate: orders/s from a
-// Kafka topic (4 partitions, embedded broker) into MariaDB, with the
-// production batch size of 500, one group member.
+// Kafka topic (4 partitions, embedded broker) into MariaDB, one group
+// member, at several batch sizes (the production default is 500).
 func BenchmarkWriterDrain(b *testing.B) {
-	const n, batch = 20_000, 500
+	for _, batch := range []int{500, 2000} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) { benchmarkWriterDrain(b, batch) })
+	}
+}
+
+func benchmarkWriterDrain(b *testing.B, batch int) {
+	const n = 20_000
 	ctx := context.Background()
 	_, db := testenv.MySQL(b)
 	store := order.NewStore(db)
@@ -85,5 +92,5 @@ func BenchmarkWriterDrain(b *testing.B) {
 		group.Close()
 	}
 	b.ReportMetric(float64(n*b.N)/total.Seconds(), "orders/s")
-	b.ReportMetric(batch, "batch")
+	b.ReportMetric(float64(batch), "batch")
 }

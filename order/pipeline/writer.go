@@ -82,7 +82,7 @@ func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log 
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "seckill_consumer_batch_size",
 			Help:    "Messages per batch handled by the order writer.",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12), // 1 to 2048
 		}),
 		commitDur: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "seckill_consumer_commit_duration_seconds",
