@@ -2,8 +2,8 @@ package pipeline_test
 
 import (
 	"context"
-	"strconv"
 	"seckill/order/pipeline"
+	"strconv"
 	"testing"
 	"time"
 
