@@ -125,15 +125,7 @@ func TestRelayIdleScansOncePerScanEvery(t *testing.T) {
 		t.Errorf("idle relay: %d Redis round trips in 1s with ScanEvery 1h, want none", got)
 	}
 	want := relayReserve(t, st, 1, 8, 5)
-	eventually(t, 10*time.Second, "this process's purchases relayed without a scan", func() bool {
-		seen := publishedOrders(t, brokers, topic)
-		for _, id := range want {
-			if seen[id] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	eventually(t, 10*time.Second, "this process's purchases relayed without a scan", allPublished(t, brokers, topic, want))
 }
 
 // TestRelayGathersATrickle: while purchases trickle in one after another,
@@ -170,15 +162,7 @@ func TestRelayGathersATrickle(t *testing.T) {
 		want = append(want, reserveOne(t, st, 1, 8, int64(10_000+u)))
 	}
 	took := time.Since(start)
-	eventually(t, 10*time.Second, "every purchase relayed", func() bool {
-		seen := publishedOrders(t, brokers, topic)
-		for _, id := range want {
-			if seen[id] == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	eventually(t, 10*time.Second, "every purchase relayed", allPublished(t, brokers, topic, want))
 	// One send per Linger while the trickle lasts, a pass after an idle
 	// wake-up now and then, and the tail.
 	got := p.sends.Load() - sends
@@ -186,5 +170,18 @@ func TestRelayGathersATrickle(t *testing.T) {
 	t.Logf("%d purchases in %v: %d Kafka sends (bound %d)", buyers, took.Round(time.Millisecond), got, bound)
 	if got > bound {
 		t.Errorf("%d Kafka sends for %d purchases that took %v, want at most %d (one per %v linger)", got, buyers, took, bound, linger)
+	}
+}
+
+// allPublished reports whether every order of want is in the topic.
+func allPublished(t *testing.T, brokers []string, topic string, want []int64) func() bool {
+	return func() bool {
+		seen := publishedOrders(t, brokers, topic)
+		for _, id := range want {
+			if seen[id] == 0 {
+				return false
+			}
+		}
+		return true
 	}
 }

@@ -203,6 +203,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		}
 		var wait time.Duration
+		lingering := false
 		switch {
 		case err == nil && n > 0 && int64(n) < r.cfg.BatchSize && r.cfg.Linger > 0:
 			// A trickle: let the next reservations gather (see Linger).
@@ -210,14 +211,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			if wait = r.cfg.Linger - time.Since(start); wait <= 0 {
 				continue
 			}
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
-			continue
+			lingering = true
 		case err != nil:
 			failures++
 			wait = mq.Backoff(failures, 50*time.Millisecond, r.cfg.MaxBackoff)
@@ -233,9 +227,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			continue // more may be waiting
 		}
 		// Idle, a purchase here that wrote to an outbox ends the wait; a
-		// failing pass keeps its backoff.
+		// failing pass keeps its backoff, a lingering one its linger.
 		var touched <-chan struct{}
-		if err == nil {
+		if err == nil && !lingering {
 			touched = r.st.Touched()
 		}
 		t := time.NewTimer(wait)
