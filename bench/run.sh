@@ -440,6 +440,8 @@ ROUNDS=${SOLDOUT_ROUNDS:-3}
 SAVED_DURATION=$WRK_DURATION
 WRK_DURATION=${SOLDOUT_ROUND_SECONDS:-6}
 SOLDOUT_N=0
+CEILHDR_TICKS=0
+CEILHDR_REQS=0
 for r in $(seq 1 "$ROUNDS"); do
   cpu_snap "so${r}a"
   run_wrk "soldout-$r" "$BASE" soldout.lua "$WORK/soldout-users.txt" "$ITEM_SOLDOUT" "$WRK_THREADS"
@@ -448,7 +450,16 @@ for r in $(seq 1 "$ROUNDS"); do
   run_wrk "ceiling-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
   CEIL_TICKS=$((CEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
   CEIL_REQS=$((CEIL_REQS + $(wrkv "ceiling-$r" requests)))
+  # The same hello, with a sold-out purchase's headers.
+  a=$(cpu_ticks "$CEILING_PID")
+  run_wrk "ceilhdr-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua headers
+  CEILHDR_TICKS=$((CEILHDR_TICKS + $(cpu_ticks "$CEILING_PID") - a))
+  CEILHDR_REQS=$((CEILHDR_REQS + $(wrkv "ceilhdr-$r" requests)))
 done
+HDR_RATIOS=$(for r in $(seq 1 "$ROUNDS"); do
+  awk -v a="$(wrkv "soldout-$r" rps)" -v b="$(wrkv "ceilhdr-$r" rps)" 'BEGIN { printf "%.2f\n", a / b }'
+done | sort -n)
+HDR_RATIO=$(echo "$HDR_RATIOS" | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }')
 WRK_DURATION=$SAVED_DURATION
 stop_pid "$CEILING_PID" ceiling
 CEILING_PID=""
@@ -571,6 +582,8 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   kv "requests per accepted order (wrk phase + drain)" "$(calls_per buy0 buy1 "$WRK_ACCEPTED")"
   kv "CPU per purchase token issued (prep)" "$(cpu_per tok0 tok1 "$WRK_USERS")"
   kv "CPU per sold-out answer (median round)" "$(cpu_per "so${MEDIAN_ROUND}a" "so${MEDIAN_ROUND}b" "$(wrkv soldout sold_out)")"
+  kv "sold-out QPS / hello QPS with its headers" "$HDR_RATIO (median of $ROUNDS rounds: $(echo $HDR_RATIOS); the same hello carrying a sold-out purchase's Authorization and Idempotency-Key: the ceiling for requests of that size)"
+  kv "CPU per hello with a purchase's headers" "$(awk -v d="$CEILHDR_TICKS" -v n="$CEILHDR_REQS" -v t="$CLK_TCK" 'BEGIN { printf "%.1f us", (n > 0 ? d / t * 1e6 / n : 0) }')"
   kv "CPU per bare-Gin hello (every ceiling round)" "$(awk -v d="$CEIL_TICKS" -v n="$CEIL_REQS" -v t="$CLK_TCK" 'BEGIN { printf "%.1f us (the floor of any HTTP answer here)", (n > 0 ? d / t * 1e6 / n : 0) }')"
   kv "oversold (MySQL rows or items.sold > stock)" "$OVERSOLD_DB"
   kv "oversold (seckill_oversold metric)" "$OVERSOLD_METRIC"
