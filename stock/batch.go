@@ -12,8 +12,9 @@ import (
 // arrive while another one's round trip to Redis is under way wait for it,
 // then go together, in one pipeline: each is still its own atomic script
 // call, with its own answer, but Redis and this process handle one request
-// (one read, one write on each side) for all of them. A lone purchase goes at once, as one
-// command: there is no timer, so batching adds no latency when it is quiet.
+// (one read, one write on each side) for all of them. A lone purchase goes
+// at once, as one command: there is no timer, so batching adds no latency
+// when it is quiet.
 //
 // No goroutine of its own: the first caller to find the batcher idle leads;
 // it runs what is queued, then hands the lead to the first call that queued

@@ -301,6 +301,10 @@ func TokenBytes(tok string) (b [16]byte, ok bool) {
 	return b, err == nil
 }
 
+// TokenString is the token that b stands for: TokenBytes the other way,
+// and the form IssueToken gives out.
+func TokenString(b [16]byte) string { return hex.EncodeToString(b[:]) }
+
 // IssueToken creates a one-time purchase token for user on item, stored on
 // the user's home shard (so the purchase script finds it in the same slot).
 func (s *Store) IssueToken(ctx context.Context, itemID, userID int64, shards int) (string, time.Time, error) {
@@ -308,7 +312,7 @@ func (s *Store) IssueToken(ctx context.Context, itemID, userID int64, shards int
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", time.Time{}, err
 	}
-	tok := hex.EncodeToString(b[:])
+	tok := TokenString(b)
 	key := s.keys(itemID, HomeShard(userID, shards), shards).Token(tok)
 	exp := time.Now().Add(s.cfg.TokenTTL)
 	// Batched with the purchases and token issues under way (batch.go).

@@ -2,7 +2,6 @@ package stock
 
 import (
 	"context"
-	"encoding/hex"
 	"strings"
 	"testing"
 )
@@ -17,7 +16,7 @@ func TestTokenBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, ok := TokenBytes(tok)
-	if !ok || hex.EncodeToString(b[:]) != tok {
+	if !ok || TokenString(b) != tok {
 		t.Fatalf("TokenBytes(%q) = %x, %v; want its bytes", tok, b, ok)
 	}
 	for _, bad := range []string{"", tok[:31], tok + "0", strings.ToUpper(tok), "g" + tok[1:], " " + tok[1:], strings.Repeat("z", 32)} {

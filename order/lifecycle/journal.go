@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"seckill/order"
 	"sync"
@@ -97,7 +96,7 @@ func (j *Journal) entries(keep func(at time.Time) bool) []stock.Restored {
 		}
 		tok, odd := j.other[i]
 		if !odd {
-			tok = hex.EncodeToString(e.token[:])
+			tok = stock.TokenString(e.token)
 		}
 		out = append(out, e.restored(tok))
 	}
