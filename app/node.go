@@ -13,13 +13,13 @@ import (
 	"github.com/bwmarrin/snowflake"
 	"github.com/redis/go-redis/v9"
 
-	"seckill/handler"
+	"seckill/order/sale"
 	"seckill/stock"
 )
 
 // errNodeLease: the node id lease could not be confirmed lately, so another
 // instance may hold the id; making ids now could collide.
-var errNodeLease = fmt.Errorf("node id lease not confirmed: %w", handler.ErrNoOrderID)
+var errNodeLease = fmt.Errorf("node id lease not confirmed: %w", sale.ErrNoOrderID)
 
 // nodeLease holds one of the 256 instance node ids as a bsm/redislock
 // lease (the same mechanism as the sweeper's and reconciler's), so two

@@ -28,6 +28,7 @@ import (
 	"seckill/migrations"
 	"seckill/mq"
 	"seckill/order"
+	"seckill/order/sale"
 	"seckill/stock"
 )
 
@@ -45,14 +46,8 @@ type Server struct {
 	// lag reads the order writer's consumer lag once Kafka is connected.
 	lag     atomic.Pointer[func() (int64, error)]
 	journal *lifecycle.Journal
-	// owner names this instance (leases, heartbeats); lossSeen is when it
-	// first saw the pending Redis loss (unix ns).
-	owner    string
-	lossSeen atomic.Int64
-	// runID is the Redis run id last seen (rebuildLost's loop only), and
-	// runIDAt when.
-	runID   string
-	runIDAt time.Time
+	// owner names this instance (leases, heartbeats).
+	owner string
 	// checkNow wakes the loss watcher at once (Redis restarted).
 	checkNow chan struct{}
 	done     chan struct{}
@@ -237,9 +232,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		return nil, err
 	}
 	h, err := handler.New(handler.Deps{
-		Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: node,
+		Sale: sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: node,
+			Ledger: parts.ledger, Journal: journal}),
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: log, Registry: reg,
-		Ledger: parts.ledger, Journal: journal,
 		Ready: func(ctx context.Context) error {
 			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx))
 		},

@@ -87,7 +87,7 @@ func digestOf(tok string) tokenDigest {
 // verified is only checked for expiry: same bytes, same signature.
 func (h *Handler) parseUser(tok string) (int64, error) {
 	key := digestOf(tok)
-	if v, ok := h.users.get(key); ok && h.Now().UnixNano() < v.exp {
+	if v, ok := h.users.Get(key); ok && h.Now().UnixNano() < v.exp {
 		return v.id, nil
 	}
 	var claims jwt.RegisteredClaims
@@ -99,7 +99,7 @@ func (h *Handler) parseUser(tok string) (int64, error) {
 	if !ok {
 		return 0, errors.New("sub is not a positive user id")
 	}
-	h.users.add(key, verifiedUser{id: id, exp: claims.ExpiresAt.Time.UnixNano()})
+	h.users.Add(key, verifiedUser{id: id, exp: claims.ExpiresAt.Time.UnixNano()})
 	return id, nil
 }
 

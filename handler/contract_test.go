@@ -15,11 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bsm/redislock"
 	"github.com/golang-jwt/jwt/v5"
 	"gopkg.in/yaml.v3"
 
 	"seckill/order"
+	"seckill/order/sale"
+	"seckill/stock"
 )
 
 // do sends one request through the fixture's checked engine.
@@ -402,8 +403,8 @@ func TestIdempotencyKeyHeader(t *testing.T) {
 func TestPassingDependencyStates(t *testing.T) {
 	for _, err := range []error{
 		fmt.Errorf("rebuild item 1: %w", lifecycle.ErrNotSettled),
-		fmt.Errorf("rebuild item 1: lease sweeper: %w", redislock.ErrNotObtained),
-		fmt.Errorf("node id lease not confirmed: %w", ErrNoOrderID),
+		fmt.Errorf("rebuild item 1: lease sweeper: %w", stock.ErrLeaseHeld),
+		fmt.Errorf("node id lease not confirmed: %w", sale.ErrNoOrderID),
 	} {
 		p, internal := toProblem(err)
 		if p.Status != http.StatusServiceUnavailable || p.Code != CodeUnavailable || internal || p.retryAfter < time.Second {

@@ -1,75 +1,46 @@
-// Package handler is the HTTP transport: Gin routes, auth, admission and the
-// one table that turns errors into problem+json answers.
+// Package handler is the HTTP transport: Gin routes, auth, and the one
+// table that turns the sale's outcomes into problem+json answers. The
+// sale's rules are package sale's; a handler parses, calls it and renders.
 package handler
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"seckill/order/lifecycle"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"seckill/limiter"
-	"seckill/order"
-	"seckill/stock"
+	"seckill/order/sale"
 )
 
 // Deps is what the handlers need, built by app.
 type Deps struct {
-	Stock   *stock.Store
-	Orders  *order.Store
-	Limiter *limiter.Limiter
-	// IDs makes order ids, unique among running instances.
-	IDs        IDs
+	// Sale runs the sale's rules; the handlers parse, call it and render.
+	Sale       *sale.Sale
 	AdminToken string
 	JWTSecret  string
 	Log        *slog.Logger
 	Registry   *prometheus.Registry
 	// Ready reports whether the dependencies answer (for /readyz).
 	Ready func(ctx context.Context) error
-	// Ledger gives the reconciliation numbers of an item and rebuilds its
-	// Redis stock; nil disables those admin endpoints.
-	Ledger Ledger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// Journal, if set, remembers accepted purchases so that ones Redis
-	// lost with its data are counted.
-	Journal *lifecycle.Journal
-}
-
-// IDs makes order ids; an error means no id can be made safely now.
-type IDs interface {
-	// NextID makes an id for the slot group g (stock.HomeGroup of the
-	// purchase): stock.OrderGroup of the id is g.
-	NextID(g int) (int64, error)
-}
-
-// Ledger is the reconciler as the admin endpoints use it.
-type Ledger interface {
-	Stats(ctx context.Context, it order.Item) (any, error)
-	Rebuild(ctx context.Context, it order.Item) error
 }
 
 // Handler serves the API.
 type Handler struct {
 	Deps
-	items      *itemCache
 	metrics    *metrics
 	parser     *jwt.Parser
 	jwtSecret  []byte
 	adminToken []byte
-	// answers remembers the final answers of purchase keys, so a retried
-	// key gets its answer again without Redis (bounded; a forgotten one
-	// costs one Redis call, which reads the answer Redis keeps).
-	answers *genCache[acceptedKey, answer]
 	// users remembers verified user tokens: a flash sale sees the same
 	// token many times, and HMAC plus JSON decoding is most of the cost of
 	// a refused purchase.
-	users *genCache[tokenDigest, verifiedUser]
+	users *sale.Recent[tokenDigest, verifiedUser]
 }
 
 // New builds the handler and registers its metrics.
@@ -89,13 +60,11 @@ func New(d Deps) (*Handler, error) {
 	}
 	return &Handler{
 		Deps:       d,
-		items:      newItemCache(d.Orders, d.Now),
 		metrics:    m,
 		parser:     jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(d.Now)),
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
-		answers:    newGenCache[acceptedKey, answer](1 << 18),
-		users:      newGenCache[tokenDigest, verifiedUser](1 << 16),
+		users:      sale.NewRecent[tokenDigest, verifiedUser](1 << 16),
 	}, nil
 }
 

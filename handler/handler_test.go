@@ -21,6 +21,7 @@ import (
 	"seckill/handler/contract"
 	"seckill/limiter"
 	"seckill/order"
+	"seckill/order/sale"
 	"seckill/stock"
 )
 
@@ -78,8 +79,8 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(lim.Close)
-	h, err := New(Deps{Stock: st, Orders: orders, Limiter: lim, IDs: ids, AdminToken: benchAdmin,
-		JWTSecret: benchSecret, Registry: reg})
+	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids}),
+		AdminToken: benchAdmin, JWTSecret: benchSecret, Registry: reg})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -246,7 +247,7 @@ func TestUserTokenCacheHonoursExpiry(t *testing.T) {
 		}
 	}
 	now = now.Add(2 * time.Minute)
-	if _, ok := h.users.get(digestOf(tok)); !ok {
+	if _, ok := h.users.Get(digestOf(tok)); !ok {
 		t.Fatal("token not cached")
 	}
 	if id, err := h.parseUser(tok); err == nil {

@@ -16,12 +16,14 @@ import (
 
 	"seckill/limiter"
 	"seckill/order"
+	"seckill/order/sale"
 	"seckill/stock"
 )
 
 // TestToProblem checks the fast paths of toProblem (a bare *Problem or
 // sentinel) answer what the errors.Is/As paths answer for the same error
-// wrapped.
+// wrapped, and that the stores' sentinels are answered as the sale's
+// outcomes they stand for.
 func TestToProblem(t *testing.T) {
 	lim, err := limiter.New(limiter.Config{UserRate: 0.001, UserBurst: 1}, prometheus.NewRegistry())
 	if err != nil {
@@ -52,8 +54,11 @@ func TestToProblem(t *testing.T) {
 		{"wrapped sentinel", fmt.Errorf("reserve item 1: %w", stock.ErrSoldOut), 409, CodeSoldOut, "", false},
 		{"order sentinel", order.ErrNotFound, 404, CodeNotFound, "", false},
 		{"bare retryable sentinel", stock.ErrNotReady, 503, CodeUnavailable, "1", false},
-		{"bare problem", errSaleEnded, 410, CodeSaleEnded, "", false},
-		{"wrapped problem", fmt.Errorf("check window: %w", errSaleNotStarted), 403, CodeSaleNotStarted, "", false},
+		{"bare problem", errNotJSON, 415, CodeUnsupportedMediaType, "", false},
+		{"wrapped problem", fmt.Errorf("read key: %w", errDuplicateKey), 400, CodeInvalidRequest, "", false},
+		{"bare sale outcome", sale.ErrEnded, 410, CodeSaleEnded, "", false},
+		{"wrapped sale outcome", fmt.Errorf("check window: %w", sale.ErrNotStarted), 403, CodeSaleNotStarted, "", false},
+		{"sale outcome with a cause", fmt.Errorf("purchase: %w", sale.ErrorOf(rejection)), 429, CodeRateLimited, wantRetry, false},
 		{"bare limiter sentinel", limiter.ErrLimited, 429, CodeRateLimited, "1", false},
 		{"limiter rejection", rejection, 429, CodeRateLimited, wantRetry, false},
 		{"cancelled", fmt.Errorf("reserve: %w", context.Canceled), 499, CodeUnavailable, "", false},

@@ -17,7 +17,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"seckill/order"
-	"seckill/stock"
+	"seckill/order/sale"
 )
 
 // Input bounds of an item.
@@ -137,25 +137,6 @@ func pathID(c *gin.Context) (int64, error) {
 	return id, nil
 }
 
-// pathItem is the item the path's :id names.
-func (h *Handler) pathItem(c *gin.Context) (order.Item, error) {
-	id, err := pathID(c)
-	if err != nil {
-		return order.Item{}, err
-	}
-	return h.items.get(c.Request.Context(), id)
-}
-
-// remaining sums the item's shards; a shard Redis lost (-1) counts as 0 and
-// is reported in missing.
-func remaining(shards []int64) (total int64, missing bool) {
-	for _, n := range shards {
-		total += max(n, 0)
-		missing = missing || n < 0
-	}
-	return total, missing
-}
-
 type createItemRequest struct {
 	Name         string     `json:"name"`
 	Stock        *int64     `json:"stock"`
@@ -252,113 +233,86 @@ func (h *Handler) createItem(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
-	it, err = h.Orders.CreateItem(c.Request.Context(), it)
+	st, err := h.Sale.CreateItem(c.Request.Context(), it)
 	if err != nil {
 		return err
 	}
-	// MySQL first: an item warmed in Redis but absent from MySQL could sell
-	// units no consumer can store. A failed warm leaves shard keys missing,
-	// which purchases answer with 503 until a rebuild warms them.
-	if err := h.Stock.Warm(c.Request.Context(), it.ID, it.Stock, it.Shards); err != nil {
-		return err
-	}
-	h.items.put(it)
-	c.Header("Location", itemPath(it.ID))
-	c.JSON(http.StatusCreated, itemView{Item: it, Remaining: it.Stock})
+	c.Header("Location", itemPath(st.ID))
+	c.JSON(http.StatusCreated, viewOfItem(st))
 	return nil
+}
+
+func viewOfItem(st sale.ItemState) itemView {
+	return itemView{Item: st.Item, Remaining: st.Remaining, SoldOut: st.SoldOut}
 }
 
 // itemPath is where an item is read: the Location of a created one.
 func itemPath(id int64) string { return "/api/v1/items/" + strconv.FormatInt(id, 10) }
 
 func (h *Handler) getItem(c *gin.Context) error {
-	it, err := h.pathItem(c)
+	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	rem, err := h.Stock.Remaining(c.Request.Context(), it.ID, it.Shards)
+	st, err := h.Sale.ItemState(c.Request.Context(), id)
 	if err != nil {
 		return err
 	}
-	total, missing := remaining(rem)
-	if missing {
-		// Redis lost a shard: unknown, not sold out.
-		return stock.ErrNotReady
-	}
-	c.JSON(http.StatusOK, itemView{Item: it, Remaining: total, SoldOut: total == 0})
+	c.JSON(http.StatusOK, viewOfItem(st))
 	return nil
 }
 
-// issueToken makes a purchase token. It goes through admission like a
-// purchase (a token is a Redis write), and once this instance saw the item
-// sold out it answers so without Redis: a token for a sold-out item could
-// only ever be answered sold out.
+// issueToken makes a purchase token (sale.IssueToken).
 func (h *Handler) issueToken(c *gin.Context, user int64) error {
-	it, err := h.pathItem(c)
+	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	if it.EndsAt != nil && !h.Now().Before(*it.EndsAt) {
-		return errSaleEnded
-	}
-	if h.Stock.SoldOut(it.ID) {
-		return stock.ErrSoldOut
-	}
-	release, err := h.Limiter.Acquire(c.Request.Context(), user)
+	tok, err := h.Sale.IssueToken(c.Request.Context(), id, user)
 	if err != nil {
 		return err
 	}
-	defer release()
-	tok, exp, err := h.Stock.IssueToken(c.Request.Context(), it.ID, user, it.Shards)
-	if err != nil {
-		return err
-	}
-	c.JSON(http.StatusCreated, gin.H{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
+	c.JSON(http.StatusCreated, gin.H{"token": tok.Token, "expires_at": tok.ExpiresAt.UTC().Format(time.RFC3339)})
 	return nil
 }
 
 // statsView is what an operator sees of an item.
 type statsView struct {
-	ItemID    int64   `json:"item_id"`
-	Stock     int64   `json:"stock"`
-	Remaining int64   `json:"remaining"`
-	Reserved  int64   `json:"reserved"`
-	Shards    []int64 `json:"shards"`
-	Ledger    any     `json:"ledger,omitempty"`
+	ItemID    int64             `json:"item_id"`
+	Stock     int64             `json:"stock"`
+	Remaining int64             `json:"remaining"`
+	Reserved  int64             `json:"reserved"`
+	Shards    []int64           `json:"shards"`
+	Ledger    *sale.LedgerStats `json:"ledger,omitempty"`
+}
+
+func viewOfStats(v sale.Stats) statsView {
+	return statsView{ItemID: v.ItemID, Stock: v.Stock, Remaining: v.Remaining, Reserved: v.Reserved,
+		Shards: v.Shards, Ledger: v.Ledger}
 }
 
 func (h *Handler) stats(c *gin.Context) error {
-	ctx := c.Request.Context()
-	it, err := h.pathItem(c)
+	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	rem, err := h.Stock.Remaining(ctx, it.ID, it.Shards)
+	v, err := h.Sale.Stats(c.Request.Context(), id)
 	if err != nil {
 		return err
 	}
-	v := statsView{ItemID: it.ID, Stock: it.Stock, Shards: rem}
-	v.Remaining, _ = remaining(rem)
-	v.Reserved = it.Stock - v.Remaining
-	if h.Ledger != nil {
-		if v.Ledger, err = h.Ledger.Stats(ctx, it); err != nil {
-			return err
-		}
-	}
-	c.JSON(http.StatusOK, v)
+	c.JSON(http.StatusOK, viewOfStats(v))
 	return nil
 }
 
 func (h *Handler) rebuild(c *gin.Context) error {
-	it, err := h.pathItem(c)
+	id, err := pathID(c)
 	if err != nil {
 		return err
 	}
-	if h.Ledger == nil {
-		return errors.New("rebuild: no reconciler configured")
-	}
-	if err := h.Ledger.Rebuild(c.Request.Context(), it); err != nil {
+	v, err := h.Sale.Rebuild(c.Request.Context(), id)
+	if err != nil {
 		return err
 	}
-	return h.stats(c)
+	c.JSON(http.StatusOK, viewOfStats(v))
+	return nil
 }

@@ -5,16 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"seckill/order/lifecycle"
 	"strconv"
 	"time"
 
-	"github.com/bsm/redislock"
 	"github.com/gin-gonic/gin"
 
-	"seckill/limiter"
-	"seckill/order"
-	"seckill/stock"
+	"seckill/order/sale"
 )
 
 // Problem is an RFC 9457 problem+json body with a stable machine code.
@@ -80,15 +76,9 @@ func unauthorized(detail, challenge string) *Problem {
 	return p
 }
 
-// ErrNoOrderID is the failure of a Deps.IDs that cannot make an order id
-// safely now (its node id lease is unconfirmed): a dependency state that
-// passes, so 503 with Retry-After. An IDs implementation wraps it.
-var ErrNoOrderID = errors.New("no order id can be made safely now")
-
-// errSaleNotStarted and errSaleEnded are the sale window refusals.
+// Problems of the transport itself (the request, its credentials), and
+// the answers to errors that are no outcome of the sale.
 var (
-	errSaleNotStarted = newProblem(http.StatusForbidden, CodeSaleNotStarted, "the sale has not started yet")
-	errSaleEnded      = newProblem(http.StatusGone, CodeSaleEnded, "the sale has ended")
 	// RFC 6750 section 3.1: a request without a token gets no error code.
 	errNoToken  = unauthorized("missing bearer token", `Bearer realm="seckill"`)
 	errBadToken = unauthorized("invalid or expired bearer token",
@@ -96,69 +86,80 @@ var (
 	errDuplicateKey = invalid("send the Idempotency-Key header once")
 	errNotJSON      = newProblem(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type must be application/json")
 	errNotFound     = newProblem(http.StatusNotFound, CodeNotFound, "no such resource")
-	errOrderPending = retryable(newProblem(http.StatusConflict, CodeOrderPending,
-		"the order is accepted but not stored yet; retry shortly"), time.Second)
-	errInternal = retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
+	errInternal     = retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
 		"a dependency is unavailable; retry shortly"), time.Second)
 	errCancelled = newProblem(499, CodeUnavailable, "request cancelled")
 )
 
-// statusTable maps expected outcomes of the packages to their problem: the
-// one place errors become HTTP statuses. Bodies are encoded once.
-var statusTable = []struct {
-	err error
-	p   *Problem
+// kindTable maps the sale's outcomes to HTTP: the one place they become
+// statuses and problem codes. The detail is the outcome's message; a
+// Retry-After is sent when the outcome says when to retry.
+var kindTable = [sale.NumKinds]struct {
+	status int
+	code   string
 }{
-	{stock.ErrSoldOut, newProblem(http.StatusConflict, CodeSoldOut, "the item is sold out")},
-	{stock.ErrAlreadyPurchased, newProblem(http.StatusConflict, CodePurchaseLimit, "you already bought your limit of this item")},
-	{stock.ErrTokenInvalid, newProblem(http.StatusForbidden, CodeTokenInvalid, "the Idempotency-Key is not a valid purchase token of yours for this item")},
-	{stock.ErrPurchaseInProgress, retryable(newProblem(http.StatusConflict, CodePurchaseInProgress, "this purchase is still being processed; retry shortly"), time.Second)},
-	{stock.ErrNotReady, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable, "stock is being rebuilt; retry shortly"), time.Second)},
-	{limiter.ErrLimited, retryable(newProblem(http.StatusTooManyRequests, CodeRateLimited, "too many requests"), time.Second)},
-	{limiter.ErrOverloaded, retryable(newProblem(http.StatusServiceUnavailable, CodeOverloaded, "the service is overloaded"), time.Second)},
-	{order.ErrNotFound, newProblem(http.StatusNotFound, CodeNotFound, "no such resource")},
-	{order.ErrInvalidItem, newProblem(http.StatusBadRequest, CodeInvalidRequest, "the item is invalid")},
-	{order.ErrAlreadyPaid, newProblem(http.StatusConflict, CodeAlreadyPaid, "the order is already paid")},
-	{order.ErrPaymentExpired, newProblem(http.StatusConflict, CodePaymentExpired, "the payment window of the order has closed")},
-	{order.ErrCancelled, newProblem(http.StatusConflict, CodeOrderCancelled, "the order was cancelled")},
-	// Passing states of the dependencies, not failures: answered without
-	// logging an error, and retrying later helps.
-	{lifecycle.ErrNotSettled, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
-		"orders are still moving between Redis, Kafka and MySQL; sales of the item stay stopped until a rebuild succeeds, retry it"), 5*time.Second)},
-	{redislock.ErrNotObtained, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
-		"another instance holds the lease this needs; retry shortly"), time.Second)},
-	{ErrNoOrderID, retryable(newProblem(http.StatusServiceUnavailable, CodeUnavailable,
-		"no order id can be made safely now; retry shortly"), time.Second)},
+	sale.Internal:       {http.StatusServiceUnavailable, CodeUnavailable},
+	sale.Invalid:        {http.StatusBadRequest, CodeInvalidRequest},
+	sale.NotFound:       {http.StatusNotFound, CodeNotFound},
+	sale.SoldOut:        {http.StatusConflict, CodeSoldOut},
+	sale.LimitReached:   {http.StatusConflict, CodePurchaseLimit},
+	sale.TokenInvalid:   {http.StatusForbidden, CodeTokenInvalid},
+	sale.NotStarted:     {http.StatusForbidden, CodeSaleNotStarted},
+	sale.Ended:          {http.StatusGone, CodeSaleEnded},
+	sale.InProgress:     {http.StatusConflict, CodePurchaseInProgress},
+	sale.Pending:        {http.StatusConflict, CodeOrderPending},
+	sale.AlreadyPaid:    {http.StatusConflict, CodeAlreadyPaid},
+	sale.PaymentExpired: {http.StatusConflict, CodePaymentExpired},
+	sale.Cancelled:      {http.StatusConflict, CodeOrderCancelled},
+	sale.RateLimited:    {http.StatusTooManyRequests, CodeRateLimited},
+	sale.Overloaded:     {http.StatusServiceUnavailable, CodeOverloaded},
+	sale.Unavailable:    {http.StatusServiceUnavailable, CodeUnavailable},
 }
 
+// saleProblem is the problem of a sale outcome.
+func saleProblem(e *sale.Error) *Problem {
+	row := kindTable[e.Kind]
+	p := newProblem(row.status, row.code, e.Message)
+	if e.RetryAfter > 0 {
+		p = retryable(p, e.RetryAfter)
+	}
+	return p
+}
+
+// saleProblems are the problems of the sale's sentinel outcomes, encoded
+// once: the hot path's refusals (sold out above all) are found by pointer,
+// without allocating.
+var saleProblems = func() map[*sale.Error]*Problem {
+	m := map[*sale.Error]*Problem{}
+	for _, e := range sale.Sentinels() {
+		m[e] = saleProblem(e)
+	}
+	return m
+}()
+
 // toProblem turns any error into the problem the client sees. Errors that are
-// not expected outcomes are dependency failures: 503 with Retry-After, never
+// no outcome of the sale are dependency failures: 503 with Retry-After, never
 // a business answer, and their text never reaches the client.
 func toProblem(err error) (*Problem, bool) {
-	// Fast paths for a bare *Problem or sentinel, the hot path's refusals
-	// (sold out above all): no reflection, no allocation. A bare sentinel
-	// carries no Rejection, so the general path would answer the same.
+	// Fast paths for a bare *Problem or sale sentinel, the hot path's
+	// refusals: no reflection, no allocation.
 	if p, ok := err.(*Problem); ok {
 		return p, false
 	}
-	for _, row := range statusTable {
-		if err == row.err {
-			return row.p, false
+	if e, ok := err.(*sale.Error); ok {
+		if p, ok := saleProblems[e]; ok {
+			return p, false
 		}
 	}
 	var p *Problem
 	if errors.As(err, &p) {
 		return p, false
 	}
-	for _, row := range statusTable {
-		if errors.Is(err, row.err) {
-			var rej *limiter.Rejection
-			if errors.As(err, &rej) && rej.RetryAfter > 0 && rej.RetryAfter != row.p.retryAfter {
-				cp := *row.p // the shared row stays as it is
-				return retryable(&cp, rej.RetryAfter), false
-			}
-			return row.p, false
+	if e := sale.ErrorOf(err); e != nil && e.Kind != sale.Internal {
+		if p, ok := saleProblems[e]; ok {
+			return p, false
 		}
+		return saleProblem(e), false
 	}
 	if errors.Is(err, context.Canceled) {
 		return errCancelled, false

@@ -63,6 +63,16 @@ func (s *Store) LookupOrder(ctx context.Context, orderID, userID int64) (a Accep
 	return Accepted{}, false, nil
 }
 
+// PeekOrder reads the order index entry of orderID and nothing else: the
+// one read LookupOrder makes for an id that has none. It lets a caller
+// that already knows the answer cost what a missing id costs.
+func (s *Store) PeekOrder(ctx context.Context, orderID int64) error {
+	if err := s.rdb.Get(ctx, s.orderKey(orderID)).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("look up order %d: %w", orderID, err)
+	}
+	return nil
+}
+
 // Claim is an open fall-through claim: a buyer's slot is counted on the
 // home shard while the purchase looks for a unit on the other shards.
 type Claim struct {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bsm/redislock"
 	"github.com/redis/go-redis/v9"
 
 	"seckill/app/testenv"
@@ -224,11 +223,11 @@ func TestLease(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first lease: got %v, want nil", err)
 	}
-	if _, err := b.Lease(ctx, "job", time.Minute, 0); !errors.Is(err, redislock.ErrNotObtained) {
-		t.Fatalf("second lease while held: got %v, want ErrNotObtained", err)
+	if _, err := b.Lease(ctx, "job", time.Minute, 0); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("second lease while held: got %v, want ErrLeaseHeld", err)
 	}
-	if _, err := b.Lease(ctx, "job", time.Minute, 50*time.Millisecond); !errors.Is(err, redislock.ErrNotObtained) {
-		t.Fatalf("second lease waiting 50ms while held: got %v, want ErrNotObtained", err)
+	if _, err := b.Lease(ctx, "job", time.Minute, 50*time.Millisecond); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("second lease waiting 50ms while held: got %v, want ErrLeaseHeld", err)
 	}
 	other, err := b.Lease(ctx, "other-job", time.Minute, 0)
 	if err != nil {

@@ -15,8 +15,8 @@ import (
 // Lease takes the named lease (a bsm/redislock lock under the store's
 // prefix) for ttl, so one instance at a time does a job such as sweeping.
 // It retries for up to wait (0: one try) and then fails with an error
-// matching redislock.ErrNotObtained. The holder must Refresh it before ttl
-// runs out and Release it when done.
+// matching ErrLeaseHeld. The holder must Refresh it before ttl runs out and
+// Release it when done.
 func (s *Store) Lease(ctx context.Context, name string, ttl, wait time.Duration) (*redislock.Lock, error) {
 	opt := &redislock.Options{RetryStrategy: redislock.NoRetry()}
 	octx := ctx
@@ -27,15 +27,19 @@ func (s *Store) Lease(ctx context.Context, name string, ttl, wait time.Duration)
 		defer cancel()
 	}
 	lock, err := redislock.New(s.rdb).Obtain(octx, s.prefix+":lease:"+name, ttl, opt)
-	if err != nil && wait > 0 && ctx.Err() == nil && octx.Err() != nil {
-		// Only our own wait ran out: the lease is held elsewhere.
-		err = redislock.ErrNotObtained
+	if err != nil && (errors.Is(err, redislock.ErrNotObtained) || wait > 0 && ctx.Err() == nil && octx.Err() != nil) {
+		// Held elsewhere (or only our own wait ran out): the library's
+		// error stays here.
+		err = ErrLeaseHeld
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lease %s: %w", name, err)
 	}
 	return lock, nil
 }
+
+// ErrLeaseHeld: another instance holds the lease Lease asked for.
+var ErrLeaseHeld = errors.New("lease held by another instance")
 
 // Snapshot is the Redis side of one item, read at one moment.
 type Snapshot struct {

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bsm/redislock"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"seckill/stock"
@@ -154,8 +153,8 @@ func NewLedger(st *stock.Store, orders *order.Store, reg prometheus.Registerer, 
 	return l, nil
 }
 
-// Stats reconciles the item once; the value is a LedgerStats.
-func (l *Ledger) Stats(ctx context.Context, it order.Item) (any, error) {
+// Stats reconciles the item once.
+func (l *Ledger) Stats(ctx context.Context, it order.Item) (LedgerStats, error) {
 	return l.Reconcile(ctx, it)
 }
 
@@ -210,7 +209,7 @@ func (l *Ledger) Run(ctx context.Context, interval time.Duration) error {
 				}
 			})
 			l.forget()
-		case errors.Is(err, redislock.ErrNotObtained):
+		case errors.Is(err, stock.ErrLeaseHeld):
 			// Another instance reconciles.
 		case ctx.Err() == nil:
 			l.log.Error("ledger: take lease", "err", err)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bsm/redislock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -334,8 +333,8 @@ func TestRebuildWaitsForSweeper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := led.Rebuild(e.ctx, it); !errors.Is(err, redislock.ErrNotObtained) {
-		t.Fatalf("rebuild while the sweeper holds its lease: got %v, want ErrNotObtained", err)
+	if err := led.Rebuild(e.ctx, it); !errors.Is(err, stock.ErrLeaseHeld) {
+		t.Fatalf("rebuild while the sweeper holds its lease: got %v, want ErrLeaseHeld", err)
 	}
 	if got := fmt.Sprint(e.shards(t, it)); got != "[5 5]" {
 		t.Errorf("shards after a refused rebuild: got %s, want [5 5] untouched", got)

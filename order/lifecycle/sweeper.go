@@ -136,7 +136,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 func (s *Sweeper) tick(ctx context.Context) {
 	lock, err := s.stock.Lease(ctx, sweeperLease, s.cfg.LeaseTTL, 0)
 	switch {
-	case errors.Is(err, redislock.ErrNotObtained):
+	case errors.Is(err, stock.ErrLeaseHeld):
 		return // another instance sweeps
 	case err != nil:
 		if ctx.Err() == nil {

@@ -1,4 +1,4 @@
-package handler
+package sale
 
 import (
 	"context"
@@ -41,7 +41,7 @@ func (c *itemCache) above(ctx context.Context, id int64) bool {
 	if id <= c.maxID {
 		return false
 	}
-	if now := time.Now(); now.Sub(c.maxAt) >= maxIDEvery {
+	if now := c.now(); now.Sub(c.maxAt) >= maxIDEvery {
 		m, err := c.store.MaxItemID(ctx)
 		if err != nil {
 			return false
@@ -94,20 +94,23 @@ func (c *itemCache) put(it order.Item) {
 	c.maxMu.Unlock()
 }
 
-// genCache is a bounded map: when the current generation is full it becomes
+// Recent is a bounded map: when the current generation is full it becomes
 // the previous one and the one before is dropped, so memory stays bounded
-// without tracking recency. Readers take a read lock only.
-type genCache[K comparable, V any] struct {
+// without tracking recency. Readers take a read lock only. The sale keeps
+// its answers in one; the transport may use it for what it remembers.
+type Recent[K comparable, V any] struct {
 	mu        sync.RWMutex
 	max       int
 	cur, prev map[K]V
 }
 
-func newGenCache[K comparable, V any](max int) *genCache[K, V] {
-	return &genCache[K, V]{max: max, cur: map[K]V{}, prev: map[K]V{}}
+// NewRecent makes a Recent that keeps from max to 2·max entries.
+func NewRecent[K comparable, V any](max int) *Recent[K, V] {
+	return &Recent[K, V]{max: max, cur: map[K]V{}, prev: map[K]V{}}
 }
 
-func (g *genCache[K, V]) add(k K, v V) {
+// Add remembers v for k.
+func (g *Recent[K, V]) Add(k K, v V) {
 	g.mu.Lock()
 	if len(g.cur) >= g.max {
 		g.prev, g.cur = g.cur, make(map[K]V, g.max)
@@ -116,7 +119,8 @@ func (g *genCache[K, V]) add(k K, v V) {
 	g.mu.Unlock()
 }
 
-func (g *genCache[K, V]) get(k K) (V, bool) {
+// Get is what k was last given, if it is still remembered.
+func (g *Recent[K, V]) Get(k K) (V, bool) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if v, ok := g.cur[k]; ok {

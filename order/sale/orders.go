@@ -1,0 +1,106 @@
+package sale
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"seckill/order"
+)
+
+// Order is an order as its buyer sees it: from MySQL, or accepted and not
+// stored yet.
+type Order struct {
+	ID        int64
+	ItemID    int64
+	Status    order.Status
+	CreatedAt time.Time
+	// ExpiresAt and PaidAt are known once the order is in MySQL.
+	ExpiresAt *time.Time
+	PaidAt    *time.Time
+	// InOutbox: accepted, not yet written to MySQL (in the outbox or in
+	// Kafka).
+	InOutbox bool
+}
+
+func stored(o order.Order) Order {
+	exp := o.ExpiresAt
+	return Order{ID: o.ID, ItemID: o.ItemID, Status: o.Status, CreatedAt: o.CreatedAt, ExpiresAt: &exp, PaidAt: o.PaidAt}
+}
+
+// findPending looks for an accepted purchase of user not in MySQL yet, in
+// O(1) whatever the number of items: the order index written with the
+// reservation names the token that holds the purchase's answer. A purchase
+// Redis accepted stays findable this way for as long as its token keeps the
+// answer (stock.Config.ResultTTL), so between the 202 and its row in MySQL
+// the order reads pending at every moment. A reservation the MySQL stock
+// guard refused reads as refused.
+func (s *Sale) findPending(ctx context.Context, orderID, user int64) (Order, bool, error) {
+	a, ok, err := s.cfg.Stock.LookupOrder(ctx, orderID, user)
+	if err != nil || !ok {
+		return Order{}, false, err
+	}
+	v := Order{ID: orderID, ItemID: a.ItemID, Status: order.StatusPending, CreatedAt: a.At, InOutbox: true}
+	d, err := s.cfg.Orders.DeadLetterOf(ctx, orderID)
+	switch {
+	case err == nil:
+		v.Status, v.InOutbox, v.CreatedAt = order.StatusRefused, false, d.CreatedAt
+	case !errors.Is(err, order.ErrNotFound):
+		return Order{}, false, err
+	}
+	return v, true, nil
+}
+
+// Order is the buyer's order: from MySQL, else as accepted upstream.
+// MySQL is read first: an order moves from Redis to MySQL, and Redis keeps
+// its answer after that, so no moment falls between the two reads. Another
+// user's order does not exist for this user, and costs what a missing id
+// costs: the order index is read as for a missing id, and the answer is
+// the same ErrNotFound, so neither the answer nor its time tells that the
+// id exists.
+func (s *Sale) Order(ctx context.Context, id, user int64) (Order, error) {
+	o, err := s.cfg.Orders.Order(ctx, id)
+	switch {
+	case err == nil && o.UserID == user:
+		return stored(o), nil
+	case err == nil:
+		// The read a missing id makes (its index entry, absent); what it
+		// finds is not looked at.
+		if err := s.cfg.Stock.PeekOrder(ctx, id); err != nil {
+			return Order{}, err
+		}
+		return Order{}, ErrNotFound
+	case !errors.Is(err, order.ErrNotFound):
+		return Order{}, err
+	}
+	v, ok, err := s.findPending(ctx, id, user)
+	if err != nil {
+		return Order{}, err
+	}
+	if !ok {
+		return Order{}, ErrNotFound
+	}
+	return v, nil
+}
+
+// Pay pays the buyer's order. An order accepted but not in MySQL yet is
+// not a failure: retry (ErrOrderPending); one the MySQL stock guard refused
+// reads as cancelled.
+func (s *Sale) Pay(ctx context.Context, id, user int64) (Order, error) {
+	o, err := s.cfg.Orders.Pay(ctx, id, user, s.now())
+	if errors.Is(err, order.ErrNotFound) {
+		v, ok, ferr := s.findPending(ctx, id, user)
+		switch {
+		case ferr != nil:
+			return Order{}, ferr
+		case ok && v.Status == order.StatusRefused:
+			return Order{}, ErrCancelled
+		case ok:
+			return Order{}, ErrOrderPending
+		}
+	}
+	if err != nil {
+		return Order{}, outcome(err)
+	}
+	return stored(o), nil
+}

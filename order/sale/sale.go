@@ -1,0 +1,224 @@
+// Package sale holds the flash sale's rules over the stores: a purchase
+// (order id, the reservation, the journal, the memory of answers), finding
+// an order at every moment between its 202 and its row in MySQL, paying it,
+// creating an item, and what to do when Redis lost data (recovery.go). Its
+// outcomes are a closed set of kinds (errors.go); the transport renders
+// them and knows nothing of the stores' own errors.
+package sale
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"seckill/limiter"
+	"seckill/order"
+	"seckill/order/lifecycle"
+	"seckill/stock"
+)
+
+// IDs makes order ids; an error means no id can be made safely now (the
+// sale answers it as ErrNoOrderID).
+type IDs interface {
+	// NextID makes an id for the slot group g (stock.HomeGroup of the
+	// purchase): stock.OrderGroup of the id is g.
+	NextID(g int) (int64, error)
+}
+
+// LedgerStats is the reconciliation of one item.
+type LedgerStats = lifecycle.LedgerStats
+
+// Ledger is the reconciler as the sale's admin side uses it.
+type Ledger interface {
+	Stats(ctx context.Context, it order.Item) (LedgerStats, error)
+	Rebuild(ctx context.Context, it order.Item) error
+}
+
+// Config is what the sale works over, built by app.
+type Config struct {
+	Stock   *stock.Store
+	Orders  *order.Store
+	Limiter *limiter.Limiter
+	IDs     IDs
+	// Ledger gives the reconciliation numbers of an item and rebuilds its
+	// Redis stock; nil disables both.
+	Ledger Ledger
+	// Journal, if set, remembers accepted purchases so that ones Redis
+	// lost with its data are put back or counted.
+	Journal *lifecycle.Journal
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Sale runs the sale's rules.
+type Sale struct {
+	cfg   Config
+	now   func() time.Time
+	items *itemCache
+	// answers remembers the final answers of purchase keys, so a retried
+	// key gets its answer again without Redis (bounded; a forgotten one
+	// costs one Redis call, which reads the answer Redis keeps).
+	answers *Recent[acceptedKey, answer]
+}
+
+// New makes the sale over cfg's stores.
+func New(cfg Config) *Sale {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now),
+		answers: NewRecent[acceptedKey, answer](1 << 18)}
+}
+
+// Item is the item id names, from memory once read.
+func (s *Sale) Item(ctx context.Context, id int64) (order.Item, error) {
+	it, err := s.items.get(ctx, id)
+	return it, outcome(err)
+}
+
+// ItemState is an item with its live stock.
+type ItemState struct {
+	order.Item
+	// Remaining is the units left in Redis.
+	Remaining int64
+	// SoldOut: no unit left (Remaining is 0).
+	SoldOut bool
+}
+
+// stateOf is it with total units left.
+func stateOf(it order.Item, total int64) ItemState {
+	return ItemState{Item: it, Remaining: total, SoldOut: total == 0}
+}
+
+// ItemState is the item id names and the units it has left. A shard Redis
+// lost makes the count unknown, not sold out: ErrNotReady.
+func (s *Sale) ItemState(ctx context.Context, id int64) (ItemState, error) {
+	it, err := s.Item(ctx, id)
+	if err != nil {
+		return ItemState{}, err
+	}
+	rem, err := s.cfg.Stock.Remaining(ctx, it.ID, it.Shards)
+	if err != nil {
+		return ItemState{}, outcome(err)
+	}
+	total, missing := remaining(rem)
+	if missing {
+		return ItemState{}, ErrNotReady
+	}
+	return stateOf(it, total), nil
+}
+
+// remaining sums the item's shards; a shard Redis lost (-1) counts as 0 and
+// is reported in missing.
+func remaining(shards []int64) (total int64, missing bool) {
+	for _, n := range shards {
+		total += max(n, 0)
+		missing = missing || n < 0
+	}
+	return total, missing
+}
+
+// CreateItem stores a new item (its fields checked by the caller), MySQL
+// first: an item warmed in Redis but absent from MySQL could sell units no
+// consumer can store. A failed warm leaves shard keys missing, which
+// purchases answer with ErrNotReady until a rebuild warms them.
+func (s *Sale) CreateItem(ctx context.Context, it order.Item) (ItemState, error) {
+	it, err := s.cfg.Orders.CreateItem(ctx, it)
+	if err != nil {
+		return ItemState{}, outcome(err)
+	}
+	if err := s.cfg.Stock.Warm(ctx, it.ID, it.Stock, it.Shards); err != nil {
+		return ItemState{}, outcome(err)
+	}
+	s.items.put(it)
+	return stateOf(it, it.Stock), nil
+}
+
+// Token is a purchase token and until when it can be used.
+type Token struct {
+	Token     string
+	ExpiresAt time.Time
+}
+
+// IssueToken makes a purchase token of user for item id. It goes through
+// admission like a purchase (a token is a Redis write), and once this
+// instance saw the item sold out it answers so without Redis: a token for a
+// sold-out item could only ever be answered sold out.
+func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
+	it, err := s.Item(ctx, id)
+	if err != nil {
+		return Token{}, err
+	}
+	if it.EndsAt != nil && !s.now().Before(*it.EndsAt) {
+		return Token{}, ErrEnded
+	}
+	if s.cfg.Stock.SoldOut(it.ID) {
+		return Token{}, ErrSoldOut
+	}
+	release, err := s.cfg.Limiter.Acquire(ctx, user)
+	if err != nil {
+		return Token{}, outcome(err)
+	}
+	defer release()
+	tok, exp, err := s.cfg.Stock.IssueToken(ctx, it.ID, user, it.Shards)
+	if err != nil {
+		return Token{}, outcome(err)
+	}
+	return Token{Token: tok, ExpiresAt: exp}, nil
+}
+
+// Stats is what an operator sees of an item.
+type Stats struct {
+	ItemID    int64
+	Stock     int64
+	Remaining int64
+	Reserved  int64
+	Shards    []int64
+	// Ledger is the reconciliation; nil without a ledger.
+	Ledger *LedgerStats
+}
+
+// Stats reads the item's stock shards and, with a ledger, reconciles it.
+func (s *Sale) Stats(ctx context.Context, id int64) (Stats, error) {
+	it, err := s.Item(ctx, id)
+	if err != nil {
+		return Stats{}, err
+	}
+	return s.stats(ctx, it)
+}
+
+func (s *Sale) stats(ctx context.Context, it order.Item) (Stats, error) {
+	rem, err := s.cfg.Stock.Remaining(ctx, it.ID, it.Shards)
+	if err != nil {
+		return Stats{}, outcome(err)
+	}
+	v := Stats{ItemID: it.ID, Stock: it.Stock, Shards: rem}
+	v.Remaining, _ = remaining(rem)
+	v.Reserved = it.Stock - v.Remaining
+	if s.cfg.Ledger != nil {
+		l, err := s.cfg.Ledger.Stats(ctx, it)
+		if err != nil {
+			return Stats{}, outcome(err)
+		}
+		v.Ledger = &l
+	}
+	return v, nil
+}
+
+// errNoLedger: rebuilding needs the reconciler.
+var errNoLedger = errors.New("rebuild: no reconciler configured")
+
+// Rebuild rebuilds the item's Redis stock from MySQL, then reads its stats.
+func (s *Sale) Rebuild(ctx context.Context, id int64) (Stats, error) {
+	it, err := s.Item(ctx, id)
+	if err != nil {
+		return Stats{}, err
+	}
+	if s.cfg.Ledger == nil {
+		return Stats{}, errNoLedger
+	}
+	if err := s.cfg.Ledger.Rebuild(ctx, it); err != nil {
+		return Stats{}, outcome(err)
+	}
+	return s.stats(ctx, it)
+}
