@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,9 +60,10 @@ type fixture struct {
 	// serve is the engine as tests call it: checked against openapi.yaml
 	// in tests, bare in benchmarks, whose numbers the checks would skew.
 	serve http.Handler
-	stock *stock.Store
-	hook  *countHook
-	item  order.Item
+	stock  *stock.Store
+	orders *order.Store
+	hook   *countHook
+	item   order.Item
 }
 
 func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
@@ -98,7 +101,7 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 	if t, ok := tb.(*testing.T); ok {
 		serve = contract.Handler(t, engine)
 	}
-	return &fixture{engine: engine, serve: serve, stock: st, hook: hook, item: it}
+	return &fixture{engine: engine, serve: serve, stock: st, orders: orders, hook: hook, item: it}
 }
 
 // buyer is a user with a signed JWT and a purchase token.
@@ -289,5 +292,70 @@ func TestOrderNotInMySQLIsPending(t *testing.T) {
 	}
 	if w := do("GET", path, other); w.Code != 404 {
 		t.Errorf("another user reads: %d, want 404", w.Code)
+	}
+}
+
+// TestOtherUsersOrderIsAMissingOne: another user's stored order answers
+// what a missing id answers, byte for byte, after the same Redis reads (the
+// probe timed the 404 of another user's order 100 µs faster than a missing
+// id's: it skipped the order index read, an existence oracle).
+func TestOtherUsersOrderIsAMissingOne(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	const buyer, other = 7, 8
+	w := f.purchase(f.buyers(t, 1, buyer)[0])
+	var pv purchaseView
+	if w.Code != http.StatusAccepted || json.Unmarshal(w.Body.Bytes(), &pv) != nil {
+		t.Fatalf("purchase: %d %s", w.Code, w.Body)
+	}
+	id, _ := strconv.ParseInt(pv.OrderID, 10, 64)
+	// The row the writer would store: the order is in MySQL, and its
+	// index entry is still in Redis.
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if _, _, err := f.orders.InsertBatch(context.Background(), []order.Order{{ID: id, ItemID: f.item.ID, UserID: buyer,
+		Status: order.StatusPending, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	jwt, _ := SignUserToken([]byte(benchSecret), other, time.Hour)
+	get := func(id int64) (*httptest.ResponseRecorder, int64) {
+		before := f.hook.n.Load()
+		w := f.do("GET", "/api/v1/orders/"+strconv.FormatInt(id, 10), jwt, "", nil)
+		return w, f.hook.n.Load() - before
+	}
+	if w, _ := get(id); w.Code != http.StatusNotFound { // warm: the same state for both below
+		t.Fatalf("another user's order: got %d %s, want 404", w.Code, w.Body)
+	}
+	theirs, theirTrips := get(id)
+	missing, missingTrips := get(stock.WithGroup(id+1<<22, stock.OrderGroup(id)))
+	if theirs.Code != http.StatusNotFound || theirs.Body.String() != missing.Body.String() ||
+		!maps.EqualFunc(theirs.Header(), missing.Header(), slices.Equal) {
+		t.Errorf("another user's order: %d %v %s; a missing id: %d %v %s; want the same answer",
+			theirs.Code, theirs.Header(), theirs.Body, missing.Code, missing.Header(), missing.Body)
+	}
+	if theirTrips != missingTrips || theirTrips == 0 {
+		t.Errorf("Redis round trips: another user's order %d, a missing id %d; want the same, the order index read",
+			theirTrips, missingTrips)
+	}
+}
+
+// TestCreatedItemWithNoStockIsSoldOut: an item created with stock 0 is sold
+// out in the 201 as in a GET (the probe saw sold_out false in the 201).
+func TestCreatedItemWithNoStockIsSoldOut(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	w := f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"none","stock":0}`, nil)
+	if w.Code != http.StatusCreated {
+		t.Fatalf("create: got %d %s, want 201", w.Code, w.Body)
+	}
+	var created itemView
+	if err := json.Unmarshal(w.Body.Bytes(), &created); err != nil {
+		t.Fatal(err)
+	}
+	r := f.do("GET", w.Header().Get("Location"), "", "", nil)
+	var read itemView
+	if r.Code != http.StatusOK || json.Unmarshal(r.Body.Bytes(), &read) != nil {
+		t.Fatalf("GET: %d %s", r.Code, r.Body)
+	}
+	if !created.SoldOut || !read.SoldOut || created.Remaining != 0 {
+		t.Errorf("stock 0: created sold_out=%v remaining=%d, read sold_out=%v; want sold out in both",
+			created.SoldOut, created.Remaining, read.SoldOut)
 	}
 }

@@ -64,3 +64,40 @@ func TestUnknownItemIDsSkipMySQL(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestHighestIDReadOnTheInjectedClock: whether the highest item id is read
+// again is decided on the cache's clock, not the wall clock (above read
+// time.Now, so a test clock or a clock moved by the sale could not steer it).
+func TestHighestIDReadOnTheInjectedClock(t *testing.T) {
+	ctx := context.Background()
+	dsn, db := testenv.MySQL(t)
+	one := testenv.OneConn(t, dsn)
+	st := order.NewStore(one)
+	start := time.Now().Add(-time.Minute)
+	it, err := st.CreateItem(ctx, order.Item{Name: "known", Stock: 1, Shards: 1, PerUserLimit: 1, StartsAt: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A clock far from the wall clock: on the wall clock the last read is
+	// always old enough, on this one only when the test moves it.
+	now := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := newItemCache(st, func() time.Time { return now })
+	if _, err := c.get(ctx, it.ID+1); !errors.Is(err, order.ErrNotFound) {
+		t.Fatalf("id above the highest: got %v, want not found", err)
+	}
+	later, err := order.NewStore(db).CreateItem(ctx, order.Item{Name: "later", Stock: 1, Shards: 1, PerUserLimit: 1, StartsAt: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := comSelect(t, one)
+	if _, err := c.get(ctx, later.ID); !errors.Is(err, order.ErrNotFound) {
+		t.Errorf("before maxIDEvery passed on the clock: got %v, want not found without a read", err)
+	}
+	if got := comSelect(t, one) - before; got != 0 {
+		t.Errorf("before maxIDEvery passed on the clock: %d SELECTs, want 0", got)
+	}
+	now = now.Add(maxIDEvery)
+	if got, err := c.get(ctx, later.ID); err != nil || got.ID != later.ID {
+		t.Errorf("after maxIDEvery passed on the clock: got %v, %v; want item %d", got.ID, err, later.ID)
+	}
+}
