@@ -59,7 +59,7 @@ type fixture struct {
 	engine *gin.Engine
 	// serve is the engine as tests call it: checked against openapi.yaml
 	// in tests, bare in benchmarks, whose numbers the checks would skew.
-	serve http.Handler
+	serve  http.Handler
 	stock  *stock.Store
 	orders *order.Store
 	hook   *countHook
