@@ -66,6 +66,7 @@ var exported = map[string]metricDef{
 	"seckill_relay_publish_duration_seconds":   {histogram, nil},
 	"seckill_relay_errors_total":               {counter, nil},
 	"seckill_outbox_backlog":                   {gauge, []string{"item"}},
+	"seckill_outbox_broken_entries_total":      {counter, nil},
 	"seckill_consumer_batch_size":              {histogram, nil},
 	"seckill_consumer_commit_duration_seconds": {histogram, nil},
 	"seckill_consumer_orders_total":            {counter, nil},
