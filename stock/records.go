@@ -72,3 +72,9 @@ const (
 	outHome  = "h"
 	outAt    = "t"
 )
+
+// Took marker prefixes (followed by the claim epoch).
+const (
+	markTook   = "t"
+	markFenced = "f"
+)

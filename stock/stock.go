@@ -443,7 +443,7 @@ func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, 
 		return 0, fmt.Errorf("fence item %d: %w", p.ItemID, err)
 	}
 	for _, c := range marks {
-		if m, _ := c.Text(); strings.HasPrefix(m, "t") {
+		if m, _ := c.Text(); strings.HasPrefix(m, markTook) {
 			err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token), s.claimsKey(hg)},
 				p.UserID, orderID, codeOK, "0", s.ttlSeconds(), epoch, member).Err()
 			if err != nil {
