@@ -62,9 +62,12 @@ type Config struct {
 		MaxOpenConns int    `yaml:"max_open_conns"`
 	} `yaml:"mysql"`
 	Kafka struct {
-		Brokers        []string      `yaml:"brokers"`
-		Topic          string        `yaml:"topic"`
-		DLQTopic       string        `yaml:"dlq_topic"`
+		Brokers []string `yaml:"brokers"`
+		Topic   string   `yaml:"topic"`
+		// DLQTopic is deprecated and unused: dead letters are rows of
+		// MySQL's dead_letters, where they make the buyer's order read
+		// "refused". Still accepted in a file, with a warning (Deprecated).
+		DLQTopic       string        `yaml:"dlq_topic,omitempty"`
 		Partitions     int32         `yaml:"partitions"`
 		Group          string        `yaml:"group"`
 		SessionTimeout time.Duration `yaml:"session_timeout"`
@@ -367,13 +370,9 @@ func (c Config) validateKafka() error {
 	k := c.Kafka
 	errs := []error{
 		required("kafka.topic", k.Topic),
-		required("kafka.dlq_topic", k.DLQTopic),
 		required("kafka.group", k.Group),
 		atLeast("kafka.partitions", k.Partitions, 1),
 		positive("kafka.session_timeout", k.SessionTimeout),
-	}
-	if k.DLQTopic == k.Topic && k.Topic != "" {
-		errs = append(errs, fmt.Errorf("kafka.dlq_topic must differ from kafka.topic %q", k.Topic))
 	}
 	if !(len(k.Brokers) == 1 && k.Brokers[0] == Embedded) {
 		errs = append(errs, addrList("kafka.brokers", k.Brokers, "\"embedded\" must be the only broker"))
@@ -515,4 +514,14 @@ func (c Config) String() string {
 	c.MySQL.DSN = maskDSN(c.MySQL.DSN)
 	b, _ := yaml.Marshal(c)
 	return string(b)
+}
+
+// Deprecated lists the settings the configuration still names that no
+// longer do anything, each with what to do instead.
+func (c Config) Deprecated() []string {
+	var out []string
+	if c.Kafka.DLQTopic != "" {
+		out = append(out, fmt.Sprintf("kafka.dlq_topic (%q) is deprecated and ignored: dead letters are rows of the MySQL table dead_letters; remove the key", c.Kafka.DLQTopic))
+	}
+	return out
 }

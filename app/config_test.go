@@ -190,7 +190,6 @@ func TestConfigValidateRejectsBadValues(t *testing.T) {
 		{"kafka.brokers", func(c *app.Config) { c.Kafka.Brokers = nil }},
 		{"kafka.brokers", func(c *app.Config) { c.Kafka.Brokers = []string{"a:1", ""} }},
 		{"kafka.topic", func(c *app.Config) { c.Kafka.Topic = "" }},
-		{"kafka.dlq_topic", func(c *app.Config) { c.Kafka.DLQTopic = c.Kafka.Topic }},
 		{"kafka.partitions", func(c *app.Config) { c.Kafka.Partitions = 0 }},
 		{"kafka.group", func(c *app.Config) { c.Kafka.Group = "" }},
 		{"kafka.session_timeout", func(c *app.Config) { c.Kafka.SessionTimeout = 0 }},
@@ -317,5 +316,31 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.name) {
 			t.Errorf("broken %s: got %v, want an error naming it", tc.name, err)
 		}
+	}
+}
+
+// TestConfigDLQTopicRetired: kafka.dlq_topic is no longer used (dead letters
+// are rows of dead_letters): the built-in config does not set it, a file
+// that still does loads and validates, and the key is reported deprecated.
+func TestConfigDLQTopicRetired(t *testing.T) {
+	def := validConfig(t)
+	if def.Kafka.DLQTopic != "" {
+		t.Errorf("built-in kafka.dlq_topic: got %q, want none", def.Kafka.DLQTopic)
+	}
+	if got := def.Deprecated(); len(got) != 0 {
+		t.Errorf("built-in config deprecations: got %q, want none", got)
+	}
+	c, err := app.LoadConfig(env(map[string]string{
+		"SECKILL_CONFIG":      writeFile(t, "kafka: {dlq_topic: \"seckill.orders\"}\n"),
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+	}))
+	if err != nil {
+		t.Fatalf("a file with kafka.dlq_topic: %v", err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("a file with kafka.dlq_topic: got %v, want valid", err)
+	}
+	if got := c.Deprecated(); len(got) != 1 || !strings.Contains(got[0], "kafka.dlq_topic") {
+		t.Errorf("deprecations: got %q, want one naming kafka.dlq_topic", got)
 	}
 }

@@ -291,7 +291,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner string, shards func(context.Context, int64) (int, error)) error {
 	cfg := s.cfg
 	pcfg := mq.ProducerConfig("seckill-" + owner)
-	topics := map[string]int32{cfg.Kafka.Topic: cfg.Kafka.Partitions, cfg.Kafka.DLQTopic: 1}
+	topics := map[string]int32{cfg.Kafka.Topic: cfg.Kafka.Partitions}
 	// connect makes sure the topics exist (a broker that came back without
 	// its data has none) and opens a producer.
 	connect := func(ctx context.Context) (sarama.SyncProducer, error) {
@@ -364,6 +364,9 @@ func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner 
 func serve(ctx context.Context, cfg Config, stdout io.Writer, started func(*Server)) error {
 	log := newLogger(stdout, cfg.Log.Level)
 	log.Info("starting seckill", "config", cfg.String())
+	for _, d := range cfg.Deprecated() {
+		log.Warn("config: " + d)
+	}
 	s, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -46,7 +46,7 @@ func (s *Store) LookupOrder(ctx context.Context, orderID, userID int64) (a Accep
 	}
 	// The index entry lives in the group the id was made for, the home
 	// shard's, so the token is there too.
-	tok, err := s.rdb.HMGet(ctx, s.keysIn(OrderGroup(orderID), item, home).Token(token), "u", "st", "c", "o").Result()
+	tok, err := s.rdb.HMGet(ctx, s.keysIn(OrderGroup(orderID), item, home).Token(token), tokUser, tokState, tokCode, tokOrder).Result()
 	if err != nil {
 		return Accepted{}, false, fmt.Errorf("look up order %d: %w", orderID, err)
 	}
@@ -55,9 +55,9 @@ func (s *Store) LookupOrder(ctx context.Context, orderID, userID int64) (a Accep
 		return Accepted{}, false, nil
 	}
 	switch {
-	case str(1) == "d" && str(2) == "0":
+	case str(1) == stateDone && str(2) == "0":
 		return Accepted{ItemID: item, At: time.UnixMilli(at).UTC()}, true, nil
-	case str(1) == "c":
+	case str(1) == stateClaimed:
 		return Accepted{ItemID: item, At: time.UnixMilli(at).UTC(), InProgress: true}, true, nil
 	}
 	return Accepted{}, false, nil
@@ -122,7 +122,7 @@ func (s *Store) claims(ctx context.Context, members []member) ([]Claim, error) {
 			continue
 		}
 		reads = append(reads, read{Claim{ItemID: item, Home: home, Token: token}, m,
-			pipe.HMGet(ctx, s.keysIn(m.group, item, home).Token(token), "u", "st", "o", "ct")})
+			pipe.HMGet(ctx, s.keysIn(m.group, item, home).Token(token), tokUser, tokState, tokOrder, tokEpoch)})
 	}
 	if len(reads) > 0 {
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -138,7 +138,7 @@ func (s *Store) claims(ctx context.Context, members []member) ([]Claim, error) {
 		c.UserID, err1 = strconv.ParseInt(str(0), 10, 64)
 		c.OrderID, err2 = strconv.ParseInt(str(2), 10, 64)
 		c.Epoch, err3 = strconv.ParseInt(str(3), 10, 64)
-		if str(1) != "c" || err1 != nil || err2 != nil || err3 != nil {
+		if str(1) != stateClaimed || err1 != nil || err2 != nil || err3 != nil {
 			stale[r.m.group] = append(stale[r.m.group], r.m.name)
 			continue
 		}

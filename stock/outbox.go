@@ -27,30 +27,32 @@ type Reservation struct {
 	SlotGroup int
 }
 
+// parseReservation reads an outbox entry (see records.go).
 func parseReservation(m redis.XMessage) (Reservation, error) {
 	r := Reservation{StreamID: m.ID}
-	num := func(k string) (int64, error) {
-		v, ok := m.Values[k].(string)
-		if !ok {
-			return 0, fmt.Errorf("outbox entry %s: missing %q", m.ID, k)
-		}
-		return strconv.ParseInt(v, 10, 64)
-	}
 	var err error
 	var sh, home, at int64
 	for _, f := range []struct {
 		k string
 		p *int64
-	}{{"o", &r.OrderID}, {"i", &r.ItemID}, {"u", &r.UserID}, {"s", &sh}, {"h", &home}, {"t", &at}} {
-		if *f.p, err = num(f.k); err != nil {
-			return r, err
+	}{{outOrder, &r.OrderID}, {outItem, &r.ItemID}, {outUser, &r.UserID}, {outShard, &sh}, {outHome, &home}, {outAt, &at}} {
+		v, ok := m.Values[f.k].(string)
+		if !ok {
+			return r, fmt.Errorf("outbox entry %s: missing %q", m.ID, f.k)
+		}
+		if *f.p, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return r, fmt.Errorf("outbox entry %s: field %q: %w", m.ID, f.k, err)
 		}
 	}
 	r.Shard, r.Home, r.At = int(sh), int(home), time.UnixMilli(at)
 	return r, nil
 }
 
-func parseAll(msgs []redis.XMessage, slotGroup int) []Reservation {
+// parseAll reads the reservations of entries of outbox o. A broken entry
+// (written only by our scripts, so a bug or a hand-made entry) is kept in
+// the stream for inspection rather than published; when report is set, a
+// consumer-group read met it and the OnBrokenEntry func hears of it.
+func (s *Store) parseAll(o Outbox, msgs []redis.XMessage, report bool) []Reservation {
 	out := make([]Reservation, 0, len(msgs))
 	for _, m := range msgs {
 		if m.Values == nil {
@@ -58,11 +60,12 @@ func parseAll(msgs []redis.XMessage, slotGroup int) []Reservation {
 		}
 		r, err := parseReservation(m)
 		if err != nil {
-			// Written only by our scripts; a broken entry is kept for
-			// inspection rather than published.
+			if f := s.broken.Load(); report && f != nil {
+				(*f)(BrokenEntry{Outbox: o, Stream: s.outboxKey(o), ID: m.ID, Err: err})
+			}
 			continue
 		}
-		r.SlotGroup = slotGroup
+		r.SlotGroup = o.SlotGroup
 		out = append(out, r)
 	}
 	return out
@@ -124,7 +127,7 @@ func (s *Store) ReadOutboxes(ctx context.Context, os []Outbox, group, consumer s
 		case err != nil:
 			errs[i] = fmt.Errorf("read outbox %d/%d: %w", os[i].ItemID, os[i].Shard, err)
 		case len(res) > 0:
-			out[i] = parseAll(res[0].Messages, os[i].SlotGroup)
+			out[i] = s.parseAll(os[i], res[0].Messages, true)
 		}
 	}
 	return out, errs
@@ -148,7 +151,7 @@ func (s *Store) ReadOwnPending(ctx context.Context, o Outbox, group, consumer st
 	if len(res) == 0 {
 		return nil, nil
 	}
-	return parseAll(res[0].Messages, o.SlotGroup), nil
+	return s.parseAll(o, res[0].Messages, true), nil
 }
 
 // ClaimOutbox takes over reservations delivered to a consumer that has not
@@ -161,7 +164,7 @@ func (s *Store) ClaimOutbox(ctx context.Context, o Outbox, group, consumer strin
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox %d/%d: %w", o.ItemID, o.Shard, err)
 	}
-	return parseAll(msgs, o.SlotGroup), nil
+	return s.parseAll(o, msgs, true), nil
 }
 
 // IsNoGroup reports whether err says the outbox stream or its consumer group
@@ -268,7 +271,7 @@ func (s *Store) PendingReservations(ctx context.Context, itemID int64, shards in
 	}
 	var out []Reservation
 	for i, c := range cmds {
-		out = append(out, parseAll(c.Val(), ShardGroup(itemID, i, shards))...)
+		out = append(out, s.parseAll(OutboxOf(itemID, i, shards), c.Val(), false)...)
 	}
 	return out, nil
 }
@@ -333,4 +336,35 @@ func (s *Store) ForgetIfIdle(ctx context.Context, o Outbox) (bool, error) {
 		return false, fmt.Errorf("forget idle outbox %d/%d: %w", o.ItemID, o.Shard, err)
 	}
 	return n == 1, nil
+}
+
+// OutboxKey is the Redis key of the outbox stream, for logs and operators.
+func (s *Store) OutboxKey(o Outbox) string { return s.outboxKey(o) }
+
+// BrokenEntry is an outbox entry that is not a reservation (see records.go):
+// it is never relayed, and stays in its stream for inspection.
+type BrokenEntry struct {
+	Outbox Outbox
+	Stream string // the outbox's key
+	ID     string // the entry's id
+	Err    error  // what is wrong with it
+}
+
+// OnBrokenEntry has f called with every broken entry a consumer-group read
+// (ReadOutbox(es), ReadOwnPending, ClaimOutbox) meets; the relay logs and
+// counts them. One f per Store: a later call replaces an earlier one.
+func (s *Store) OnBrokenEntry(f func(BrokenEntry)) { s.broken.Store(&f) }
+
+// PruneConsumers removes from the outbox's consumer group the consumers
+// that have no pending entry and have been idle for minIdle, except self.
+// It is one script (prune.lua), so a consumer that reads entries meanwhile
+// is never removed with them: those stay pending, for XAUTOCLAIM.
+// A relay calls it for the outboxes it works on, so the consumers of
+// restarted relays do not pile up (one per restart per outbox otherwise).
+func (s *Store) PruneConsumers(ctx context.Context, o Outbox, group, self string, minIdle time.Duration) (int, error) {
+	n, err := pruneScript.Run(ctx, s.rdb, []string{s.outboxKey(o)}, group, minIdle.Milliseconds(), self).Int()
+	if err != nil {
+		return 0, fmt.Errorf("prune consumers of outbox %d/%d: %w", o.ItemID, o.Shard, err)
+	}
+	return n, nil
 }

@@ -38,13 +38,13 @@ func (s *Store) Restore(ctx context.Context, rs []Restored) error {
 			g := ShardGroup(r.ItemID, r.Home, r.Shards)
 			k := s.keysIn(g, r.ItemID, r.Home)
 			tk := k.Token(r.Token)
-			pipe.HSet(ctx, tk, "u", r.UserID, "st", "d", "c", codeOK, "o", strconv.FormatInt(r.OrderID, 10))
+			pipe.HSet(ctx, tk, tokUser, r.UserID, tokState, stateDone, tokCode, codeOK, tokOrder, strconv.FormatInt(r.OrderID, 10))
 			pipe.Expire(ctx, tk, s.cfg.ResultTTL)
 			pipe.Set(ctx, s.orderKey(r.OrderID), r.index(), s.cfg.ResultTTL)
 			if r.Reinject {
 				pipe.XAdd(ctx, &redis.XAddArgs{Stream: k.Outbox(), Values: []any{
-					"o", strconv.FormatInt(r.OrderID, 10), "i", r.ItemID, "u", r.UserID,
-					"s", r.Home, "h", r.Home, "t", r.At.UnixMilli()}})
+					outOrder, strconv.FormatInt(r.OrderID, 10), outItem, r.ItemID, outUser, r.UserID,
+					outShard, r.Home, outHome, r.Home, outAt, r.At.UnixMilli()}})
 				pipe.SAdd(ctx, s.activeKey(g), outboxMember(r.ItemID, r.Home))
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -89,6 +90,8 @@ var (
 	idleLua string
 	//go:embed lua/issue.lua
 	issueLua string
+	//go:embed lua/prune.lua
+	pruneLua string
 
 	reserveScript = redis.NewScript(reserveLua)
 	takeScript    = redis.NewScript(takeLua)
@@ -101,6 +104,7 @@ var (
 	retakeScript  = redis.NewScript(retakeLua)
 	idleScript    = redis.NewScript(idleLua)
 	issueScript   = redis.NewScript(issueLua)
+	pruneScript   = redis.NewScript(pruneLua)
 )
 
 // Config tunes a Store.
@@ -140,6 +144,8 @@ type Store struct {
 	touch   chan struct{}
 
 	batch batcher // group commit of purchase scripts (batch.go)
+
+	broken atomic.Pointer[func(BrokenEntry)] // see OnBrokenEntry
 }
 
 // noteTouched records that this process appended to outbox o.
@@ -437,7 +443,7 @@ func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, 
 		return 0, fmt.Errorf("fence item %d: %w", p.ItemID, err)
 	}
 	for _, c := range marks {
-		if m, _ := c.Text(); strings.HasPrefix(m, "t") {
+		if m, _ := c.Text(); strings.HasPrefix(m, markTook) {
 			err := finishScript.Run(ctx, s.rdb, []string{hk.Bought(), hk.Token(p.Token), s.claimsKey(hg)},
 				p.UserID, orderID, codeOK, "0", s.ttlSeconds(), epoch, member).Err()
 			if err != nil {

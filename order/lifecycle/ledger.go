@@ -446,88 +446,115 @@ func (l *Ledger) rebuild(ctx context.Context, it order.Item) error {
 			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
 		}
 		// 4. Count, upstream first (see Reconcile).
-		snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
+		n, err := l.rebuildCount(ctx, it)
 		if err != nil {
 			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
 		}
-		res, err := l.stock.PendingReservations(ctx, it.ID, it.Shards)
-		if err != nil {
-			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
-		}
-		claims, err := l.stock.OpenClaims(ctx, it.ID, it.Shards)
-		if err != nil {
-			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
-		}
-		c, err := l.orders.Counts(ctx, it.ID)
-		if err != nil {
-			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
-		}
-		byUser, err := l.orders.ActiveByUser(ctx, it.ID)
-		if err != nil {
-			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
-		}
-		if snap.Outbox != outbox || c.Pending+c.Paid != active {
+		if n.snap.Outbox != outbox || n.counts.Pending+n.counts.Paid != active {
 			// Something moved after all: settle again.
 			if time.Now().After(deadline) {
 				return fmt.Errorf("rebuild item %d: %w", it.ID, ErrNotSettled)
 			}
 			continue
 		}
-		// The outbox keeps a reservation until its order is stored, so an
-		// entry may be in MySQL already: count each order once.
-		ids := make([]int64, 0, len(res)+len(claims))
-		for _, r := range res {
-			ids = append(ids, r.OrderID)
-		}
-		for _, cl := range claims {
-			ids = append(ids, cl.OrderID)
-		}
-		stored, err := l.orders.Stored(ctx, ids)
-		if err != nil {
-			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
-		}
-		counted := map[int64]bool{}
-		var waiting int64 // reservations in the outbox only
-		for _, r := range res {
-			if stored[r.OrderID] || counted[r.OrderID] {
-				continue
-			}
-			counted[r.OrderID] = true
-			byUser[r.UserID]++
-			waiting++
-		}
-		// An open fall-through claim holds its buyer's slot until it is
-		// settled: count it, unless its order is counted already.
-		for _, cl := range claims {
-			if !stored[cl.OrderID] && !counted[cl.OrderID] {
-				byUser[cl.UserID]++
-			}
-		}
-		remaining := c.Stock - active - waiting
-		if remaining < 0 {
-			l.log.Error("rebuild: item is oversold, keeping its sales stopped",
-				"item", it.ID, "stock", c.Stock, "active", active, "outbox", waiting)
-			remaining = 0
-		}
-		// 5. Limits first, then stock: sales resume only with the per-user
-		// counts in place. A lost lease stops us before sales resume.
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
-		}
-		if err := l.stock.SetBought(ctx, it.ID, it.Shards, byUser); err != nil {
-			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
-		}
-		if err := l.stock.SetShards(ctx, it.ID, stock.Split(remaining, it.Shards)); err != nil {
-			return fmt.Errorf("rebuild item %d: %w", it.ID, err)
-		}
-		l.stock.ClearSoldOut(it.ID)
-		if err := l.stock.PublishRestock(ctx, it.ID); err != nil {
-			l.log.Warn("rebuild: publish restock", "item", it.ID, "err", err)
-		}
-		l.log.Info("rebuild: item stock rebuilt", "item", it.ID, "stock", c.Stock,
-			"active", active, "outbox", outbox, "outbox_not_stored", waiting, "open_claims", len(claims), "remaining", remaining)
-		return nil
+		return l.rebuildApply(ctx, it, n, outbox, active)
 	}
+}
+
+// rebuildCounts is what a rebuild counts, upstream first (see Reconcile).
+type rebuildCounts struct {
+	snap   stock.Snapshot
+	res    []stock.Reservation
+	claims []stock.Claim
+	counts order.Counts
+	byUser map[int64]int64
+}
+
+// rebuildCount reads the item's counts in Redis, then in MySQL.
+func (l *Ledger) rebuildCount(ctx context.Context, it order.Item) (n rebuildCounts, err error) {
+	if n.snap, err = l.stock.Snapshot(ctx, it.ID, it.Shards); err != nil {
+		return n, err
+	}
+	if n.res, err = l.stock.PendingReservations(ctx, it.ID, it.Shards); err != nil {
+		return n, err
+	}
+	if n.claims, err = l.stock.OpenClaims(ctx, it.ID, it.Shards); err != nil {
+		return n, err
+	}
+	if n.counts, err = l.orders.Counts(ctx, it.ID); err != nil {
+		return n, err
+	}
+	n.byUser, err = l.orders.ActiveByUser(ctx, it.ID)
+	return n, err
+}
+
+// rebuildApply writes the counts of a settled item back: its per-user
+// counts, then its shards (sales resume).
+func (l *Ledger) rebuildApply(ctx context.Context, it order.Item, n rebuildCounts, outbox, active int64) error {
+	waiting, err := l.notStored(ctx, n)
+	if err != nil {
+		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+	}
+	c, byUser := n.counts, n.byUser
+	remaining := c.Stock - active - waiting
+	if remaining < 0 {
+		l.log.Error("rebuild: item is oversold, keeping its sales stopped",
+			"item", it.ID, "stock", c.Stock, "active", active, "outbox", waiting)
+		remaining = 0
+	}
+	// 5. Limits first, then stock: sales resume only with the per-user
+	// counts in place. A lost lease stops us before sales resume.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+	}
+	if err := l.stock.SetBought(ctx, it.ID, it.Shards, byUser); err != nil {
+		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+	}
+	if err := l.stock.SetShards(ctx, it.ID, stock.Split(remaining, it.Shards)); err != nil {
+		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+	}
+	l.stock.ClearSoldOut(it.ID)
+	if err := l.stock.PublishRestock(ctx, it.ID); err != nil {
+		l.log.Warn("rebuild: publish restock", "item", it.ID, "err", err)
+	}
+	l.log.Info("rebuild: item stock rebuilt", "item", it.ID, "stock", c.Stock,
+		"active", active, "outbox", outbox, "outbox_not_stored", waiting, "open_claims", len(n.claims), "remaining", remaining)
+	return nil
+}
+
+// notStored counts the outbox's reservations whose order is not in MySQL
+// yet, and adds them and the open claims to n.byUser. The outbox keeps a
+// reservation until its order is stored, so an entry may be in MySQL
+// already: each order is counted once.
+func (l *Ledger) notStored(ctx context.Context, n rebuildCounts) (waiting int64, err error) {
+	ids := make([]int64, 0, len(n.res)+len(n.claims))
+	for _, r := range n.res {
+		ids = append(ids, r.OrderID)
+	}
+	for _, cl := range n.claims {
+		ids = append(ids, cl.OrderID)
+	}
+	stored, err := l.orders.Stored(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	counted := map[int64]bool{}
+	for _, r := range n.res {
+		if stored[r.OrderID] || counted[r.OrderID] {
+			continue
+		}
+		counted[r.OrderID] = true
+		n.byUser[r.UserID]++
+		waiting++
+	}
+	// An open fall-through claim holds its buyer's slot until it is
+	// settled: count it, unless its order is counted already.
+	for _, cl := range n.claims {
+		if !stored[cl.OrderID] && !counted[cl.OrderID] {
+			n.byUser[cl.UserID]++
+		}
+	}
+	return waiting, nil
 }
 
 // settle polls the item's outbox length and active order count until both

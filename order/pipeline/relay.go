@@ -96,6 +96,10 @@ type Relay struct {
 	duration  prometheus.Histogram
 	errors    prometheus.Counter
 	backlog   *prometheus.GaugeVec
+	broken    prometheus.Counter
+
+	brokenMu   sync.Mutex
+	brokenSeen map[string]struct{} // "stream id" of broken entries logged
 
 	// mu serialises passes; the maps below belong to whoever holds it.
 	mu     sync.Mutex
@@ -118,6 +122,7 @@ type Relay struct {
 	renewedAt    time.Time
 	refreshedAt  time.Time
 	claimedAt    time.Time
+	prunedAt     time.Time
 	gauged       map[int64]time.Time // item -> last seen with a backlog
 }
 
@@ -178,17 +183,23 @@ func NewRelay(st *stock.Store, producer sarama.SyncProducer, cfg RelayConfig, re
 			Name: "seckill_outbox_backlog",
 			Help: "Reservations in an item's outboxes not yet acknowledged by Kafka.",
 		}, []string{"item"}),
-		groups:  map[stock.Outbox]bool{},
-		known:   map[stock.Outbox]bool{},
-		retry:   map[stock.Outbox][]stock.Reservation{},
-		suspect: map[stock.Outbox]bool{},
-		gauged:  map[int64]time.Time{},
+		broken: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "seckill_outbox_broken_entries_total",
+			Help: "Outbox entries that are not reservations (left in their stream, not published; logged with stream and id).",
+		}),
+		brokenSeen: map[string]struct{}{},
+		groups:     map[stock.Outbox]bool{},
+		known:      map[stock.Outbox]bool{},
+		retry:      map[stock.Outbox][]stock.Reservation{},
+		suspect:    map[stock.Outbox]bool{},
+		gauged:     map[int64]time.Time{},
 	}
-	for _, c := range []prometheus.Collector{r.published, r.duration, r.errors, r.backlog} {
+	for _, c := range []prometheus.Collector{r.published, r.duration, r.errors, r.backlog, r.broken} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new relay: register metrics: %w", err)
 		}
 	}
+	st.OnBrokenEntry(r.brokenEntry)
 	return r, nil
 }
 
@@ -264,16 +275,92 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			r.errors.Inc()
 		}
 	}()
+	outboxes, err := r.outboxes(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// Entries of a crashed relay can only be claimed once idle for
+	// ClaimIdle, so looking for them a few times per ClaimIdle is enough.
+	claim := time.Since(r.claimedAt) >= r.cfg.ClaimIdle/4
+	if claim {
+		r.claimedAt = time.Now()
+	}
+	// Consumers of relays gone for ClaimIdle leave the group (see
+	// prepare), once per ClaimIdle.
+	prune := time.Since(r.prunedAt) >= r.cfg.ClaimIdle
+	if prune {
+		r.prunedAt = time.Now()
+	}
+	// Drained outboxes leave the active set once a second, not on every
+	// pass: a busy relay passes many times a second, and each look costs
+	// Redis a call per outbox.
+	forget := false
+	if time.Since(r.refreshedAt) >= time.Second {
+		// Before draining, so the gauge moves while Kafka is down too.
+		r.refreshedAt = time.Now()
+		r.refresh(ctx, outboxes)
+		forget = true
+	}
+	p := &pass{failed: map[stock.Outbox]bool{}, sent: map[stock.Outbox]int{}}
+	// 1. Per outbox, the rare work: its group, its own entries after a
+	// failed read, a failed batch, entries of a crashed relay.
+	for _, o := range outboxes {
+		if ctx.Err() != nil {
+			return p.total, ctx.Err()
+		}
+		k, err := r.prepare(ctx, o, claim, prune)
+		p.add(o, k)
+		if err != nil {
+			r.fail(p, o, err)
+		}
+	}
+	// 2. New entries of every outbox.
+	r.drainNew(ctx, p, outboxes)
+	r.settle(ctx, p, outboxes, forget)
+	return p.total, errors.Join(p.errs...)
+}
+
+// pass is what one DrainOnce found so far.
+type pass struct {
+	total  int
+	errs   []error
+	failed map[stock.Outbox]bool
+	sent   map[stock.Outbox]int
+}
+
+// add counts k reservations of outbox o that Kafka acknowledged.
+func (p *pass) add(o stock.Outbox, k int) {
+	p.total += k
+	p.sent[o] += k
+}
+
+// fail records an outbox's failure in the pass: its own pending entries
+// are read first next time, and a vanished group is created again.
+func (r *Relay) fail(p *pass, o stock.Outbox, err error) {
+	r.suspect[o] = true
+	if stock.IsNoGroup(err) {
+		// Redis lost the stream and its group: create it again on
+		// the next pass.
+		delete(r.groups, o)
+	}
+	p.failed[o] = true
+	p.errs = append(p.errs, err)
+}
+
+// outboxes are the outboxes a pass visits: every slot group's active set,
+// read once per ScanEvery, plus those this process wrote to since. The
+// first pass seeds the active sets (see seed).
+func (r *Relay) outboxes(ctx context.Context) ([]stock.Outbox, error) {
 	if !r.seeded {
 		if err := r.seed(ctx); err != nil {
-			return 0, err
+			return nil, err
 		}
 		r.seeded = true
 	}
 	if time.Since(r.scannedAt) >= r.cfg.ScanEvery {
 		all, err := r.st.ActiveOutboxes(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("relay: %w", err)
+			return nil, fmt.Errorf("relay: %w", err)
 		}
 		r.scannedAt = time.Now()
 		clear(r.known)
@@ -288,54 +375,17 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 	for o := range r.known {
 		outboxes = append(outboxes, o)
 	}
-	// Entries of a crashed relay can only be claimed once idle for
-	// ClaimIdle, so looking for them a few times per ClaimIdle is enough.
-	claim := time.Since(r.claimedAt) >= r.cfg.ClaimIdle/4
-	if claim {
-		r.claimedAt = time.Now()
-	}
-	// Drained outboxes leave the active set once a second, not on every
-	// pass: a busy relay passes many times a second, and each look costs
-	// Redis a call per outbox.
-	forget := false
-	if time.Since(r.refreshedAt) >= time.Second {
-		// Before draining, so the gauge moves while Kafka is down too.
-		r.refreshedAt = time.Now()
-		r.refresh(ctx, outboxes)
-		forget = true
-	}
-	var errs []error
-	failed := map[stock.Outbox]bool{}
-	sent := map[stock.Outbox]int{}
-	fail := func(o stock.Outbox, err error) {
-		r.suspect[o] = true
-		if stock.IsNoGroup(err) {
-			// Redis lost the stream and its group: create it again on
-			// the next pass.
-			delete(r.groups, o)
-		}
-		failed[o] = true
-		errs = append(errs, err)
-	}
-	// 1. Per outbox, the rare work: its group, its own entries after a
-	// failed read, a failed batch, entries of a crashed relay.
-	for _, o := range outboxes {
-		if ctx.Err() != nil {
-			return total, ctx.Err()
-		}
-		k, err := r.prepare(ctx, o, claim)
-		total += k
-		sent[o] += k
-		if err != nil {
-			fail(o, err)
-		}
-	}
-	// 2. New entries of every outbox: read in one pipelined round trip and
-	// published in one send, round after round while some outbox gave a
-	// full batch (at most maxBatches rounds, so a pass ends).
+	return outboxes, nil
+}
+
+// drainNew reads the new entries of every outbox that has not failed in
+// one pipelined round trip and publishes them in one send, round after
+// round while some outbox gave a full batch (at most maxBatches rounds, so
+// a pass ends).
+func (r *Relay) drainNew(ctx context.Context, p *pass, outboxes []stock.Outbox) {
 	var open []stock.Outbox
 	for _, o := range outboxes {
-		if !failed[o] {
+		if !p.failed[o] {
 			open = append(open, o)
 		}
 	}
@@ -345,7 +395,7 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 		var next []stock.Outbox
 		for i, o := range open {
 			if rerrs[i] != nil {
-				fail(o, fmt.Errorf("relay: %w", rerrs[i]))
+				r.fail(p, o, fmt.Errorf("relay: %w", rerrs[i]))
 				continue
 			}
 			if len(batches[i]) > 0 {
@@ -356,23 +406,28 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			}
 		}
 		if len(parts) == 0 {
-			break
+			return
 		}
 		if err := r.publishAll(ctx, parts); err != nil {
 			for o := range parts {
-				failed[o] = true
+				p.failed[o] = true
 			}
-			errs = append(errs, err)
-			break
+			p.errs = append(p.errs, err)
+			return
 		}
 		for o, b := range parts {
-			total += len(b)
-			sent[o] += len(b)
+			p.add(o, len(b))
 		}
 		open = next
 	}
+}
+
+// settle ends a pass: the backlog series of an item that sent shows (see
+// refresh), and, when forget is set, an outbox that sent nothing and holds
+// nothing leaves the active set.
+func (r *Relay) settle(ctx context.Context, p *pass, outboxes []stock.Outbox, forget bool) {
 	for _, o := range outboxes {
-		k := sent[o]
+		k := p.sent[o]
 		if k > 0 {
 			// Seen with a backlog: its series shows until backlogKeep after
 			// it drained, however fast it drained.
@@ -381,14 +436,13 @@ func (r *Relay) DrainOnce(ctx context.Context) (total int, err error) {
 			}
 			r.gauged[o.ItemID] = time.Now()
 		}
-		if forget && k == 0 && !failed[o] && len(r.retry[o]) == 0 {
+		if forget && k == 0 && !p.failed[o] && len(r.retry[o]) == 0 {
 			if gone, err := r.st.ForgetIfIdle(ctx, o); err == nil && gone {
 				delete(r.groups, o)
 				delete(r.known, o)
 			}
 		}
 	}
-	return total, errors.Join(errs...)
 }
 
 // seed adds every shard of every item warmed in Redis to the active set:
@@ -455,9 +509,10 @@ const backlogKeep = 15 * time.Minute
 
 // prepare does the rare per-outbox work of a pass (see DrainOnce): it makes
 // sure the consumer group exists, republishes this relay's own pending
-// entries after a failed read and a batch Kafka did not take, and takes
-// over entries of a crashed relay (idle for ClaimIdle) when claim is set.
-func (r *Relay) prepare(ctx context.Context, o stock.Outbox, claim bool) (int, error) {
+// entries after a failed read and a batch Kafka did not take, takes over
+// entries of a crashed relay (idle for ClaimIdle) when claim is set, and
+// removes the consumers of relays gone for ClaimIdle when prune is set.
+func (r *Relay) prepare(ctx context.Context, o stock.Outbox, claim, prune bool) (int, error) {
 	if !r.groups[o] {
 		if err := r.st.EnsureGroup(ctx, o, r.cfg.Group); err != nil {
 			return 0, fmt.Errorf("relay: %w", err)
@@ -485,11 +540,29 @@ func (r *Relay) prepare(ctx context.Context, o stock.Outbox, claim bool) (int, e
 		}
 		sent += len(b)
 	}
-	if !claim {
-		return sent, nil
+	if claim {
+		k, err := r.claim(ctx, o)
+		sent += k
+		if err != nil {
+			return sent, err
+		}
 	}
-	// Entries of a crashed relay (the oldest), until a short page or for
-	// at most maxBatches pages.
+	if prune {
+		// After the claim: the consumers of relays that died hold nothing
+		// once their entries were taken over. Every relay start names a
+		// new consumer, which would otherwise stay in the group for good.
+		// A failure only leaves them for the next time.
+		if _, err := r.st.PruneConsumers(ctx, o, r.cfg.Group, r.cfg.Consumer, r.cfg.ClaimIdle); err != nil {
+			r.log.Warn("relay: prune consumers", "err", err)
+		}
+	}
+	return sent, nil
+}
+
+// claim takes over and publishes the entries of a crashed relay (the
+// oldest), until a short page or for at most maxBatches pages.
+func (r *Relay) claim(ctx context.Context, o stock.Outbox) (int, error) {
+	sent := 0
 	for range maxBatches {
 		b, err := r.st.ClaimOutbox(ctx, o, r.cfg.Group, r.cfg.Consumer, r.cfg.ClaimIdle, r.cfg.BatchSize)
 		if err != nil {
@@ -509,6 +582,28 @@ func (r *Relay) prepare(ctx context.Context, o stock.Outbox, claim bool) (int, e
 	}
 	return sent, nil
 }
+
+// brokenEntry logs and counts an outbox entry that is not a reservation,
+// once per entry (a relay meets it again each ClaimIdle, when it takes it
+// over): written only by our scripts, it is a bug or a hand-made entry,
+// and stays in its stream for an operator.
+func (r *Relay) brokenEntry(b stock.BrokenEntry) {
+	r.brokenMu.Lock()
+	defer r.brokenMu.Unlock()
+	key := b.Stream + " " + b.ID
+	if _, ok := r.brokenSeen[key]; ok {
+		return
+	}
+	if len(r.brokenSeen) >= maxBrokenSeen {
+		clear(r.brokenSeen) // bounded; an entry logged before may be logged again
+	}
+	r.brokenSeen[key] = struct{}{}
+	r.broken.Inc()
+	r.log.Error("relay: broken outbox entry left in its stream, not published", "stream", b.Stream, "id", b.ID, "err", b.Err)
+}
+
+// maxBrokenSeen bounds the broken entries a relay remembers having logged.
+const maxBrokenSeen = 10000
 
 // publish sends a batch in one call. The entries stay in the outbox,
 // pending for this relay, until the writer stores them; a batch Kafka did

@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- answer: the answer of a purchase token once the item is sold out, without
 -- taking anything: the stored answer of a used token, or sold out for an
 -- unused one (kept, so every instance and every retry answers the same).

@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- fence: a replay that took over a stale claim shuts the claim's earlier
 -- epochs out of one shard before it decides anything.
 -- KEYS: 1 took marker of the order on this shard

@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- finish: settle a token left in the claimed state by reserve.lua.
 -- KEYS: 1 bought, 2 token, 3 open-claims index
 -- ARGV: 1 user, 2 order id, 3 result code, 4 '1' to free the user's slot,

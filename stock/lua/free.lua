@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- free: release the buyer's per-user slot on their home shard for a cancelled
 -- order, once per order id.
 -- KEYS: 1 bought, 2 freed set

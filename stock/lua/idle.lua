@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- idle: forget an outbox in the set of active ones once it holds nothing
 -- (no new entry, none waiting for MySQL). The scripts that append to an
 -- outbox add it back in the same step, so no entry is ever missed.

@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- issue: a new purchase token: the buyer's, unused, valid for a while.
 -- One script rather than MULTI/HSET/EXPIRE/EXEC, so that token issues go
 -- through the group commit of purchase scripts (batch.go) and a token

@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- reclaim: take over a stale fall-through claim, for one caller only.
 -- KEYS: 1 token, 2 open-claims index
 -- ARGV: 1 claim time (epoch) the caller saw, 2 now (ms): the new epoch,

@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- reserve: the whole common-case purchase in one atomic call on the user's
 -- home shard. Everything it touches lives in the home shard's slot group
 -- (one Redis Cluster slot): the shard's keys, the group's open-claims index

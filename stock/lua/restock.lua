@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- restock: give the unit of a cancelled order back to the shard it was taken
 -- from, once per order id whoever calls and however often.
 -- KEYS: 1 stock, 2 returned set

@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- retake: put back, on the buyer's home shard, what a Redis restart lost of
 -- an accepted purchase (its writes were in the last second an AOF with
 -- appendfsync everysec had not synced): the buyer's slot and the token's

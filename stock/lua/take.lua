@@ -1,3 +1,4 @@
+-- Record formats (token hash, outbox entry, order index, claims): see records.go.
 -- take: fall-through purchase of one unit from a shard that is not the
 -- buyer's home shard. The buyer's slot is already claimed on the home shard.
 -- Everything it touches lives in this shard's slot group; the order index
