@@ -14,6 +14,7 @@ import (
 
 	"seckill/limiter"
 	"seckill/order"
+	"seckill/order/orderid"
 	"seckill/stock"
 )
 
@@ -83,7 +84,7 @@ func unauthorized(detail, challenge string) *Problem {
 // ErrNoOrderID is the failure of a Deps.IDs that cannot make an order id
 // safely now (its node id lease is unconfirmed): a dependency state that
 // passes, so 503 with Retry-After. An IDs implementation wraps it.
-var ErrNoOrderID = errors.New("no order id can be made safely now")
+var ErrNoOrderID = orderid.ErrUnavailable
 
 // errSaleNotStarted and errSaleEnded are the sale window refusals.
 var (
