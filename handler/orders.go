@@ -45,7 +45,7 @@ func (h *Handler) findPending(ctx context.Context, orderID, user int64) (orderVi
 	}
 	v := orderView{OrderID: strconv.FormatInt(orderID, 10), ItemID: a.ItemID, Status: order.StatusPending,
 		CreatedAt: a.At, InOutbox: true}
-	d, err := h.Orders.DeadLetterOf(ctx, orderID)
+	d, err := h.Orders.DeadLetterFor(ctx, orderID, user)
 	switch {
 	case err == nil:
 		v.Status, v.InOutbox, v.CreatedAt = order.StatusRefused, false, d.CreatedAt
@@ -63,7 +63,13 @@ func (h *Handler) findOrder(ctx context.Context, id, user int64) (orderView, err
 	switch {
 	case err == nil && o.UserID == user:
 		return viewOf(o), nil
-	case err == nil: // another user's order does not exist for this user
+	case err == nil: // another user's order does not exist for this user,
+		// unless this user's order got the same id (made twice): a dead letter
+		if d, err := h.Orders.DeadLetterFor(ctx, id, user); err == nil && d.ItemID != nil {
+			return orderView{OrderID: strconv.FormatInt(id, 10), ItemID: *d.ItemID, Status: order.StatusRefused, CreatedAt: d.CreatedAt}, nil
+		} else if err != nil && !errors.Is(err, order.ErrNotFound) {
+			return orderView{}, err
+		}
 		return orderView{}, errNotFound
 	case !errors.Is(err, order.ErrNotFound):
 		return orderView{}, err
