@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"seckill/order/lifecycle"
+	"seckill/order/orderid"
 	"seckill/order/pipeline"
 	"strconv"
 	"sync"
@@ -192,7 +193,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	}
 	rdb.AddHook(calls)
 
-	node, err := leaseNode(ctx, rdb, cfg.Redis.Prefix, 30*time.Second)
+	node, err := orderid.Lease(ctx, rdb, orderid.Config{Prefix: cfg.Redis.Prefix, TTL: 30 * time.Second})
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +258,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	// flight at shutdown still has its outbox entry relayed by someone.
 	wctx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	g, gctx := errgroup.WithContext(wctx)
-	g.Go(func() error { return node.keep(gctx, log) })
+	g.Go(func() error { return node.Keep(gctx, log) })
 	g.Go(func() error { return s.runKafka(gctx, reg, owner, shards) })
 	parts.start(g, gctx)
 

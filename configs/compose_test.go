@@ -73,6 +73,7 @@ var exported = map[string]metricDef{
 	"seckill_consumer_lag":                     {gauge, []string{"partition"}},
 	"seckill_dlq_messages_total":               {counter, []string{"reason"}},
 	"seckill_db_guard_refusals_total":          {counter, nil},
+	"seckill_order_id_collisions_total":        {counter, nil},
 	"seckill_stock_drift":                      {gauge, []string{"item"}},
 	"seckill_oversold":                         {gauge, []string{"item"}},
 	"seckill_orders_lost_total":                {counter, nil},

@@ -20,10 +20,13 @@ const (
 	ReasonDecode = "decode"
 	// ReasonOversell: the MySQL stock guard refused the order.
 	ReasonOversell = "oversell"
+	// ReasonIDCollision: the order's id is already another order's (of
+	// another buyer or item): an order id was made twice.
+	ReasonIDCollision = "id_collision"
 )
 
 // StatusRefused is how a buyer sees an accepted order that the MySQL stock
-// guard refused (a dead letter): final, and it holds no unit.
+// guard refused, or whose id was another order's (a dead letter): final.
 const StatusRefused Status = "refused"
 
 // DeadLetter is a Kafka message that did not become an order row.
@@ -45,8 +48,12 @@ type DeadLetter struct {
 const deadCols = "id, reason, order_id, item_id, user_id, shard, payload, detail, created_at, slot_freed"
 
 // dedupKey makes recording the same dead letter twice (a redelivered batch)
-// a no-op: the order id when there is one, else the payload's hash.
+// a no-op: the order id when there is one (with the buyer for a collision:
+// the id is not this order's alone), else the payload's hash.
 func (d DeadLetter) dedupKey() string {
+	if d.Reason == ReasonIDCollision && d.OrderID != nil && d.UserID != nil {
+		return collisionKey(*d.OrderID, *d.UserID)
+	}
 	if d.OrderID != nil {
 		return "order:" + strconv.FormatInt(*d.OrderID, 10)
 	}
@@ -116,6 +123,27 @@ func (s *Store) DeadLetterOf(ctx context.Context, orderID int64) (DeadLetter, er
 	var d DeadLetter
 	err := s.db.GetContext(ctx, &d, "SELECT "+deadCols+" FROM dead_letters WHERE dedup_key = ?",
 		"order:"+strconv.FormatInt(orderID, 10))
+	if errors.Is(err, sql.ErrNoRows) {
+		return DeadLetter{}, fmt.Errorf("dead letter of order %d: %w", orderID, ErrNotFound)
+	}
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("dead letter of order %d: %w", orderID, err)
+	}
+	return d, nil
+}
+
+func collisionKey(orderID, userID int64) string {
+	return "collision:" + strconv.FormatInt(orderID, 10) + ":" + strconv.FormatInt(userID, 10)
+}
+
+// DeadLetterFor returns the dead letter of userID's order orderID, whether
+// refused by the stock guard or for a repeated id (the stored order of
+// that id is then another buyer's), or ErrNotFound.
+func (s *Store) DeadLetterFor(ctx context.Context, orderID, userID int64) (DeadLetter, error) {
+	var d DeadLetter
+	err := s.db.GetContext(ctx, &d, "SELECT "+deadCols+` FROM dead_letters
+		WHERE dedup_key IN (?, ?) AND user_id = ? ORDER BY id LIMIT 1`,
+		"order:"+strconv.FormatInt(orderID, 10), collisionKey(orderID, userID), userID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return DeadLetter{}, fmt.Errorf("dead letter of order %d: %w", orderID, ErrNotFound)
 	}

@@ -172,133 +172,223 @@ func (s *Store) Order(ctx context.Context, id int64) (Order, error) {
 }
 
 // InsertBatch records new orders (decoded from Kafka) in one transaction and
-// returns how many rows it inserted. Only ID, ItemID, UserID, Shard,
-// CreatedAt and ExpiresAt are read; a new order is always pending.
+// returns how many rows it inserted; refused holds every order given that is
+// not stored (InsertOrders tells the stock guard's refusals from repeated
+// ids).
+func (s *Store) InsertBatch(ctx context.Context, orders []Order) (inserted int, refused []Order, err error) {
+	res, err := s.InsertOrders(ctx, orders)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, c := range res.Collided {
+		res.Refused = append(res.Refused, c.Order)
+	}
+	return res.Inserted, res.Refused, nil
+}
+
+// BatchResult is what InsertOrders did with a batch.
+type BatchResult struct {
+	// Inserted counts the new rows.
+	Inserted int
+	// Refused: orders the stock guard refused, of an unknown item, or
+	// missing an id, item or time.
+	Refused []Order
+	// Collided: orders whose id is already an order of another buyer or
+	// item (or is given twice so in the batch). A redelivery stores the
+	// same buyer and item; this is a repeated order id.
+	Collided []Collision
+}
+
+// Collision is an order whose id is taken by another order.
+type Collision struct {
+	Order Order
+	// Other is the order that holds the id (its ID, ItemID and UserID).
+	Other Order
+}
+
+// same reports whether a and b are one order (a redelivery), not two that
+// got the same id.
+func same(a, b Order) bool { return a.UserID == b.UserID && a.ItemID == b.ItemID }
+
+// InsertOrders records new orders (decoded from Kafka) in one transaction.
+// Only ID, ItemID, UserID, Shard, CreatedAt and ExpiresAt are read; a new
+// order is always pending.
 //
-// Every order given is, when err is nil, either in MySQL or in refused:
-//   - A redelivered order (its order_id already stored) inserts nothing and
-//     does not move items.sold again.
+// Every order given is, when err is nil, either in MySQL, in Refused or in
+// Collided:
+//   - A redelivered order (its order_id already stored for the same buyer
+//     and item) inserts nothing and does not move items.sold again. An
+//     order_id stored for another buyer or item is a collision.
 //   - An item's new rows are written while items.sold stays within its
 //     stock: the earliest (lowest order ids) that fit are written, the rest
-//     are returned in refused; so are rows of an unknown item and rows
-//     missing an id, item or time. Rows already stored are never refused.
+//     are refused; so are rows of an unknown item and rows missing an id,
+//     item or time. Rows already stored are never refused.
 //
 // Deadlocks and lock wait timeouts rerun the whole transaction. On error
 // nothing was written by this call and the caller must not commit the Kafka
 // offsets of the batch.
-func (s *Store) InsertBatch(ctx context.Context, orders []Order) (inserted int, refused []Order, err error) {
-	// Group valid rows by item, sorted by (item, order_id), dropping
-	// duplicates within the batch: every writer takes its locks in the same
-	// order, which keeps deadlocks between concurrent batches rare.
-	var invalid []Order
-	byItem := map[int64][]Order{}
-	seen := make(map[int64]bool, len(orders))
-	for _, o := range orders {
-		if o.ID <= 0 || o.ItemID <= 0 || o.Shard < 0 || o.CreatedAt.IsZero() || o.ExpiresAt.IsZero() {
-			invalid = append(invalid, o)
-			continue
-		}
-		if seen[o.ID] {
-			continue
-		}
-		seen[o.ID] = true
-		byItem[o.ItemID] = append(byItem[o.ItemID], o)
-	}
-	items := make([]int64, 0, len(byItem))
-	for id, rows := range byItem {
-		items = append(items, id)
-		slices.SortFunc(rows, func(a, b Order) int { return cmp.Compare(a.ID, b.ID) })
-	}
-	slices.Sort(items)
-	if len(items) == 0 {
-		return 0, invalid, nil
-	}
-
+func (s *Store) InsertOrders(ctx context.Context, orders []Order) (BatchResult, error) {
+	b := sortBatch(orders)
 	excluded := map[int64]bool{} // items whose guard failed after their rows were written
-	for {
+	for races := 0; len(b.items) > 0; {
+		var res BatchResult
 		var failed []int64
 		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-			failed, inserted, refused = nil, 0, nil // a rerun starts over
-			// Lock the items rows first, in id order. Every writer does, so
-			// writers of one item take turns and the item's stored orders
-			// cannot change under us: the count of new rows below is exact
-			// and an item over its stock is refused before anything is
-			// written. (Refusing by rolling back an insert is only the
-			// fallback: go-mysql-server's memory engine, used in dev mode,
-			// corrupts secondary indexes when it rolls back inserts.)
-			// FOR UPDATE is a locking read, so the snapshot of the plain
-			// reads below is taken only after every lock is held.
-			state, err := lockItems(ctx, tx, items)
-			if err != nil {
-				return err
-			}
-			for _, id := range items {
-				stored, err := existing(ctx, tx, byItem[id])
-				if err != nil {
-					return err
-				}
-				var fresh []Order
-				for _, o := range byItem[id] {
-					if !stored[o.ID] {
-						fresh = append(fresh, o)
-					}
-				}
-				st, known := state[id]
-				if !known || excluded[id] {
-					refused = append(refused, fresh...)
-					continue
-				}
-				if room := max(st.Stock-st.Sold, 0); int64(len(fresh)) > room {
-					// Only the excess is refused: the earliest orders (ids
-					// grow with time) are the ones that fit.
-					refused = append(refused, fresh[room:]...)
-					fresh = fresh[:room]
-				}
-				if len(fresh) == 0 {
-					continue
-				}
-				// INSERT IGNORE all the same: the order_id primary key, not
-				// the count above, is what makes a redelivery a no-op.
-				n, err := insertOrders(ctx, tx, fresh)
-				if err != nil {
-					return err
-				}
-				if n == 0 {
-					continue // nothing new: sold must not move
-				}
-				// The guard is the DB's own no-oversell check: sold
-				// counts active orders and never passes stock.
-				res, err := tx.ExecContext(ctx,
-					"UPDATE items SET sold = sold + ? WHERE id = ? AND sold + ? <= stock", n, id, n)
-				if err != nil {
-					return fmt.Errorf("guard item %d: %w", id, err)
-				}
-				if ok, err := oneRow(res); err != nil {
-					return fmt.Errorf("guard item %d: %w", id, err)
-				} else if !ok {
-					failed = append(failed, id)
-					continue
-				}
-				inserted += int(n)
-			}
-			if len(failed) > 0 {
-				return errRedo
-			}
-			return nil
+			var err error
+			res, failed, err = b.write(ctx, tx, excluded) // a rerun starts over
+			return err
 		})
-		if errors.Is(err, errRedo) {
+		switch {
+		case errors.Is(err, errRedo):
 			// Rolled back: run again refusing those items. Each round
 			// excludes at least one more item, so this ends.
 			for _, id := range failed {
 				excluded[id] = true
 			}
 			continue
+		case errors.Is(err, errRace) && races < maxAttempts:
+			races++ // rerun: its reads see the other writer's rows
+			continue
+		case err != nil:
+			return BatchResult{}, fmt.Errorf("insert batch of %d orders: %w", len(orders), err)
 		}
-		if err != nil {
-			return 0, nil, fmt.Errorf("insert batch of %d orders: %w", len(orders), err)
-		}
-		return inserted, append(invalid, refused...), nil
+		res.Refused = append(b.invalid, res.Refused...)
+		res.Collided = append(b.collided, res.Collided...)
+		return res, nil
 	}
+	return BatchResult{Refused: b.invalid, Collided: b.collided}, nil
+}
+
+// errRace: an INSERT IGNORE skipped a row the transaction's read did not
+// see stored: a concurrent writer stored that order id meanwhile. The
+// transaction is rolled back and run again, and the rerun's read tells a
+// redelivery from a collision.
+var errRace = errors.New("an order id was stored by a concurrent writer")
+
+// batch is InsertOrders' input sorted out.
+type batch struct {
+	// items are the ids of the items of valid rows, ascending; byItem
+	// their rows sorted by order id, one row per order id.
+	items  []int64
+	byItem map[int64][]Order
+	// invalid rows miss an id, item or time; collided repeat an order id
+	// of an earlier row of the batch for another buyer or item.
+	invalid  []Order
+	collided []Collision
+}
+
+// sortBatch groups valid rows by item, sorted by (item, order_id), keeping
+// the first row of each order id: every writer takes its locks in the same
+// order, which keeps deadlocks between concurrent batches rare.
+func sortBatch(orders []Order) batch {
+	b := batch{byItem: map[int64][]Order{}}
+	first := make(map[int64]Order, len(orders))
+	for _, o := range orders {
+		if o.ID <= 0 || o.ItemID <= 0 || o.Shard < 0 || o.CreatedAt.IsZero() || o.ExpiresAt.IsZero() {
+			b.invalid = append(b.invalid, o)
+			continue
+		}
+		if f, dup := first[o.ID]; dup {
+			if !same(f, o) {
+				b.collided = append(b.collided, Collision{Order: o, Other: f})
+			}
+			continue
+		}
+		first[o.ID] = o
+		b.byItem[o.ItemID] = append(b.byItem[o.ItemID], o)
+	}
+	for id, rows := range b.byItem {
+		b.items = append(b.items, id)
+		slices.SortFunc(rows, func(a, b Order) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	slices.Sort(b.items)
+	return b
+}
+
+// write is one run of InsertOrders' transaction. failed lists the items
+// whose guard refused rows already written (errRedo).
+func (b batch) write(ctx context.Context, tx *sqlx.Tx, excluded map[int64]bool) (res BatchResult, failed []int64, err error) {
+	// Lock the items rows first, in id order. Every writer does, so
+	// writers of one item take turns and the item's stored orders cannot
+	// change under us: the count of new rows below is exact and an item
+	// over its stock is refused before anything is written. (Refusing by
+	// rolling back an insert is only the fallback: go-mysql-server's
+	// memory engine, used in dev mode, corrupts secondary indexes when it
+	// rolls back inserts.) FOR UPDATE is a locking read, so the snapshot of
+	// the plain reads below is taken only after every lock is held.
+	state, err := lockItems(ctx, tx, b.items)
+	if err != nil {
+		return BatchResult{}, nil, err
+	}
+	for _, id := range b.items {
+		stored, err := existing(ctx, tx, b.byItem[id])
+		if err != nil {
+			return BatchResult{}, nil, err
+		}
+		var fresh []Order
+		for _, o := range b.byItem[id] {
+			other, ok := stored[o.ID]
+			switch {
+			case !ok:
+				fresh = append(fresh, o)
+			case !same(other, o):
+				res.Collided = append(res.Collided, Collision{Order: o, Other: other})
+			}
+		}
+		st, known := state[id]
+		if !known || excluded[id] {
+			res.Refused = append(res.Refused, fresh...)
+			continue
+		}
+		if room := max(st.Stock-st.Sold, 0); int64(len(fresh)) > room {
+			// Only the excess is refused: the earliest orders (ids grow
+			// with time) are the ones that fit.
+			res.Refused = append(res.Refused, fresh[room:]...)
+			fresh = fresh[:room]
+		}
+		ok, err := insertGuarded(ctx, tx, id, fresh)
+		if err != nil {
+			return BatchResult{}, nil, err
+		}
+		if !ok {
+			failed = append(failed, id)
+			continue
+		}
+		res.Inserted += len(fresh)
+	}
+	if len(failed) > 0 {
+		return BatchResult{}, failed, errRedo
+	}
+	return res, nil, nil
+}
+
+// insertGuarded inserts an item's new rows and moves its sold counter by
+// as many, unless that would pass its stock (false: the caller rolls back).
+func insertGuarded(ctx context.Context, tx *sqlx.Tx, item int64, fresh []Order) (bool, error) {
+	if len(fresh) == 0 {
+		return true, nil
+	}
+	// INSERT IGNORE all the same: the order_id primary key, not the read
+	// above, is what keeps an order from being stored twice.
+	n, err := insertOrders(ctx, tx, fresh)
+	if err != nil {
+		return false, err
+	}
+	if n != int64(len(fresh)) {
+		return false, errRace
+	}
+	// The guard is the DB's own no-oversell check: sold counts active
+	// orders and never passes stock.
+	res, err := tx.ExecContext(ctx,
+		"UPDATE items SET sold = sold + ? WHERE id = ? AND sold + ? <= stock", n, item, n)
+	if err != nil {
+		return false, fmt.Errorf("guard item %d: %w", item, err)
+	}
+	ok, err := oneRow(res)
+	if err != nil {
+		return false, fmt.Errorf("guard item %d: %w", item, err)
+	}
+	return ok, nil
 }
 
 // itemState is what the stock guard needs of an item.
@@ -356,24 +446,25 @@ func insertOrders(ctx context.Context, tx *sqlx.Tx, rows []Order) (int64, error)
 	return total, nil
 }
 
-// existing returns which of the orders are stored.
-func existing(ctx context.Context, q sqlx.QueryerContext, orders []Order) (map[int64]bool, error) {
-	stored := map[int64]bool{}
+// existing returns the stored orders (ID, ItemID and UserID only) among
+// the given ones' ids.
+func existing(ctx context.Context, q sqlx.QueryerContext, orders []Order) (map[int64]Order, error) {
+	stored := map[int64]Order{}
 	for chunk := range slices.Chunk(orders, insertChunk) {
 		ids := make([]int64, len(chunk))
 		for i, o := range chunk {
 			ids[i] = o.ID
 		}
-		query, args, err := sqlx.In("SELECT order_id FROM orders WHERE order_id IN (?)", ids)
+		query, args, err := sqlx.In("SELECT order_id, item_id, user_id FROM orders WHERE order_id IN (?)", ids)
 		if err != nil {
 			return nil, fmt.Errorf("find stored orders: %w", err)
 		}
-		var found []int64
+		var found []Order
 		if err := sqlx.SelectContext(ctx, q, &found, query, args...); err != nil {
 			return nil, fmt.Errorf("find stored orders: %w", err)
 		}
-		for _, id := range found {
-			stored[id] = true
+		for _, o := range found {
+			stored[o.ID] = o
 		}
 	}
 	return stored, nil
@@ -385,7 +476,15 @@ func (s *Store) Stored(ctx context.Context, ids []int64) (map[int64]bool, error)
 	for i, id := range ids {
 		orders[i].ID = id
 	}
-	return existing(ctx, s.db, orders)
+	stored, err := existing(ctx, s.db, orders)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int64]bool, len(stored))
+	for id := range stored {
+		out[id] = true
+	}
+	return out, nil
 }
 
 // Pay marks a pending order of userID paid, if its payment window is still

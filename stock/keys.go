@@ -19,7 +19,7 @@ const Groups = 64
 
 // groupShift is where an order id keeps its group: bits 16..21. Ids are
 // made by snowflake nodes whose node field is group<<8 | instance node,
-// with 8 step bits (app/node.go).
+// with 8 step bits (order/orderid).
 const groupShift = 16
 
 // OrderGroup is the slot group an order id was made for.

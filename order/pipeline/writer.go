@@ -19,7 +19,7 @@ import (
 // Inserter stores a batch of new orders in one transaction, and what cannot
 // become an order as dead letters; *order.Store is one.
 type Inserter interface {
-	InsertBatch(ctx context.Context, orders []order.Order) (inserted int, refused []order.Order, err error)
+	InsertOrders(ctx context.Context, orders []order.Order) (order.BatchResult, error)
 	RecordDeadLetters(ctx context.Context, dls []order.DeadLetter) error
 }
 
@@ -52,6 +52,7 @@ type Writer struct {
 	commitDur prometheus.Histogram
 	orders    prometheus.Counter
 	refusals  prometheus.Counter
+	collided  prometheus.Counter
 	dead      *prometheus.CounterVec
 	errs      prometheus.Counter
 	lag       *prometheus.GaugeVec
@@ -97,6 +98,10 @@ func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log 
 			Name: "seckill_db_guard_refusals_total",
 			Help: "Orders the MySQL stock guard refused: oversell attempts that got past Redis.",
 		}),
+		collided: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "seckill_order_id_collisions_total",
+			Help: "Orders whose id was already another order's (another buyer or item): dead letters, never a silent drop.",
+		}),
 		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "seckill_dlq_messages_total",
 			Help: "Messages sent to the dead-letter topic, by reason.",
@@ -110,7 +115,7 @@ func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log 
 			Help: "Messages of a partition not yet handled by this writer.",
 		}, []string{"partition"}),
 	}
-	for _, c := range []prometheus.Collector{w.batchSize, w.commitDur, w.orders, w.refusals, w.dead, w.errs, w.lag} {
+	for _, c := range []prometheus.Collector{w.batchSize, w.commitDur, w.orders, w.refusals, w.collided, w.dead, w.errs, w.lag} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new writer: register metrics: %w", err)
 		}
@@ -118,6 +123,7 @@ func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log 
 	// Both reasons show from the start, at 0, so alerts can use rate().
 	w.dead.WithLabelValues(order.ReasonDecode)
 	w.dead.WithLabelValues(order.ReasonOversell)
+	w.dead.WithLabelValues(order.ReasonIDCollision)
 	return w, nil
 }
 
@@ -191,7 +197,7 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 		orders  []order.Order
 		dead    []order.DeadLetter
 		entries []stock.Entry
-		source  = make(map[int64]*sarama.ConsumerMessage, len(batch))
+		source  = make(map[sourceKey]*sarama.ConsumerMessage, len(batch))
 	)
 	for _, m := range batch {
 		o, e, err := DecodeReservation(m.Value, w.cfg.OrderTTL)
@@ -201,20 +207,18 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 			continue
 		}
 		entries = append(entries, e)
-		if _, dup := source[o.ID]; !dup {
-			orders = append(orders, o)
-		}
-		source[o.ID] = m
+		// Every order goes to the store, which tells a redelivery from a
+		// repeated id; the message is found by the order's id and parties.
+		orders = append(orders, o)
+		source[keyOf(o)] = m
 	}
 
-	undecodable := len(dead)
 	if len(orders) > 0 {
-		var inserted int
-		var refused []order.Order
+		var res order.BatchResult
 		ok := w.retry(ctx, "insert orders", func() error {
 			start := time.Now()
 			var err error
-			inserted, refused, err = w.store.InsertBatch(ctx, orders)
+			res, err = w.store.InsertOrders(ctx, orders)
 			if err == nil {
 				w.commitDur.Observe(time.Since(start).Seconds())
 			}
@@ -223,10 +227,10 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 		if !ok {
 			return false
 		}
-		w.orders.Add(float64(inserted))
-		w.refusals.Add(float64(len(refused)))
-		for _, o := range refused {
-			m, ok := source[o.ID]
+		w.orders.Add(float64(res.Inserted))
+		w.refusals.Add(float64(len(res.Refused)))
+		for _, o := range res.Refused {
+			m, ok := source[keyOf(o)]
 			if !ok {
 				continue // InsertBatch returns only orders it was given
 			}
@@ -234,13 +238,15 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 			dead = append(dead, order.DeadLetter{Reason: order.ReasonOversell, OrderID: &o.ID, ItemID: &o.ItemID,
 				UserID: &o.UserID, Shard: &o.Shard, Payload: m.Value, Detail: "items.sold reached stock"})
 		}
+		dead = append(dead, w.collisions(res.Collided, source)...)
 	}
 	if len(dead) > 0 {
 		if !w.retry(ctx, "record dead letters", func() error { return w.store.RecordDeadLetters(ctx, dead) }) {
 			return false
 		}
-		w.dead.WithLabelValues(order.ReasonDecode).Add(float64(undecodable))
-		w.dead.WithLabelValues(order.ReasonOversell).Add(float64(len(dead) - undecodable))
+		for _, d := range dead {
+			w.dead.WithLabelValues(d.Reason).Inc()
+		}
 	}
 	// Stored (or dead-lettered): the outbox can let go. A failed ack is
 	// retried in the background (Redis down a moment), so the stored
@@ -263,6 +269,32 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 	sess.Commit()
 	w.lag.WithLabelValues(strconv.Itoa(int(claim.Partition()))).Set(float64(max(claim.HighWaterMarkOffset()-last.Offset-1, 0)))
 	return true
+}
+
+// sourceKey finds the message of an order: its id and parties (two orders
+// that got the same id are two messages).
+type sourceKey struct{ id, item, user int64 }
+
+func keyOf(o order.Order) sourceKey { return sourceKey{o.ID, o.ItemID, o.UserID} }
+
+// collisions are the dead letters of orders whose id was another order's,
+// counted and logged: a repeated id never drops an order silently.
+func (w *Writer) collisions(cs []order.Collision, source map[sourceKey]*sarama.ConsumerMessage) []order.DeadLetter {
+	var dead []order.DeadLetter
+	for _, c := range cs {
+		o := c.Order
+		m, ok := source[keyOf(o)]
+		if !ok {
+			continue // InsertOrders returns only orders it was given
+		}
+		w.collided.Inc()
+		w.log.Error("writer: order id already another order's", "order", o.ID, "item", o.ItemID, "user", o.UserID,
+			"other_item", c.Other.ItemID, "other_user", c.Other.UserID)
+		dead = append(dead, order.DeadLetter{Reason: order.ReasonIDCollision, OrderID: &o.ID, ItemID: &o.ItemID,
+			UserID: &o.UserID, Shard: &o.Shard, Payload: m.Value,
+			Detail: fmt.Sprintf("order id %d is stored for user %d, item %d", o.ID, c.Other.UserID, c.Other.ItemID)})
+	}
+	return dead
 }
 
 // ackLater retries acknowledging stored entries for up to ackRetryFor.

@@ -41,7 +41,7 @@ func (s *Sale) findPending(ctx context.Context, orderID, user int64) (Order, boo
 		return Order{}, false, err
 	}
 	v := Order{ID: orderID, ItemID: a.ItemID, Status: order.StatusPending, CreatedAt: a.At, InOutbox: true}
-	d, err := s.cfg.Orders.DeadLetterOf(ctx, orderID)
+	d, err := s.cfg.Orders.DeadLetterFor(ctx, orderID, user)
 	switch {
 	case err == nil:
 		v.Status, v.InOutbox, v.CreatedAt = order.StatusRefused, false, d.CreatedAt
@@ -55,9 +55,9 @@ func (s *Sale) findPending(ctx context.Context, orderID, user int64) (Order, boo
 // MySQL is read first: an order moves from Redis to MySQL, and Redis keeps
 // its answer after that, so no moment falls between the two reads. Another
 // user's order does not exist for this user, and costs what a missing id
-// costs: the order index is read as for a missing id, and the answer is
-// the same ErrNotFound, so neither the answer nor its time tells that the
-// id exists.
+// costs: the order index is read as for a missing id, then the dead letters
+// as for a missing id, and the answer is the same ErrNotFound, so neither
+// the answer nor its time tells that the id exists.
 func (s *Sale) Order(ctx context.Context, id, user int64) (Order, error) {
 	o, err := s.cfg.Orders.Order(ctx, id)
 	switch {
@@ -69,7 +69,7 @@ func (s *Sale) Order(ctx context.Context, id, user int64) (Order, error) {
 		if err := s.cfg.Stock.PeekOrder(ctx, id); err != nil {
 			return Order{}, err
 		}
-		return Order{}, ErrNotFound
+		return s.collided(ctx, id, user)
 	case !errors.Is(err, order.ErrNotFound):
 		return Order{}, err
 	}
@@ -78,9 +78,24 @@ func (s *Sale) Order(ctx context.Context, id, user int64) (Order, error) {
 		return Order{}, err
 	}
 	if !ok {
-		return Order{}, ErrNotFound
+		return s.collided(ctx, id, user)
 	}
 	return v, nil
+}
+
+// collided is the buyer's order that was given an id another order already
+// had (an id made twice): the writer kept it as a dead letter, and it reads
+// refused. Any other id the buyer has no order of is ErrNotFound.
+func (s *Sale) collided(ctx context.Context, id, user int64) (Order, error) {
+	d, err := s.cfg.Orders.DeadLetterFor(ctx, id, user)
+	switch {
+	case err == nil && d.ItemID != nil:
+		return Order{ID: id, ItemID: *d.ItemID, Status: order.StatusRefused, CreatedAt: d.CreatedAt}, nil
+	case err == nil || errors.Is(err, order.ErrNotFound):
+		return Order{}, ErrNotFound
+	default:
+		return Order{}, err
+	}
 }
 
 // Pay pays the buyer's order. An order accepted but not in MySQL yet is
