@@ -359,9 +359,10 @@ func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner 
 	defer s.lag.Store(nil)
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); relay.Run(ctx) }()
 	go func() { defer wg.Done(); mq.RunGroup(ctx, group, []string{cfg.Kafka.Topic}, writer, s.log) }()
+	go func() { defer wg.Done(); writer.Run(ctx) }() // its acknowledgement retries
 	wg.Wait()
 	return nil
 }
