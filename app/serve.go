@@ -165,85 +165,25 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		return nil, err
 	}
 	cfg = s.cfg
-	owner := hostname() + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	s.owner = owner
-
-	// Redis: stock calls fail closed after the configured timeout.
-	rdb := newRedis(cfg)
-	s.onClose(func() { rdb.Close() })
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := stock.NewStore(rdb, stock.Config{Prefix: cfg.Redis.Prefix}).Ping(pctx); err != nil {
-		return nil, fmt.Errorf("redis %s: %w", cfg.Redis.Addr, err)
-	}
-	db, err := openMySQL(ctx, cfg)
+	s.owner = hostname() + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	rdb, db, reg, err := s.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s.onClose(func() { db.Close() })
-
-	reg := prometheus.NewRegistry()
-	if err := errors.Join(reg.Register(collectors.NewGoCollector()),
-		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))); err != nil {
-		return nil, err
-	}
-	calls, err := newRedisCalls(reg)
-	if err != nil {
-		return nil, err
-	}
-	rdb.AddHook(calls)
 
 	node, err := orderid.Lease(ctx, rdb, orderid.Config{Prefix: cfg.Redis.Prefix, TTL: 30 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	s.checkNow = make(chan struct{}, 1)
-	s.Stock = stock.NewStore(rdb, stock.Config{
-		Prefix: cfg.Redis.Prefix, TokenTTL: cfg.Order.TokenTTL, ClaimTimeout: cfg.Order.ClaimTimeout,
-		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout,
-		Restarted: func() {
-			select {
-			case s.checkNow <- struct{}{}:
-			default:
-			}
-		},
-	})
-	journal, err := lifecycle.NewJournal(1<<18, reg)
+	defer func() {
+		if err != nil { // give the id back now, not when its TTL ends
+			_ = node.Release(context.WithoutCancel(ctx))
+		}
+	}()
+	parts, h, err := s.build(rdb, db, reg, node)
 	if err != nil {
 		return nil, err
 	}
-	s.journal = journal
-	s.Orders = order.NewStore(db)
-	lim, err := limiter.New(limiter.Config{
-		GlobalRate: cfg.Limiter.GlobalRate, GlobalBurst: cfg.Limiter.GlobalBurst,
-		UserRate: cfg.Limiter.UserRate, UserBurst: cfg.Limiter.UserBurst,
-		MaxInFlight: cfg.Limiter.MaxInFlight, AcquireWait: cfg.Limiter.AcquireWait,
-	}, reg)
-	if err != nil {
-		return nil, err
-	}
-	s.onClose(lim.Close)
-
-	shards := func(ctx context.Context, itemID int64) (int, error) {
-		it, err := s.Orders.Item(ctx, itemID)
-		return it.Shards, err
-	}
-	parts, err := s.lifecycle(reg)
-	if err != nil {
-		return nil, err
-	}
-	h, err := handler.New(handler.Deps{
-		Sale: sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: node,
-			Ledger: parts.ledger, Journal: journal}),
-		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: log, Registry: reg,
-		Ready: func(ctx context.Context) error {
-			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx))
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.HTTP.Addr, err)
@@ -259,72 +199,229 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	wctx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	g, gctx := errgroup.WithContext(wctx)
 	g.Go(func() error { return node.Keep(gctx, log) })
-	g.Go(func() error { return s.runKafka(gctx, reg, owner, shards) })
+	g.Go(func() error { return s.runKafka(gctx, reg) })
 	parts.start(g, gctx)
-
-	go func() {
-		defer close(s.done)
-		serveErr := make(chan error, 1)
-		go func() { serveErr <- srv.Serve(ln) }()
-		select {
-		case <-ctx.Done():
-		case <-gctx.Done(): // a worker failed
-		case err := <-serveErr:
-			s.err = err
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
-		if err := srv.Shutdown(sctx); err != nil {
-			log.Error("http shutdown", "err", err)
-		}
-		cancel()
-		stopWorkers()
-		if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) && s.err == nil {
-			s.err = err
-		}
-		s.closeAll()
-	}()
+	go s.serve(ctx, srv, ln, g, gctx, stopWorkers)
 	return s, nil
 }
 
-// runKafka connects to Kafka (retrying while it is down: purchases keep
-// landing in the outboxes meanwhile), then runs the relay and the consumers
-// until ctx ends. It flushes the producer before closing it.
-func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner string, shards func(context.Context, int64) (int, error)) error {
+// open connects to Redis (a ping) and MySQL (migrated), and makes the
+// metrics registry with the process collectors and the Redis call metrics.
+func (s *Server) open(ctx context.Context) (redis.UniversalClient, *sqlx.DB, *prometheus.Registry, error) {
 	cfg := s.cfg
-	pcfg := mq.ProducerConfig("seckill-" + owner)
-	topics := map[string]int32{cfg.Kafka.Topic: cfg.Kafka.Partitions}
-	// connect makes sure the topics exist (a broker that came back without
-	// its data has none) and opens a producer.
-	connect := func(ctx context.Context) (sarama.SyncProducer, error) {
-		if err := mq.EnsureTopics(ctx, cfg.Kafka.Brokers, pcfg, topics); err != nil {
-			return nil, err
-		}
-		return sarama.NewSyncProducer(cfg.Kafka.Brokers, pcfg)
+	// Redis: stock calls fail closed after the configured timeout.
+	rdb := newRedis(cfg)
+	s.onClose(func() { rdb.Close() })
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := stock.NewStore(rdb, stock.Config{Prefix: cfg.Redis.Prefix}).Ping(pctx); err != nil {
+		return nil, nil, nil, fmt.Errorf("redis %s: %w", cfg.Redis.Addr, err)
 	}
-	var producer sarama.SyncProducer
-	for attempt := 0; ; attempt++ {
-		var err error
-		if producer, err = connect(ctx); err == nil {
-			break
+	db, err := openMySQL(ctx, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s.onClose(func() { db.Close() })
+
+	reg := prometheus.NewRegistry()
+	if err := errors.Join(reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))); err != nil {
+		return nil, nil, nil, err
+	}
+	calls, err := newRedisCalls(reg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rdb.AddHook(calls)
+	return rdb, db, reg, nil
+}
+
+// build makes the stores, the journal, the limiter, the lifecycle parts
+// and the HTTP handler.
+func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.Registry, ids sale.IDs) (*parts, *handler.Handler, error) {
+	cfg := s.cfg
+	s.checkNow = make(chan struct{}, 1)
+	s.Stock = stock.NewStore(rdb, stock.Config{
+		Prefix: cfg.Redis.Prefix, TokenTTL: cfg.Order.TokenTTL, ClaimTimeout: cfg.Order.ClaimTimeout,
+		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout,
+		Restarted: func() {
+			select {
+			case s.checkNow <- struct{}{}:
+			default:
+			}
+		},
+	})
+	journal, err := lifecycle.NewJournal(1<<18, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.journal = journal
+	s.Orders = order.NewStore(db)
+	lim, err := limiter.New(limiter.Config{
+		GlobalRate: cfg.Limiter.GlobalRate, GlobalBurst: cfg.Limiter.GlobalBurst,
+		UserRate: cfg.Limiter.UserRate, UserBurst: cfg.Limiter.UserBurst,
+		MaxInFlight: cfg.Limiter.MaxInFlight, AcquireWait: cfg.Limiter.AcquireWait,
+	}, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.onClose(lim.Close)
+
+	parts, err := s.lifecycle(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := handler.New(handler.Deps{
+		Sale: sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: ids,
+			Ledger: parts.ledger, Journal: journal}),
+		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: s.log, Registry: reg,
+		Ready: func(ctx context.Context) error {
+			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx))
+		},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return parts, h, nil
+}
+
+// itemShards is the shard count of an item, from MySQL (the relay's
+// lookup).
+func (s *Server) itemShards(ctx context.Context, itemID int64) (int, error) {
+	it, err := s.Orders.Item(ctx, itemID)
+	return it.Shards, err
+}
+
+// serve runs the HTTP server until ctx ends, a worker fails or the server
+// fails; then it drains HTTP, stops the workers, waits for them, closes
+// everything and marks the server done.
+func (s *Server) serve(ctx context.Context, srv *http.Server, ln net.Listener, g *errgroup.Group, gctx context.Context, stopWorkers func()) {
+	defer close(s.done)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done(): // a worker failed
+	case err := <-serveErr:
+		s.err = err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.HTTP.ShutdownTimeout)
+	if err := srv.Shutdown(sctx); err != nil {
+		s.log.Error("http shutdown", "err", err)
+	}
+	cancel()
+	stopWorkers()
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) && s.err == nil {
+		s.err = err
+	}
+	s.closeAll()
+}
+
+// kafka is a connection to Kafka: a producer for the relay, the writer's
+// consumer group, and a client with its admin for the writer's lag.
+type kafka struct {
+	producer sarama.SyncProducer
+	group    sarama.ConsumerGroup
+	client   sarama.Client
+	admin    sarama.ClusterAdmin // closes client too
+}
+
+// close closes what was opened.
+func (k *kafka) close() {
+	if k.admin != nil {
+		k.admin.Close()
+	} else if k.client != nil {
+		k.client.Close()
+	}
+	if k.group != nil {
+		k.group.Close()
+	}
+	if k.producer != nil {
+		k.producer.Close()
+	}
+}
+
+// connectProducer makes sure the topics exist (a broker that came back
+// without its data has none) and opens a producer; the relay also calls it
+// to renew its producer.
+func (s *Server) connectProducer(ctx context.Context) (sarama.SyncProducer, error) {
+	cfg := s.cfg
+	pcfg := mq.ProducerConfig("seckill-" + s.owner)
+	topics := map[string]int32{cfg.Kafka.Topic: cfg.Kafka.Partitions}
+	if err := mq.EnsureTopics(ctx, cfg.Kafka.Brokers, pcfg, topics); err != nil {
+		return nil, err
+	}
+	return sarama.NewSyncProducer(cfg.Kafka.Brokers, pcfg)
+}
+
+// connectKafka opens every Kafka part, as one step: a part that fails
+// closes the ones opened before it.
+func (s *Server) connectKafka(ctx context.Context) (_ *kafka, err error) {
+	cfg := s.cfg
+	k := &kafka{}
+	defer func() {
+		if err != nil {
+			k.close()
 		}
-		s.log.Warn("kafka not reachable; purchases stay in the outbox", "err", err, "attempt", attempt)
+	}()
+	if k.producer, err = s.connectProducer(ctx); err != nil {
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	ccfg := mq.ConsumerConfig("seckill-"+s.owner, cfg.Kafka.SessionTimeout)
+	if k.group, err = sarama.NewConsumerGroup(cfg.Kafka.Brokers, cfg.Kafka.Group, ccfg); err != nil {
+		return nil, fmt.Errorf("kafka consumer group: %w", err)
+	}
+	// The writer's lag tells a rebuild when no reservation is left in Kafka.
+	lcfg := mq.ConsumerConfig("seckill-lag-"+s.owner, cfg.Kafka.SessionTimeout)
+	if k.client, err = sarama.NewClient(cfg.Kafka.Brokers, lcfg); err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	if k.admin, err = sarama.NewClusterAdminFromClient(k.client); err != nil {
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	return k, nil
+}
+
+// dialKafka connects to Kafka, retrying the whole connection with a
+// capped backoff while Kafka is down or refuses a part; purchases stay in
+// the outboxes meanwhile, and HTTP serves. It returns nil once ctx ended.
+func (s *Server) dialKafka(ctx context.Context) *kafka {
+	for attempt := 1; ; attempt++ {
+		k, err := s.connectKafka(ctx)
+		if err == nil {
+			return k
+		}
+		d := mq.Backoff(attempt, 500*time.Millisecond, 5*time.Second)
+		s.log.Warn("kafka not reachable; purchases stay in the outbox", "err", err, "attempt", attempt, "retry_in", d)
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-time.After(min(time.Duration(attempt+1)*500*time.Millisecond, 5*time.Second)):
+		case <-t.C:
 		}
 	}
+}
 
-	relay, err := pipeline.NewRelay(s.Stock, producer, pipeline.RelayConfig{
-		Topic: cfg.Kafka.Topic, Consumer: owner, BatchSize: cfg.Relay.BatchSize, ClaimIdle: cfg.Relay.ClaimIdle, Linger: relayLinger(cfg.Relay.Linger), Shards: shards,
-		Renew: connect,
+// runKafka connects to Kafka (see dialKafka), then runs the relay, the
+// writer and its consumer group until ctx ends. It flushes the producer
+// before closing it.
+func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer) error {
+	cfg := s.cfg
+	k := s.dialKafka(ctx)
+	if k == nil {
+		return nil
+	}
+	defer k.close()
+	relay, err := pipeline.NewRelay(s.Stock, k.producer, pipeline.RelayConfig{
+		Topic: cfg.Kafka.Topic, Consumer: s.owner, BatchSize: cfg.Relay.BatchSize, ClaimIdle: cfg.Relay.ClaimIdle, Linger: relayLinger(cfg.Relay.Linger), Shards: s.itemShards,
+		Renew: s.connectProducer,
 	}, reg, s.log)
 	if err != nil {
-		producer.Close()
 		return err
 	}
 	// The relay may have renewed its producer: close the one it has.
-	defer func() { relay.Producer().Close() }()
+	defer func() { k.producer = relay.Producer() }()
 	writer, err := pipeline.NewWriter(s.Orders, pipeline.WriterConfig{
 		BatchSize: cfg.Consumer.BatchSize, BatchWait: cfg.Consumer.BatchWait, OrderTTL: cfg.Order.TTL,
 		Ack: func(ctx context.Context, entries []stock.Entry) error {
@@ -334,30 +431,15 @@ func (s *Server) runKafka(ctx context.Context, reg prometheus.Registerer, owner 
 	if err != nil {
 		return err
 	}
-	group, err := sarama.NewConsumerGroup(cfg.Kafka.Brokers, cfg.Kafka.Group, mq.ConsumerConfig("seckill-"+owner, cfg.Kafka.SessionTimeout))
-	if err != nil {
-		return fmt.Errorf("kafka consumer group: %w", err)
-	}
-	defer group.Close()
-	// The writer's lag tells a rebuild when no reservation is left in Kafka.
-	client, err := sarama.NewClient(cfg.Kafka.Brokers, mq.ConsumerConfig("seckill-lag-"+owner, cfg.Kafka.SessionTimeout))
-	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
-	}
-	admin, err := sarama.NewClusterAdminFromClient(client)
-	if err != nil {
-		client.Close()
-		return fmt.Errorf("kafka admin: %w", err)
-	}
-	defer admin.Close() // closes client too
-	lag := func() (int64, error) { return mq.Lag(admin, client, cfg.Kafka.Group, cfg.Kafka.Topic) }
+	lag := func() (int64, error) { return mq.Lag(k.admin, k.client, cfg.Kafka.Group, cfg.Kafka.Topic) }
 	s.lag.Store(&lag)
 	defer s.lag.Store(nil)
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); relay.Run(ctx) }()
-	go func() { defer wg.Done(); mq.RunGroup(ctx, group, []string{cfg.Kafka.Topic}, writer, s.log) }()
+	go func() { defer wg.Done(); mq.RunGroup(ctx, k.group, []string{cfg.Kafka.Topic}, writer, s.log) }()
+	go func() { defer wg.Done(); writer.Run(ctx) }() // its acknowledgement retries
 	wg.Wait()
 	return nil
 }

@@ -2,7 +2,9 @@ package stock
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -38,6 +40,15 @@ type call struct {
 	err    error
 	done   chan struct{} // closed once res and err are set
 	lead   chan struct{} // closed when this call is to run the next batch
+	// finished is set when done is closed; only the leader of the call's
+	// batch reads or writes it.
+	finished bool
+}
+
+// finish sets the call's answer and wakes its caller.
+func (c *call) finish(res []int64, err error) {
+	c.res, c.err, c.finished = res, err, true
+	close(c.done)
 }
 
 // run calls a purchase script, batched with the calls that wait for the
@@ -67,19 +78,46 @@ func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, ar
 	b.queue = b.queue[n:]
 	b.mu.Unlock()
 
-	s.runBatch(context.WithoutCancel(ctx), batch)
-
-	b.mu.Lock()
-	if len(b.queue) > 0 {
-		close(b.queue[0].lead)
-	} else {
-		b.busy = false
-		b.queue = nil
-	}
-	b.mu.Unlock()
+	s.lead(context.WithoutCancel(ctx), batch)
 	<-c.done // c was in its own batch, or in an earlier one
 	return c.res, c.err
 }
+
+// lead runs a batch and then, whatever happened (a panic too), answers the
+// calls of the batch left unanswered and hands the lead to the first call
+// that queued meanwhile, or leaves the batcher idle. A panic is turned into
+// the error of every unanswered call of the batch, the leader's own
+// included: it says the reply was not what the code expects, a dependency
+// failure (503, and a retry of the same token gets the stored answer), and
+// re-raising it would only fail the leader's request differently from the
+// others after the batcher was already put right.
+func (s *Store) lead(ctx context.Context, batch []*call) {
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("%w: %v\n%s", ErrBadReply, r, debug.Stack())
+			for _, c := range batch {
+				if !c.finished {
+					c.finish(nil, err)
+				}
+			}
+		}
+		b := &s.batch
+		b.mu.Lock()
+		if len(b.queue) > 0 {
+			close(b.queue[0].lead)
+		} else {
+			b.busy = false
+			b.queue = nil
+		}
+		b.mu.Unlock()
+	}()
+	s.runBatch(ctx, batch)
+}
+
+// ErrBadReply: a script's reply was not of the expected shape (empty), or
+// the group commit's round trip panicked; the calls of that batch get it
+// (with the panic's value and stack) as their error.
+var ErrBadReply = errors.New("stock: unexpected reply from redis")
 
 // runBatch runs the calls in one round trip (a lone call without WAIT as
 // one command: on a cluster client a pipeline costs a slot map and a
@@ -122,8 +160,7 @@ func (s *Store) runBatch(ctx context.Context, batch []*call) {
 		for script := range missing {
 			if err := script.Load(ctx, s.rdb).Err(); err != nil {
 				for _, c := range again {
-					c.err = err
-					close(c.done)
+					c.finish(nil, err)
 				}
 				return
 			}
@@ -134,17 +171,19 @@ func (s *Store) runBatch(ctx context.Context, batch []*call) {
 
 // answer sets c's answer from its command (and the batch's WAIT).
 func (s *Store) answer(c *call, cmd, wait *redis.Cmd) {
-	defer close(c.done)
 	res, err := cmd.Int64Slice()
+	if err == nil && len(res) == 0 {
+		err = fmt.Errorf("%w: empty script reply", ErrBadReply)
+	}
 	if err != nil {
-		c.err = err
+		c.finish(nil, err)
 		return
 	}
 	if wait != nil && res[0] == codeOK {
 		if n, err := wait.Int64(); err != nil || n < int64(s.cfg.WaitReplicas) {
-			c.err = fmt.Errorf("%w: %d of %d replicas acknowledged", ErrNotReplicated, n, s.cfg.WaitReplicas)
+			c.finish(nil, fmt.Errorf("%w: %d of %d replicas acknowledged", ErrNotReplicated, n, s.cfg.WaitReplicas))
 			return
 		}
 	}
-	c.res = res
+	c.finish(res, nil)
 }

@@ -159,3 +159,88 @@ func masters(t *testing.T, rdb redis.UniversalClient) int64 {
 	}
 	return n.Load()
 }
+
+// TestPanicInBatchFailsItsCallsAndFreesTheLead: a group-commit batch that
+// panics (here a go-redis hook, standing for a reply the code did not
+// expect) answers every call of that batch with an error, hands the lead
+// on, and later token issues and purchases still run; before, the lead was
+// never handed on and every later call waited forever.
+func TestPanicInBatchFailsItsCallsAndFreesTheLead(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{TokenTTL: time.Minute})
+	const item, shards, queued = 47, 2, 8
+	if err := s.Warm(ctx, item, 10, shards); err != nil {
+		t.Fatal(err)
+	}
+	// The first request (held until the others queued behind it) and the
+	// second (the queued batch's pipeline) panic.
+	hold := holdFirstUntilQueued(t, s, queued).(*holdHook)
+	var requests atomic.Int64
+	rdb.AddHook(&panicHook{before: func() {
+		hold.once.Do(hold.hold)
+		if requests.Add(1) <= 2 {
+			panic("test: unexpected reply")
+		}
+	}})
+	t.Cleanup(func() { requests.Store(1 << 30) }) // the key cleanup runs
+
+	type outcome struct {
+		err      error
+		panicked any
+	}
+	// issue calls IssueToken the way Gin would (a panic is recovered) and
+	// fails the test if it does not return within 10s.
+	issue := func(user int64) (o outcome) {
+		ch := make(chan outcome, 1)
+		go func() {
+			var o outcome
+			defer func() {
+				o.panicked = recover()
+				ch <- o
+			}()
+			_, _, o.err = s.IssueToken(ctx, item, user, shards)
+		}()
+		select {
+		case o := <-ch:
+			return o
+		case <-time.After(10 * time.Second):
+			t.Errorf("token issue for user %d hangs after a batch panicked", user)
+			o.err = errHung
+			return o
+		}
+	}
+	var wg sync.WaitGroup
+	outs := make([]outcome, queued+1)
+	for i := range outs {
+		wg.Go(func() { outs[i] = issue(int64(i + 1)) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for i, o := range outs {
+		if o.panicked != nil || o.err == nil {
+			t.Errorf("call %d of a panicked batch: err %v, panic %v; want an error", i, o.err, o.panicked)
+		}
+	}
+	// The batcher is free: a later token issue and purchase run.
+	if o := issue(100); o.err != nil || o.panicked != nil {
+		t.Fatalf("token issue after the panic: %v, panic %v", o.err, o.panicked)
+	}
+	if id, err := buy(ctx, t, s, item, shards, 1, 101, 1); err != nil || id != tid(item, 101, shards, 1) {
+		t.Fatalf("purchase after the panic: order %d, %v", id, err)
+	}
+}
+
+var errHung = errors.New("test: call hangs")
+
+// panicHook calls before ahead of every request (a command or a pipeline).
+type panicHook struct{ before func() }
+
+func (h *panicHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.before(); return next(ctx, cmd) }
+}
+func (h *panicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.before(); return next(ctx, cmds) }
+}

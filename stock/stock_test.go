@@ -422,7 +422,9 @@ func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 	if n := hook.N.Load() - before; n != 1 {
 		t.Errorf("sold-out purchase made %d round trips, want 1", n)
 	}
-	dead := NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Config{Prefix: s.prefix})
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer down.Close()
+	dead := NewStore(down, Config{Prefix: s.prefix})
 	dead.soldOut.Store(int64(item), struct{}{})
 	_, err := dead.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: "x", OrderID: tid(item, 2, shards, 2)})
 	if err == nil || errors.Is(err, ErrSoldOut) {
@@ -432,7 +434,9 @@ func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 
 func TestRedisDownIsNotABusinessAnswer(t *testing.T) {
 	ctx := context.Background()
-	s := NewStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}), Config{Prefix: "down"})
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	defer down.Close()
+	s := NewStore(down, Config{Prefix: "down"})
 	_, err := s.Reserve(ctx, Purchase{ItemID: 1, UserID: 1, Shards: 4, Limit: 1, Token: "abc", OrderID: tid(1, 1, 4, 1)})
 	for _, sentinel := range []error{ErrSoldOut, ErrAlreadyPurchased, ErrTokenInvalid} {
 		if errors.Is(err, sentinel) {

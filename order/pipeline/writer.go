@@ -37,6 +37,9 @@ type WriterConfig struct {
 	// Ack, if set, removes the reservations of a stored batch from their
 	// outboxes (stock.Store.AckEntries). Until then the outbox holds them.
 	Ack func(ctx context.Context, entries []stock.Entry) error
+	// AckQueue bounds the failed acknowledgements waiting for Run's retry.
+	// Default 64 batches.
+	AckQueue int
 }
 
 // Writer is the consumer group handler that turns reservation messages into
@@ -56,6 +59,10 @@ type Writer struct {
 	dead      *prometheus.CounterVec
 	errs      prometheus.Counter
 	lag       *prometheus.GaugeVec
+	ackLeft   prometheus.Counter
+
+	// acks holds failed acknowledgements for Run to retry.
+	acks chan []stock.Entry
 }
 
 // NewWriter returns a Writer inserting into store.
@@ -78,8 +85,11 @@ func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log 
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
 	}
+	if cfg.AckQueue <= 0 {
+		cfg.AckQueue = 64
+	}
 	w := &Writer{
-		store: store, cfg: cfg, log: log,
+		store: store, cfg: cfg, log: log, acks: make(chan []stock.Entry, cfg.AckQueue),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "seckill_consumer_batch_size",
 			Help:    "Messages per batch handled by the order writer.",
@@ -114,8 +124,12 @@ func NewWriter(store Inserter, cfg WriterConfig, reg prometheus.Registerer, log 
 			Name: "seckill_consumer_lag",
 			Help: "Messages of a partition not yet handled by this writer.",
 		}, []string{"partition"}),
+		ackLeft: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "seckill_consumer_acks_left_total",
+			Help: "Stored batches whose outbox acknowledgement was given up (queue full, retries spent, or stopping); the relay sends them again and the writer stores nothing twice.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{w.batchSize, w.commitDur, w.orders, w.refusals, w.collided, w.dead, w.errs, w.lag} {
+	for _, c := range []prometheus.Collector{w.batchSize, w.commitDur, w.orders, w.refusals, w.collided, w.dead, w.errs, w.lag, w.ackLeft} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("new writer: register metrics: %w", err)
 		}
@@ -135,9 +149,11 @@ func (w *Writer) Setup(sarama.ConsumerGroupSession) error { return nil }
 func (w *Writer) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
 // ConsumeClaim handles one partition's messages in batches until the claim
-// or the session ends.
+// or the session ends. The partition's lag series goes with the claim: the
+// partition's next owner reports it.
 func (w *Writer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	ctx := sess.Context()
+	defer w.lag.DeleteLabelValues(strconv.Itoa(int(claim.Partition())))
 	for {
 		batch, open := w.collect(ctx, claim.Messages())
 		if len(batch) > 0 && ctx.Err() == nil {
@@ -249,15 +265,14 @@ func (w *Writer) handle(ctx context.Context, sess sarama.ConsumerGroupSession, c
 		}
 	}
 	// Stored (or dead-lettered): the outbox can let go. A failed ack is
-	// retried in the background (Redis down a moment), so the stored
-	// entries do not linger and read as counted twice; if Redis stays away,
-	// the relay sends them again after its claim timeout and they are
-	// inserted once.
+	// retried by Run (Redis down a moment), so the stored entries do not
+	// linger; if Redis stays away, or Run's queue is full, the relay sends
+	// them again after its claim timeout and they are inserted once.
 	if w.cfg.Ack != nil && len(entries) > 0 {
 		if err := w.cfg.Ack(ctx, entries); err != nil && ctx.Err() == nil {
 			w.errs.Inc()
 			w.log.Warn("writer: acknowledge outbox entries, retrying", "n", len(entries), "err", err)
-			go w.ackLater(context.WithoutCancel(ctx), entries)
+			w.ackLater(entries)
 		}
 	}
 
@@ -297,19 +312,62 @@ func (w *Writer) collisions(cs []order.Collision, source map[sourceKey]*sarama.C
 	return dead
 }
 
-// ackLater retries acknowledging stored entries for up to ackRetryFor.
-func (w *Writer) ackLater(ctx context.Context, entries []stock.Entry) {
+// ackLater queues entries for Run's retries, or leaves them to the relay's
+// resend if the queue is full: blocking here would stop the writer (and
+// its offsets) for as long as Redis is away, for entries that are stored
+// already. An entry left in the outbox is sent again, found stored by the
+// insert (INSERT IGNORE on the order id) and acknowledged then; the
+// recovery counts each order once whether or not its entry lingers.
+func (w *Writer) ackLater(entries []stock.Entry) {
+	select {
+	case w.acks <- entries:
+	default:
+		w.ackLeft.Inc()
+		w.log.Warn("writer: acknowledgement queue full; entries left to the relay's resend", "n", len(entries))
+	}
+}
+
+// Run retries the acknowledgements that failed in ConsumeClaim until ctx
+// ends; the writer's owner runs it next to the consumer group and waits for
+// it. Each queued batch is retried for up to ackRetryFor. What is still
+// queued when ctx ends is left to the relay's resend.
+func (w *Writer) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			if n := len(w.acks); n > 0 {
+				w.ackLeft.Add(float64(n))
+				w.log.Warn("writer: stopping; outbox entries left to the relay's resend", "batches", n)
+			}
+			return
+		case entries := <-w.acks:
+			w.retryAck(ctx, entries)
+		}
+	}
+}
+
+// retryAck retries one acknowledgement for up to ackRetryFor or until ctx
+// ends.
+func (w *Writer) retryAck(ctx context.Context, entries []stock.Entry) {
 	deadline := time.Now().Add(ackRetryFor)
 	for attempt := 1; time.Now().Before(deadline); attempt++ {
-		time.Sleep(mq.Backoff(attempt, 100*time.Millisecond, 2*time.Second))
+		t := time.NewTimer(mq.Backoff(attempt, 100*time.Millisecond, 2*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			w.ackLeft.Inc()
+			return
+		case <-t.C:
+		}
 		if err := w.cfg.Ack(ctx, entries); err == nil {
 			return
 		}
 	}
+	w.ackLeft.Inc()
 	w.log.Warn("writer: outbox entries left to the relay's resend", "n", len(entries))
 }
 
-// ackRetryFor bounds the background retries of one failed ack.
+// ackRetryFor bounds the retries of one failed ack.
 const ackRetryFor = 2 * time.Minute
 
 // retry runs fn until it succeeds (true) or ctx ends (false), with a capped

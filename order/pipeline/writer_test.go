@@ -2,12 +2,14 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"seckill/order/pipeline"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +17,8 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"seckill/app/testenv"
 	"seckill/mq"
@@ -113,6 +117,13 @@ func writerRun(t *testing.T, k writerKafka, group string, h sarama.ConsumerGroup
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mq.RunGroup(ctx, g, []string{k.topic}, h, quietLog()) }()
+	// A writer's acknowledgement retries run as long as its group.
+	acker := make(chan struct{})
+	if w, ok := h.(interface{ Run(context.Context) }); ok {
+		go func() { defer close(acker); w.Run(ctx) }()
+	} else {
+		close(acker)
+	}
 	stopped := false
 	stop = func() {
 		if stopped {
@@ -123,6 +134,7 @@ func writerRun(t *testing.T, k writerKafka, group string, h sarama.ConsumerGroup
 		if err := <-done; err != nil {
 			t.Errorf("RunGroup: got %v, want nil", err)
 		}
+		<-acker
 		if err := g.Close(); err != nil {
 			t.Errorf("close group: %v", err)
 		}
@@ -498,4 +510,129 @@ func TestNewWriterNeedsTTL(t *testing.T) {
 	if err == nil {
 		t.Fatal("NewWriter without an order TTL: got nil error, want one")
 	}
+}
+
+// TestWriterAcksEndWithTheWriter: acknowledgements that fail (Redis gone:
+// here a closed client) are retried in the background, but only while the
+// writer runs: once it stopped, no goroutine of its is left and no Redis
+// call is made. Before, every failed batch started a goroutine of its own
+// that slept and retried for two minutes, on a client already closed.
+func TestWriterAcksEndWithTheWriter(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	var afterStop, retried atomic.Int64
+	var stopped atomic.Bool
+	var mu sync.Mutex
+	tries := map[*stock.Entry]int{} // by batch: a retry passes the same entries
+	// Registered first, so it runs last: after the group, the broker and
+	// MySQL were closed.
+	t.Cleanup(func() {
+		if err := goleak.Find(testenv.LeakOptions(leaks)...); err != nil {
+			t.Errorf("goroutines left after the writer stopped: %v", err)
+		}
+		if n := afterStop.Load(); n > 0 {
+			t.Errorf("%d acknowledgements sent to Redis after the writer stopped", n)
+		}
+	})
+	gone := testenv.NewRedis(redis.Options{})
+	gone.Close()
+
+	k := writerSetup(t)
+	_, db := testenv.MySQL(t)
+	store := order.NewStore(db)
+	it := writerItem(t, store, 1000)
+	w, err := pipeline.NewWriter(store, pipeline.WriterConfig{
+		BatchSize: 4, BatchWait: 5 * time.Millisecond, OrderTTL: relayOrderTTL,
+		Ack: func(ctx context.Context, entries []stock.Entry) error {
+			mu.Lock()
+			if tries[&entries[0]]++; tries[&entries[0]] == 2 {
+				retried.Add(1)
+			}
+			mu.Unlock()
+			if stopped.Load() {
+				afterStop.Add(1)
+			}
+			return gone.Ping(ctx).Err()
+		},
+	}, prometheus.NewRegistry(), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := k.groupPrefix
+	stop := writerRun(t, k, group, w)
+	const n = 20
+	writerSend(t, k, writerReservations(it.ID, 1, n))
+	eventually(t, 20*time.Second, "rows stored and a retried ack", func() bool {
+		return writerRows(t, db, it.ID) == n && writerCaughtUp(t, k, group) && retried.Load() > 0
+	})
+	stop()
+	stopped.Store(true)
+}
+
+// TestWriterAckQueueFull: with the retry queue full (here nobody runs the
+// retries), a failed acknowledgement is counted and logged, not kept
+// waiting: the writer goes on, and the relay's resend covers the entries.
+func TestWriterAckQueueFull(t *testing.T) {
+	k := writerSetup(t)
+	_, db := testenv.MySQL(t)
+	store := order.NewStore(db)
+	it := writerItem(t, store, 1000)
+	reg := prometheus.NewRegistry()
+	w, err := pipeline.NewWriter(store, pipeline.WriterConfig{
+		BatchSize: 4, BatchWait: 5 * time.Millisecond, OrderTTL: relayOrderTTL, AckQueue: 1,
+		Ack: func(context.Context, []stock.Entry) error { return errors.New("test: redis away") },
+	}, reg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := k.groupPrefix
+	writerRun(t, k, group, noAcker{w})
+	const n = 20
+	writerSend(t, k, writerReservations(it.ID, 1, n))
+	eventually(t, 20*time.Second, "rows stored, acks given up", func() bool {
+		return writerRows(t, db, it.ID) == n && writerCaughtUp(t, k, group) &&
+			metricValue(t, reg, "seckill_consumer_acks_left_total") >= 1
+	})
+}
+
+// noAcker hides the writer's Run: nobody retries its acknowledgements.
+type noAcker struct{ sarama.ConsumerGroupHandler }
+
+// TestWriterLagGoesWithTheClaim: a partition's lag series exists while the
+// writer holds its claim and is deleted when the claim ends, so a
+// partition that moved to another instance is not reported here for ever.
+func TestWriterLagGoesWithTheClaim(t *testing.T) {
+	k := writerSetup(t)
+	_, db := testenv.MySQL(t)
+	store := order.NewStore(db)
+	it := writerItem(t, store, 1000)
+	w, reg := writerNew(t, store, k)
+	group := k.groupPrefix
+	stop := writerRun(t, k, group, w)
+	const n = 30
+	writerSend(t, k, writerReservations(it.ID, 1, n))
+	eventually(t, 20*time.Second, "rows stored", func() bool {
+		return writerRows(t, db, it.ID) == n && writerCaughtUp(t, k, group)
+	})
+	if got := metricSeries(t, reg, "seckill_consumer_lag"); got == 0 {
+		t.Fatal("no lag series while the writer holds its claims")
+	}
+	stop()
+	if got := metricSeries(t, reg, "seckill_consumer_lag"); got != 0 {
+		t.Errorf("%d lag series left after every claim ended, want 0", got)
+	}
+}
+
+// metricSeries is the number of series of a metric.
+func metricSeries(t *testing.T, reg *prometheus.Registry, name string) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return len(mf.GetMetric())
+		}
+	}
+	return 0
 }
