@@ -91,7 +91,7 @@ func New(d Deps) (*Handler, error) {
 		Deps:       d,
 		items:      newItemCache(d.Orders, d.Now),
 		metrics:    m,
-		parser:     jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(d.Now)),
+		parser:     newUserParser(d.Now),
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
 		answers:    newGenCache[acceptedKey, answer](1 << 18),

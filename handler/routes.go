@@ -17,6 +17,11 @@ func (h *Handler) Routes() *gin.Engine {
 	// of every route that clients then depend on.
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
+	// Routes match the path as sent: an escaped spelling ("/items/%31",
+	// "/%69tems/1") is not another name of a route or an id. Only a path
+	// with an escape the standard form would not use differs (RawPath).
+	r.UseRawPath = true
+	r.UnescapePathValues = false
 
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.handle(h.readyz))
