@@ -5,9 +5,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Routes is every route of the API.
+// Routes is every route of the API. It sets nothing process-wide: gin's
+// mode (release in the binary) is set by main.
 func (h *Handler) Routes() *gin.Engine {
-	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(gin.Recovery(), h.metrics.observe)
 	r.NoRoute(func(c *gin.Context) { writeProblem(c, errNotFound) })
