@@ -35,6 +35,8 @@ import (
 type Server struct {
 	// Addr is the address the HTTP server listens on.
 	Addr string
+	// MetricsAddr is where /metrics is served when metrics.addr is set.
+	MetricsAddr string
 	// Stock and Orders are exposed for the dev command and tests.
 	Stock  *stock.Store
 	Orders *order.Store
@@ -239,7 +241,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	h, err := handler.New(handler.Deps{
 		Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: node,
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: log, Registry: reg,
-		Ledger: parts.ledger, Journal: journal,
+		Ledger: parts.ledger, Journal: journal, MetricsElsewhere: cfg.Metrics.Addr != "",
 		Ready: func(ctx context.Context) error {
 			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx))
 		},
@@ -248,6 +250,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		return nil, err
 	}
 
+	msrv, err := s.listenMetrics(h.MetricsHandler())
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.HTTP.Addr, err)
@@ -270,14 +276,17 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 		defer close(s.done)
 		serveErr := make(chan error, 1)
 		go func() { serveErr <- srv.Serve(ln) }()
+		metricsErr := msrv.serve()
 		select {
 		case <-ctx.Done():
 		case <-gctx.Done(): // a worker failed
 		case err := <-serveErr:
 			s.err = err
+		case err := <-metricsErr:
+			s.err = err
 		}
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
-		if err := srv.Shutdown(sctx); err != nil {
+		if err := errors.Join(srv.Shutdown(sctx), msrv.shutdown(sctx)); err != nil {
 			log.Error("http shutdown", "err", err)
 		}
 		cancel()

@@ -39,6 +39,9 @@ type Deps struct {
 	// Journal, if set, remembers accepted purchases so that ones Redis
 	// lost with its data are counted.
 	Journal *lifecycle.Journal
+	// MetricsElsewhere leaves /metrics out of Routes: it is served
+	// (MetricsHandler) on a listener an operator keeps private.
+	MetricsElsewhere bool
 }
 
 // IDs makes order ids; an error means no id can be made safely now.

@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"net/http"
+
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -25,7 +27,9 @@ func (h *Handler) Routes() *gin.Engine {
 
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.handle(h.readyz))
-	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
+	if !h.MetricsElsewhere {
+		r.GET("/metrics", gin.WrapH(h.MetricsHandler()))
+	}
 	r.GET("/openapi.yaml", h.openAPI)
 
 	v1 := r.Group("/api/v1")
@@ -42,4 +46,10 @@ func (h *Handler) Routes() *gin.Engine {
 	admin.GET("/items/:id/stats", h.handle(h.stats))
 	admin.POST("/items/:id/rebuild", h.handle(h.rebuild))
 	return r
+}
+
+// MetricsHandler serves the registry's series in the Prometheus format:
+// on the API port (Routes) unless Deps.MetricsElsewhere.
+func (h *Handler) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})
 }
