@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,54 +37,131 @@ func positiveID(s string) (int64, bool) {
 // duplicateName returns the first member name given twice in one object of
 // the JSON text data, at any depth, compared as decoded (so "a" and
 // "\u0061" are one name). encoding/json keeps the last of duplicates
-// silently, which lets one body or token say two things. Text that is not
-// valid JSON has no duplicate here as far as it was read: the decoding that
-// follows words that error.
+// silently, which lets one body or token say two things. data must be
+// valid JSON (the callers have it decoded once already); on other text the
+// answer means nothing, but the scan never fails.
 func duplicateName(data []byte) (string, bool) {
-	type object struct {
-		names   map[string]struct{}
-		wantKey bool
-	}
-	var stack []*object // nil entries are arrays
-	dec := json.NewDecoder(bytes.NewReader(data))
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return "", false
-		}
-		var top *object
-		if len(stack) > 0 {
-			top = stack[len(stack)-1]
-		}
-		if name, ok := tok.(string); ok && top != nil && top.wantKey {
-			if _, seen := top.names[name]; seen {
-				return name, true
-			}
-			top.names[name] = struct{}{}
-			top.wantKey = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &object{names: map[string]struct{}{}, wantKey: true})
-			continue
-		case json.Delim('['):
-			stack = append(stack, nil)
-			continue
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			if len(stack) > 0 {
-				top = stack[len(stack)-1]
-			} else {
-				top = nil
-			}
-		}
-		// A value ended (a scalar or a closed container): in an object
-		// the next token is a name.
-		if top != nil {
-			top.wantKey = true
+	s := nameScan{b: data}
+	s.value()
+	return s.dup, s.found
+}
+
+// nameScan walks valid JSON once, without decoding values: a check run on
+// every user token the memory has not seen, so it must cost little next to
+// the decoding itself (encoding/json's Decoder.Token boxes every token).
+type nameScan struct {
+	b     []byte
+	i     int
+	dup   string
+	found bool
+	// member, if set, sees each member of the outermost object: its name
+	// (decoded) and the first byte of its value; false stops the scan.
+	member  func(name string, first byte) bool
+	stopped bool
+	depth   int
+}
+
+func (s *nameScan) peek() byte {
+	for s.i < len(s.b) {
+		switch c := s.b[s.i]; c {
+		case ' ', '\t', '\r', '\n':
+			s.i++
+		default:
+			return c
 		}
 	}
+	return 0
+}
+
+func (s *nameScan) done() bool { return s.found || s.stopped || s.i >= len(s.b) }
+
+// value skips one value, scanning the objects in it.
+func (s *nameScan) value() {
+	switch s.peek() {
+	case '{':
+		s.object()
+	case '[':
+		s.i++
+		s.depth++
+		for !s.done() && s.peek() != ']' {
+			s.value()
+			if s.peek() == ',' {
+				s.i++
+			}
+		}
+		s.i++
+		s.depth--
+	case '"':
+		s.str()
+	default: // a number, true, false or null
+		start := s.i
+		for s.i < len(s.b) && !strings.ContainsRune(",]} \t\r\n", rune(s.b[s.i])) {
+			s.i++
+		}
+		if s.i == start { // not JSON: stop rather than loop
+			s.i = len(s.b)
+		}
+	}
+}
+
+func (s *nameScan) object() {
+	s.i++
+	s.depth++
+	var names []string
+	for !s.done() && s.peek() != '}' {
+		if s.peek() != '"' {
+			s.i = len(s.b) // not JSON: stop
+			return
+		}
+		name := s.str()
+		if slices.Contains(names, name) {
+			s.dup, s.found = name, true
+			return
+		}
+		names = append(names, name)
+		if s.peek() == ':' {
+			s.i++
+		}
+		if s.depth == 1 && s.member != nil && !s.member(name, s.peek()) {
+			s.stopped = true
+			return
+		}
+		s.value()
+		if s.peek() == ',' {
+			s.i++
+		}
+	}
+	s.i++
+	s.depth--
+}
+
+// str reads a string at s.i and returns it decoded.
+func (s *nameScan) str() string {
+	start := s.i
+	escaped := false
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			escaped = true
+			s.i++
+			continue
+		case '"':
+		default:
+			continue
+		}
+		break
+	}
+	s.i++
+	if s.i > len(s.b) {
+		return ""
+	}
+	raw := s.b[start:s.i]
+	if !escaped {
+		return string(raw[1 : len(raw)-1])
+	}
+	var v string
+	json.Unmarshal(raw, &v) //nolint:errcheck // valid JSON: a string decodes
+	return v
 }
 
 // userClaims are a user token's claims read strictly. golang-jwt decodes
@@ -113,31 +191,43 @@ var (
 )
 
 func (c *userClaims) UnmarshalJSON(b []byte) error {
-	if _, dup := duplicateName(b); dup {
-		return errClaimTwice
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil || fields == nil {
+	if s := bytes.TrimLeft(b, " \t\r\n"); len(s) == 0 || s[0] != '{' {
 		return errClaimsNotObject
 	}
-	for name, v := range fields {
+	var bad error
+	scan := nameScan{b: b, member: func(name string, first byte) bool {
 		starts, registered := registeredClaims[name]
-		if !registered {
-			for r := range registeredClaims {
-				if strings.EqualFold(name, r) {
-					return errClaimCase
-				}
-			}
-			continue
+		switch {
+		case registered && !strings.ContainsRune(starts, rune(first)):
+			bad = errClaimType
+		case !registered && isRegisteredFold(name):
+			bad = errClaimCase
 		}
-		if len(v) == 0 || !strings.ContainsRune(starts, rune(v[0])) {
-			return errClaimType
-		}
+		return bad == nil
+	}}
+	scan.value()
+	switch {
+	case scan.found:
+		return errClaimTwice
+	case bad != nil:
+		return bad
 	}
 	// Every name the struct knows is now exact and typed: the standard
 	// decoding reads the values (and refuses what they hold, such as a
 	// number in aud's array).
 	return json.Unmarshal(b, &c.RegisteredClaims)
+}
+
+// isRegisteredFold reports whether name is a registered claim name in
+// another case, folded as encoding/json matches names (bytes.EqualFold:
+// "ſub" with a long s is "sub" to it).
+func isRegisteredFold(name string) bool {
+	for r := range registeredClaims {
+		if strings.EqualFold(name, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // errHeaderTwice refuses a token whose header names a parameter twice (the

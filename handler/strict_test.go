@@ -114,6 +114,13 @@ func TestDuplicateName(t *testing.T) {
 		{`{"a":1,"a"`, "a"},
 		{`{"a":`, ""},
 		{`nonsense`, ""},
+		{`[}`, ""},
+		{`{,}`, ""},
+		{`{"a":}`, ""},
+		{`"\`, ""},
+		{`{"a":1 "a":2}`, "a"},
+		{`{"a\"b":1,"a\"b":2}`, `a"b`},
+		{`{"x":"}","x":1}`, "x"},
 	}
 	for _, tt := range tests {
 		name, ok := duplicateName([]byte(tt.json))
@@ -174,6 +181,7 @@ func TestUserTokenParsedStrictly(t *testing.T) {
 		"EXP in capitals":           signRaw(hs256, fmt.Sprintf(`{"sub":"7","EXP":%d}`, exp)),
 		"Exp besides exp":           signRaw(hs256, fmt.Sprintf(`{"sub":"7","exp":%d,"Exp":1}`, exp)),
 		"SUB in capitals":           signRaw(hs256, fmt.Sprintf(`{"SUB":"7","exp":%d}`, exp)),
+		"sub with a long s":         signRaw(hs256, fmt.Sprintf(`{"sub":"8","exp":%d,"ſub":"7"}`, exp)),
 		"sub twice":                 signRaw(hs256, fmt.Sprintf(`{"sub":"8","exp":%d,"sub":"7"}`, exp)),
 		"exp twice":                 signRaw(hs256, fmt.Sprintf(`{"sub":"7","exp":1,"exp":%d}`, exp)),
 		"sub twice, escaped":        signRaw(hs256, fmt.Sprintf(`{"sub":"8","exp":%d,"\u0073ub":"7"}`, exp)),
@@ -231,4 +239,15 @@ func must(s string, err error) string {
 		panic(err)
 	}
 	return s
+}
+
+// FuzzDuplicateName: the scan ends on any input and never panics (its
+// answers on valid JSON are TestDuplicateName's).
+func FuzzDuplicateName(f *testing.F) {
+	for _, s := range []string{`{"a":1,"a":2}`, `{"a":{"b":[1,{"c":2}]}}`, `[}`, `{"\u0061":1,"a":1}`, `"\`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		duplicateName(data)
+	})
 }
