@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -156,19 +157,22 @@ func (s *nameScan) str() string {
 		return ""
 	}
 	raw := s.b[start:s.i]
-	if !escaped {
+	if !escaped && utf8.Valid(raw) {
 		return string(raw[1 : len(raw)-1])
 	}
+	// As encoding/json decodes it (escapes resolved, invalid UTF-8 made
+	// U+FFFD), so that two names it reads as one are one here. A string
+	// of valid JSON always decodes.
 	var v string
-	json.Unmarshal(raw, &v) //nolint:errcheck // valid JSON: a string decodes
+	_ = json.Unmarshal(raw, &v)
 	return v
 }
 
 // userClaims are a user token's claims read strictly. golang-jwt decodes
 // claims with encoding/json, which matches names in any case ("EXP" fills
 // exp), reads a number written as a string into a NumericDate ("exp":"1"),
-// and keeps the last of duplicate names; the parser has no option for
-// either, so the claims decode themselves: no name twice, the registered
+// and keeps the last of duplicate names; the parser has no option for any
+// of these, so the claims decode themselves: no name twice, the registered
 // names (RFC 7519 section 4.1) only as spelt there and with their JSON type,
 // and a name that differs from one of them only in case refused as a
 // misspelling. Other claims are ignored, as RFC 7519 asks.

@@ -121,6 +121,7 @@ func TestDuplicateName(t *testing.T) {
 		{`{"a":1 "a":2}`, "a"},
 		{`{"a\"b":1,"a\"b":2}`, `a"b`},
 		{`{"x":"}","x":1}`, "x"},
+		{"{\"\xff\":1,\"\\ufffd\":2}", "\ufffd"},
 	}
 	for _, tt := range tests {
 		name, ok := duplicateName([]byte(tt.json))
