@@ -8,10 +8,16 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/gin-gonic/gin"
+
 	"seckill/app"
 )
 
 func main() {
+	// Gin's mode is process-wide: the process chooses it, once, before
+	// any route is built (release: no route table printed, no debug
+	// warnings).
+	gin.SetMode(gin.ReleaseMode)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := app.Run(ctx, os.Args[1:], os.Getenv, os.Stdout)
 	stop()

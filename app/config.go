@@ -45,6 +45,12 @@ type Config struct {
 		IdleTimeout     time.Duration `yaml:"idle_timeout"`
 		ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	} `yaml:"http"`
+	Metrics struct {
+		// Addr, when set, is a listener of its own that alone serves
+		// /metrics (one only Prometheus reaches); "" serves it on
+		// http.addr next to the API.
+		Addr string `yaml:"addr"`
+	} `yaml:"metrics"`
 	Redis struct {
 		// Mode is RedisSingle or RedisCluster; RedisAddrs reads Addr by it.
 		Mode     string        `yaml:"mode"`
@@ -183,6 +189,7 @@ func list(p func(*Config) *[]string) func(*Config, string) error {
 // SECKILL_CONFIG, in the order of configs/seckill.yaml.
 var overrides = []override{
 	{"SECKILL_HTTP_ADDR", "http.addr", str(func(c *Config) *string { return &c.HTTP.Addr })},
+	{"SECKILL_METRICS_ADDR", "metrics.addr", str(func(c *Config) *string { return &c.Metrics.Addr })},
 	{"SECKILL_REDIS_MODE", "redis.mode", str(func(c *Config) *string { return &c.Redis.Mode })},
 	{"SECKILL_REDIS_ADDR", "redis.addr", str(func(c *Config) *string { return &c.Redis.Addr })},
 	{"SECKILL_REDIS_PREFIX", "redis.prefix", str(func(c *Config) *string { return &c.Redis.Prefix })},
@@ -278,6 +285,7 @@ func (c Config) Validate() error {
 	return errors.Join(
 		c.validateSecrets(),
 		c.validateHTTP(),
+		c.validateMetrics(),
 		c.validateRedis(),
 		c.validateMySQL(),
 		c.validateKafka(),
@@ -316,6 +324,18 @@ func (c Config) validateHTTP() error {
 		positive("http.idle_timeout", h.IdleTimeout),
 		positive("http.shutdown_timeout", h.ShutdownTimeout),
 	)
+}
+
+// validateMetrics: metrics.addr is empty (on http.addr) or another address.
+func (c Config) validateMetrics() error {
+	switch addr := c.Metrics.Addr; {
+	case addr == "":
+		return nil
+	case addr == c.HTTP.Addr:
+		return fmt.Errorf("%s must differ from http.addr (leave it empty to serve /metrics there)", setting("metrics.addr"))
+	default:
+		return hostPort("metrics.addr", addr)
+	}
 }
 
 func (c Config) validateRedis() error {

@@ -37,6 +37,8 @@ import (
 type Server struct {
 	// Addr is the address the HTTP server listens on.
 	Addr string
+	// MetricsAddr is where /metrics is served when metrics.addr is set.
+	MetricsAddr string
 	// Stock and Orders are exposed for the dev command and tests.
 	Stock  *stock.Store
 	Orders *order.Store
@@ -184,6 +186,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	if err != nil {
 		return nil, err
 	}
+	msrv, err := s.listenMetrics(h.MetricsHandler())
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.HTTP.Addr, err)
@@ -201,7 +207,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	g.Go(func() error { return node.Keep(gctx, log) })
 	g.Go(func() error { return s.runKafka(gctx, reg) })
 	parts.start(g, gctx)
-	go s.serve(ctx, srv, ln, g, gctx, stopWorkers)
+	go s.serve(ctx, srv, msrv, ln, g, gctx, stopWorkers)
 	return s, nil
 }
 
@@ -275,6 +281,7 @@ func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.R
 		Sale: sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: ids,
 			Ledger: parts.ledger, Journal: journal}),
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: s.log, Registry: reg,
+		MetricsElsewhere: cfg.Metrics.Addr != "",
 		Ready: func(ctx context.Context) error {
 			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx))
 		},
@@ -295,18 +302,21 @@ func (s *Server) itemShards(ctx context.Context, itemID int64) (int, error) {
 // serve runs the HTTP server until ctx ends, a worker fails or the server
 // fails; then it drains HTTP, stops the workers, waits for them, closes
 // everything and marks the server done.
-func (s *Server) serve(ctx context.Context, srv *http.Server, ln net.Listener, g *errgroup.Group, gctx context.Context, stopWorkers func()) {
+func (s *Server) serve(ctx context.Context, srv *http.Server, msrv *metricsServer, ln net.Listener, g *errgroup.Group, gctx context.Context, stopWorkers func()) {
 	defer close(s.done)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	metricsErr := msrv.serve()
 	select {
 	case <-ctx.Done():
 	case <-gctx.Done(): // a worker failed
 	case err := <-serveErr:
 		s.err = err
+	case err := <-metricsErr:
+		s.err = err
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.HTTP.ShutdownTimeout)
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := errors.Join(srv.Shutdown(sctx), msrv.shutdown(sctx)); err != nil {
 		s.log.Error("http shutdown", "err", err)
 	}
 	cancel()

@@ -83,35 +83,44 @@ func digestOf(tok string) tokenDigest {
 	return sha256.Sum256([]byte(tok))
 }
 
+// newUserParser is the parser of user tokens, as strict as its options
+// make it: HS256 only (no "none", no other key type), exp required, and
+// every segment in canonical base64url (the strict decoder refuses
+// non-zero padding bits, so one signature has one spelling). The claims
+// and the header add their own checks (userClaims, checkHeader): one
+// spelling per name, no name twice, JSON types as RFC 7519 gives them.
+func newUserParser(now func() time.Time) *jwt.Parser {
+	return jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired(),
+		jwt.WithStrictDecoding(), jwt.WithTimeFunc(now))
+}
+
 // parseUser verifies a user token and returns its user id. A token already
-// verified is only checked for expiry: same bytes, same signature.
+// verified is only checked for expiry: same bytes, same signature (the
+// memory is keyed by the digest of the token as sent, and holds only
+// tokens that passed every check, so no other spelling gets in by it).
+// The subject is a positive id in canonical decimal, as SignUserToken
+// writes it.
 func (h *Handler) parseUser(tok string) (int64, error) {
 	key := digestOf(tok)
 	if v, ok := h.users.Get(key); ok && h.Now().UnixNano() < v.exp {
 		return v.id, nil
 	}
-	var claims jwt.RegisteredClaims
-	_, err := h.parser.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return h.jwtSecret, nil })
+	var claims userClaims
+	_, err := h.parser.ParseWithClaims(tok, &claims, func(t *jwt.Token) (any, error) {
+		if err := h.checkHeader(t); err != nil {
+			return nil, err
+		}
+		return h.jwtSecret, nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	id, ok := userID(claims.Subject)
+	id, ok := positiveID(claims.Subject)
 	if !ok {
 		return 0, errors.New("sub is not a positive user id")
 	}
 	h.users.Add(key, verifiedUser{id: id, exp: claims.ExpiresAt.Time.UnixNano()})
 	return id, nil
-}
-
-// userID parses a token's sub: only the canonical decimal of a positive
-// int64, as SignUserToken writes it. ParseInt alone also reads "007" and
-// "+7" as 7, so several subjects would name one user.
-func userID(sub string) (int64, bool) {
-	id, err := strconv.ParseInt(sub, 10, 64)
-	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != sub {
-		return 0, false
-	}
-	return id, true
 }
 
 // asUser admits requests with a valid user token and hands the user id to

@@ -28,6 +28,9 @@ type Deps struct {
 	Ready func(ctx context.Context) error
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// MetricsElsewhere leaves /metrics out of Routes: it is served
+	// (MetricsHandler) on a listener an operator keeps private.
+	MetricsElsewhere bool
 }
 
 // Handler serves the API.
@@ -61,7 +64,7 @@ func New(d Deps) (*Handler, error) {
 	return &Handler{
 		Deps:       d,
 		metrics:    m,
-		parser:     jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(d.Now)),
+		parser:     newUserParser(d.Now),
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
 		users:      sale.NewRecent[tokenDigest, verifiedUser](1 << 16),

@@ -31,8 +31,8 @@ const (
 )
 
 // decode reads a JSON object into the struct v points to, strictly: a body
-// not labelled application/json is 415; unknown fields, trailing data and
-// oversized bodies are bad requests.
+// not labelled application/json is 415; unknown or duplicate fields,
+// trailing data and oversized bodies are bad requests.
 // Every refusal is worded here: a decoder's error text names Go types and
 // fields, which are ours, not the API's.
 func decode(c *gin.Context, v any) error {
@@ -50,6 +50,10 @@ func decode(c *gin.Context, v any) error {
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return invalid("body is required")
+	}
+	// A name given twice would be decided by the decoder (the last wins).
+	if name, dup := duplicateName(body); dup {
+		return invalid("duplicate field " + quoteField(name))
 	}
 	// The fields as sent, checked against the struct's own names first:
 	// encoding/json matches names case-insensitively, so {"Stock": 1} would
@@ -129,9 +133,12 @@ func quoteField(name string) string {
 	return strconv.Quote(name)
 }
 
+// pathID is the path's :id, in canonical decimal only (positiveID). The
+// routes see it as sent, escapes included (Routes: UseRawPath), so "%31"
+// is not read as 1.
 func pathID(c *gin.Context) (int64, error) {
-	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
-	if err != nil || id <= 0 {
+	id, ok := positiveID(c.Param("id"))
+	if !ok {
 		return 0, invalid("id must be a positive integer")
 	}
 	return id, nil

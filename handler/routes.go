@@ -1,13 +1,15 @@
 package handler
 
 import (
+	"net/http"
+
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Routes is every route of the API.
+// Routes is every route of the API. It sets nothing process-wide: gin's
+// mode (release in the binary) is set by main.
 func (h *Handler) Routes() *gin.Engine {
-	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(gin.Recovery(), h.metrics.observe)
 	r.NoRoute(func(c *gin.Context) { writeProblem(c, errNotFound) })
@@ -17,10 +19,17 @@ func (h *Handler) Routes() *gin.Engine {
 	// of every route that clients then depend on.
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
+	// Routes match the path as sent: an escaped spelling ("/items/%31",
+	// "/%69tems/1") is not another name of a route or an id. Only a path
+	// with an escape the standard form would not use differs (RawPath).
+	r.UseRawPath = true
+	r.UnescapePathValues = false
 
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.handle(h.readyz))
-	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
+	if !h.MetricsElsewhere {
+		r.GET("/metrics", gin.WrapH(h.MetricsHandler()))
+	}
 	r.GET("/openapi.yaml", h.openAPI)
 
 	v1 := r.Group("/api/v1")
@@ -37,4 +46,10 @@ func (h *Handler) Routes() *gin.Engine {
 	admin.GET("/items/:id/stats", h.handle(h.stats))
 	admin.POST("/items/:id/rebuild", h.handle(h.rebuild))
 	return r
+}
+
+// MetricsHandler serves the registry's series in the Prometheus format:
+// on the API port (Routes) unless Deps.MetricsElsewhere.
+func (h *Handler) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})
 }

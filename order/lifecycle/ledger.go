@@ -67,6 +67,10 @@ type LedgerStats struct {
 	// one, -1 where the key is missing.
 	Remaining int64   `json:"remaining"`
 	Shards    []int64 `json:"shards"`
+	// Missing counts the shards whose key is missing (a shard oversold to
+	// -1 shows as -1 in Shards too; this tells them apart). Exported as a
+	// gauge, not in the stats answer, which has Shards.
+	Missing int `json:"-"`
 	// Outbox counts reservations still in the Redis outboxes.
 	Outbox int64 `json:"outbox"`
 	// Pending, Paid, Cancelled count orders in MySQL; Returned counts the
@@ -98,6 +102,7 @@ type Ledger struct {
 	drift     *prometheus.GaugeVec
 	oversold  *prometheus.GaugeVec
 	remaining *prometheus.GaugeVec
+	missing   *prometheus.GaugeVec
 
 	mu   sync.Mutex
 	last map[int64]LedgerStats // previous reconciliation per item
@@ -144,10 +149,19 @@ func NewLedger(st *stock.Store, orders *order.Store, reg prometheus.Registerer, 
 	}, []string{"item"})); err != nil {
 		return nil, fmt.Errorf("new ledger: %w", err)
 	}
+	// Per item, not per shard: an item may have 1024 shards, and the
+	// series stay bounded by the items in play (the admin stats endpoint
+	// has each shard).
 	if l.remaining, err = registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "seckill_stock_remaining",
-		Help: "Units left in each Redis stock shard (-1: the shard key is missing).",
-	}, []string{"item", "shard"})); err != nil {
+		Help: "Units left in an item's Redis stock shards, summed over the shards present.",
+	}, []string{"item"})); err != nil {
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	if l.missing, err = registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "seckill_stock_shards_missing",
+		Help: "An item's stock shards whose Redis key is missing (purchases on them answer 503 until a rebuild).",
+	}, []string{"item"})); err != nil {
 		return nil, fmt.Errorf("new ledger: %w", err)
 	}
 	return l, nil
@@ -173,7 +187,7 @@ func (l *Ledger) Reconcile(ctx context.Context, it order.Item) (LedgerStats, err
 		return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
 	}
 	s := LedgerStats{
-		Stock: c.Stock, Remaining: snap.Remaining, Shards: snap.Shards, Outbox: snap.Outbox,
+		Stock: c.Stock, Remaining: snap.Remaining, Shards: snap.Shards, Missing: len(snap.Shards) - snap.Present, Outbox: snap.Outbox,
 		Pending: c.Pending, Paid: c.Paid, Cancelled: c.Cancelled, Returned: c.Returned,
 		Unreturned: c.Cancelled - c.Returned,
 		Active:     c.Pending + c.Paid,
@@ -348,16 +362,14 @@ func (l *Ledger) export(itemID int64, s LedgerStats) {
 		// play, not by every item ever sold.
 		l.drift.DeleteLabelValues(item)
 		l.oversold.DeleteLabelValues(item)
-		for i := range s.Shards {
-			l.remaining.DeleteLabelValues(item, strconv.Itoa(i))
-		}
+		l.remaining.DeleteLabelValues(item)
+		l.missing.DeleteLabelValues(item)
 		return
 	}
 	l.drift.WithLabelValues(item).Set(float64(drift))
 	l.oversold.WithLabelValues(item).Set(float64(s.Oversold))
-	for i, n := range s.Shards {
-		l.remaining.WithLabelValues(item, strconv.Itoa(i)).Set(float64(n))
-	}
+	l.remaining.WithLabelValues(item).Set(float64(s.Remaining))
+	l.missing.WithLabelValues(item).Set(float64(s.Missing))
 }
 
 // moved reports whether any unit moved between two reconciliations.
@@ -371,6 +383,7 @@ func (l *Ledger) forget() {
 	l.drift.Reset()
 	l.oversold.Reset()
 	l.remaining.Reset()
+	l.missing.Reset()
 	l.mu.Lock()
 	l.last = map[int64]LedgerStats{}
 	l.mu.Unlock()
