@@ -62,10 +62,19 @@ type Config struct {
 		// before the 202; 0 answers once the primary has it.
 		WaitReplicas int           `yaml:"wait_replicas"`
 		WaitTimeout  time.Duration `yaml:"wait_timeout"`
+		// StartWait is how long a start waits for a Redis that is not up
+		// yet or still loading its data before it gives up.
+		StartWait time.Duration `yaml:"start_wait"`
+		// PolicyCheck is how often the maxmemory-policy of every master is
+		// checked: purchases stop while it is not noeviction.
+		PolicyCheck time.Duration `yaml:"policy_check"`
 	} `yaml:"redis"`
 	MySQL struct {
 		DSN          string `yaml:"dsn"`
 		MaxOpenConns int    `yaml:"max_open_conns"`
+		// StartWait is how long a start waits for a MySQL not reachable
+		// yet before it gives up.
+		StartWait time.Duration `yaml:"start_wait"`
 	} `yaml:"mysql"`
 	Kafka struct {
 		Brokers []string `yaml:"brokers"`
@@ -346,6 +355,8 @@ func (c Config) validateRedis() error {
 		positive("redis.timeout", r.Timeout),
 		atLeast("redis.wait_replicas", r.WaitReplicas, 0),
 		positive("redis.wait_timeout", r.WaitTimeout),
+		positive("redis.start_wait", r.StartWait),
+		positive("redis.policy_check", r.PolicyCheck),
 	}
 	switch r.Mode {
 	case RedisSingle:
@@ -377,7 +388,7 @@ func (c Config) validateRedis() error {
 
 func (c Config) validateMySQL() error {
 	m := c.MySQL
-	errs := []error{atLeast("mysql.max_open_conns", m.MaxOpenConns, 1)}
+	errs := []error{atLeast("mysql.max_open_conns", m.MaxOpenConns, 1), positive("mysql.start_wait", m.StartWait)}
 	if m.DSN != Embedded {
 		if _, err := mysql.ParseDSN(m.DSN); err != nil || m.DSN == "" {
 			errs = append(errs, fmt.Errorf("%s is not a MySQL DSN (user:password@tcp(host:port)/db)", setting("mysql.dsn")))

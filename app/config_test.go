@@ -304,6 +304,9 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 		{"redis.wait_timeout", func(c *app.Config) { c.Redis.WaitTimeout = 0 }},
 		{"redis.wait_timeout", func(c *app.Config) { c.Redis.WaitReplicas, c.Redis.WaitTimeout = 1, c.Redis.Timeout }}, // WAIT would outlast the call
 		{"order.claim_timeout", func(c *app.Config) { c.Order.ClaimTimeout = 0 }},
+		{"redis.start_wait", func(c *app.Config) { c.Redis.StartWait = 0 }},
+		{"redis.policy_check", func(c *app.Config) { c.Redis.PolicyCheck = 0 }},
+		{"mysql.start_wait", func(c *app.Config) { c.MySQL.StartWait = 0 }},
 		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, app.Embedded }},
 		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, "n1:7000,,n2:7000" }},
 		{"redis.addr", func(c *app.Config) { c.Redis.Mode, c.Redis.Addr = app.RedisCluster, "" }},

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -218,12 +219,10 @@ func (s *Server) open(ctx context.Context) (redis.UniversalClient, *sqlx.DB, *pr
 	// Redis: stock calls fail closed after the configured timeout.
 	rdb := newRedis(cfg)
 	s.onClose(func() { rdb.Close() })
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := stock.NewStore(rdb, stock.Config{Prefix: cfg.Redis.Prefix}).Ping(pctx); err != nil {
-		return nil, nil, nil, fmt.Errorf("redis %s: %w", cfg.Redis.Addr, err)
+	if err := s.waitRedis(ctx, stock.NewStore(rdb, stock.Config{Prefix: cfg.Redis.Prefix})); err != nil {
+		return nil, nil, nil, err
 	}
-	db, err := openMySQL(ctx, cfg)
+	db, err := s.waitMySQL(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -240,6 +239,91 @@ func (s *Server) open(ctx context.Context) (redis.UniversalClient, *sqlx.DB, *pr
 	}
 	rdb.AddHook(calls)
 	return rdb, db, reg, nil
+}
+
+// waitRedis waits until Redis answers (every master of a cluster): one
+// not up yet or still loading its data (LOADING) is waited for, with the
+// log saying so, until ctx ends or redis.start_wait passed. Then it refuses
+// a Redis that may evict keys (stock.ErrEvicting, naming the policy).
+func (s *Server) waitRedis(ctx context.Context, st *stock.Store) error {
+	cfg := s.cfg
+	err := waitFor(ctx, cfg.Redis.StartWait, func(ctx context.Context) error {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return st.Ping(pctx)
+	}, func(err error, attempt int, retry time.Duration) bool {
+		what := "not reachable"
+		if redis.IsLoadingError(err) {
+			what = "loading"
+		}
+		s.log.Warn("waiting for redis: "+what, "addr", cfg.Redis.Addr, "err", err, "attempt", attempt, "retry_in", retry)
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("redis %s: %w", cfg.Redis.Addr, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return st.CheckNoEviction(pctx) // its errors name the server
+}
+
+// waitMySQL opens MySQL (openMySQL), waiting with the log saying so while
+// the server is not reachable (a network error), until ctx ends or
+// mysql.start_wait passed. Anything else (a refused login, a bad DSN, a
+// failed migration) fails at once.
+func (s *Server) waitMySQL(ctx context.Context) (*sqlx.DB, error) {
+	var db *sqlx.DB
+	err := waitFor(ctx, s.cfg.MySQL.StartWait, func(ctx context.Context) error {
+		var err error
+		db, err = openMySQL(ctx, s.cfg)
+		return err
+	}, func(err error, attempt int, retry time.Duration) bool {
+		var ne net.Error
+		if !errors.As(err, &ne) && !errors.Is(err, driver.ErrBadConn) && !errors.Is(err, mysql.ErrInvalidConn) {
+			return false
+		}
+		s.log.Warn("waiting for mysql: not reachable", "err", err, "attempt", attempt, "retry_in", retry)
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mysql: %w", err)
+	}
+	return db, nil
+}
+
+// waitFor calls try until it succeeds, with a capped backoff between the
+// attempts, for at most wait (and until ctx ends); retry says whether an
+// error is worth another attempt (and logs it). The error is try's last,
+// with how long it was waited for when that ran out.
+func waitFor(ctx context.Context, wait time.Duration, try func(context.Context) error,
+	retry func(err error, attempt int, in time.Duration) bool) error {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := try(wctx)
+		if err == nil {
+			return nil
+		}
+		d := mq.Backoff(attempt, 100*time.Millisecond, 2*time.Second)
+		if wctx.Err() != nil || !retry(err, attempt, d) {
+			return waited(ctx, err, attempt, start)
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-wctx.Done():
+			t.Stop()
+			return waited(ctx, err, attempt, start)
+		case <-t.C:
+		}
+	}
+}
+
+func waited(ctx context.Context, err error, attempt int, start time.Time) error {
+	if attempt == 1 || ctx.Err() != nil {
+		return err
+	}
+	return fmt.Errorf("gave up after %v of waiting (start_wait): %w", time.Since(start).Round(time.Millisecond), err)
 }
 
 // build makes the stores, the journal, the limiter, the lifecycle parts
@@ -277,13 +361,18 @@ func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.R
 	if err != nil {
 		return nil, nil, err
 	}
+	sl := sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: ids,
+		Ledger: parts.ledger, Journal: journal})
+	// Purchases stop while Redis may evict keys (checked at start too).
+	parts.runners = append(parts.runners, func(ctx context.Context) error {
+		return sl.WatchEviction(ctx, cfg.Redis.PolicyCheck, s.log)
+	})
 	h, err := handler.New(handler.Deps{
-		Sale: sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: ids,
-			Ledger: parts.ledger, Journal: journal}),
+		Sale:       sl,
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: s.log, Registry: reg,
 		MetricsElsewhere: cfg.Metrics.Addr != "",
 		Ready: func(ctx context.Context) error {
-			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx))
+			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx), sl.Evicting())
 		},
 	})
 	if err != nil {

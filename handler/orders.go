@@ -23,11 +23,13 @@ type orderView struct {
 	// InOutbox: accepted, not yet written to MySQL (in the outbox or in
 	// Kafka).
 	InOutbox bool `json:"in_outbox,omitempty"`
+	// Stale: MySQL could not be read; the order as Redis accepted it.
+	Stale bool `json:"stale,omitempty"`
 }
 
 func viewOf(o sale.Order) orderView {
 	return orderView{OrderID: strconv.FormatInt(o.ID, 10), ItemID: o.ItemID, Status: o.Status,
-		CreatedAt: o.CreatedAt, ExpiresAt: o.ExpiresAt, PaidAt: o.PaidAt, InOutbox: o.InOutbox}
+		CreatedAt: o.CreatedAt, ExpiresAt: o.ExpiresAt, PaidAt: o.PaidAt, InOutbox: o.InOutbox, Stale: o.Stale}
 }
 
 func (h *Handler) getOrder(c *gin.Context, user int64) error {

@@ -7,10 +7,12 @@ package embedded
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/alicebob/miniredis/v2/server"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -23,10 +25,32 @@ func Redis() (addr string, stop func(), err error) {
 		return "", nil, fmt.Errorf("start embedded redis: %w", err)
 	}
 	m.ClockTTL(true)
+	// It never evicts a key: it says so where the app asks (CONFIG GET
+	// maxmemory-policy), which miniredis does not answer by itself.
+	if err := m.Server().Register("CONFIG", configGet); err != nil {
+		m.Close()
+		return "", nil, fmt.Errorf("start embedded redis: %w", err)
+	}
 	// miniredis.Close is a no-op once closed, but Once keeps the promise
 	// independent of that detail.
 	var once sync.Once
 	return m.Addr(), func() { once.Do(m.Close) }, nil
+}
+
+// configGet answers CONFIG GET maxmemory-policy (noeviction) and no other
+// parameter, as a Redis does for a parameter it does not have.
+func configGet(c *server.Peer, cmd string, args []string) {
+	if len(args) != 2 || !strings.EqualFold(args[0], "GET") {
+		c.WriteError("ERR only CONFIG GET is supported")
+		return
+	}
+	if !strings.EqualFold(args[1], "maxmemory-policy") {
+		c.WriteMapLen(0)
+		return
+	}
+	c.WriteMapLen(1)
+	c.WriteBulk("maxmemory-policy")
+	c.WriteBulk("noeviction")
 }
 
 // Kafka starts github.com/twmb/franz-go/pkg/kfake with one broker on

@@ -108,6 +108,10 @@ var (
 	// the ids it made): a passing state, so retry. An IDs implementation
 	// may wrap it; any error of NextID is answered as this one.
 	ErrNoOrderID = retryable(Unavailable, "no order id can be made safely now; retry shortly", time.Second)
+	// ErrRedisEvicts: Redis may evict keys (its maxmemory-policy is not
+	// noeviction), and an evicted key is a lost order or an oversell:
+	// purchases and token issues stop until it is noeviction again.
+	ErrRedisEvicts = retryable(Unavailable, "redis may evict keys (its maxmemory-policy is not noeviction); purchases are stopped until it is fixed, retry later", 5*time.Second)
 )
 
 // Sentinels is every sentinel outcome above, for callers that prepare an
@@ -115,7 +119,7 @@ var (
 func Sentinels() []*Error {
 	return []*Error{ErrSoldOut, ErrLimitReached, ErrTokenInvalid, ErrInProgress, ErrNotStarted, ErrEnded,
 		ErrNotFound, ErrInvalidItem, ErrOrderPending, ErrAlreadyPaid, ErrPaymentEnded, ErrCancelled,
-		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID}
+		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts}
 }
 
 // translations are the stores' expected outcomes as the sale's: the one
@@ -130,6 +134,7 @@ var translations = []struct {
 	{stock.ErrPurchaseInProgress, ErrInProgress},
 	{stock.ErrNotReady, ErrNotReady},
 	{stock.ErrLeaseHeld, ErrLeaseHeld},
+	{stock.ErrEvicting, ErrRedisEvicts},
 	{limiter.ErrLimited, ErrRateLimited},
 	{limiter.ErrOverloaded, ErrOverloaded},
 	{order.ErrNotFound, ErrNotFound},

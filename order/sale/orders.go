@@ -3,6 +3,7 @@ package sale
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"seckill/order"
@@ -21,6 +22,10 @@ type Order struct {
 	// InOutbox: accepted, not yet written to MySQL (in the outbox or in
 	// Kafka).
 	InOutbox bool
+	// Stale: MySQL could not be read, and this is the order as Redis
+	// accepted it (pending); it may have been stored, paid or cancelled
+	// since.
+	Stale bool
 }
 
 func stored(o order.Order) Order {
@@ -71,7 +76,7 @@ func (s *Sale) Order(ctx context.Context, id, user int64) (Order, error) {
 		}
 		return s.collided(ctx, id, user)
 	case !errors.Is(err, order.ErrNotFound):
-		return Order{}, err
+		return s.degraded(ctx, id, user, err)
 	}
 	v, ok, err := s.findPending(ctx, id, user)
 	if err != nil {
@@ -81,6 +86,26 @@ func (s *Sale) Order(ctx context.Context, id, user int64) (Order, error) {
 		return s.collided(ctx, id, user)
 	}
 	return v, nil
+}
+
+// degraded is the buyer's order when MySQL could not be read (dbErr): as
+// Redis accepted it, marked stale, from the order index and the token it
+// names (the reads of a pending order). What only MySQL knows (a refusal,
+// a payment, an order whose index entry expired) cannot be told: if Redis
+// has no accepted purchase of user under id, or cannot be read either,
+// the answer is dbErr (unavailable, retry), never "not found".
+func (s *Sale) degraded(ctx context.Context, id, user int64, dbErr error) (Order, error) {
+	if ctx.Err() != nil {
+		return Order{}, dbErr
+	}
+	a, ok, err := s.cfg.Stock.LookupOrder(ctx, id, user)
+	switch {
+	case err != nil:
+		return Order{}, fmt.Errorf("%w; and the order index: %w", dbErr, err)
+	case !ok:
+		return Order{}, dbErr
+	}
+	return Order{ID: id, ItemID: a.ItemID, Status: order.StatusPending, CreatedAt: a.At, Stale: true}, nil
 }
 
 // collided is the buyer's order that was given an id another order already

@@ -92,6 +92,9 @@ func (s *Sale) Purchase(ctx context.Context, itemID, user int64, key string) (in
 			return a.orderID, nil
 		}
 	}
+	if s.refusedForEviction() {
+		return 0, ErrRedisEvicts
+	}
 	release, err := s.cfg.Limiter.Acquire(ctx, user)
 	if err != nil {
 		return 0, outcome(err)

@@ -9,6 +9,7 @@ package sale
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"seckill/limiter"
@@ -59,6 +60,9 @@ type Sale struct {
 	// key gets its answer again without Redis (bounded; a forgotten one
 	// costs one Redis call, which reads the answer Redis keeps).
 	answers *Recent[acceptedKey, answer]
+	// evicting is set while Redis may evict keys (eviction.go): purchases
+	// and token issues are refused.
+	evicting atomic.Pointer[evictState]
 }
 
 // New makes the sale over cfg's stores.
@@ -154,6 +158,9 @@ func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	}
 	if s.cfg.Stock.SoldOut(it.ID) {
 		return Token{}, ErrSoldOut
+	}
+	if s.refusedForEviction() {
+		return Token{}, ErrRedisEvicts
 	}
 	release, err := s.cfg.Limiter.Acquire(ctx, user)
 	if err != nil {
