@@ -169,8 +169,9 @@ func TestStartWaitsForLoadingRedis(t *testing.T) {
 }
 
 // forward is a TCP proxy from a listener on addr to target, owned by the
-// test (closed and waited for when it ends).
-func forward(t *testing.T, addr, target string) {
+// test; cut closes it and every connection through it (a server gone), and
+// runs when the test ends.
+func forward(t *testing.T, addr, target string) (cut func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -200,15 +201,20 @@ func forward(t *testing.T, addr, target string) {
 			go func() { defer wg.Done(); io.Copy(c, s); c.Close() }()
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	var once sync.Once
+	cut = func() {
+		once.Do(func() {
+			ln.Close()
+			mu.Lock()
+			for _, c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+			wg.Wait()
+		})
+	}
+	t.Cleanup(cut)
+	return cut
 }
 
 // TestStartWaitsForMySQL: a MySQL not reachable yet at start is waited
@@ -266,5 +272,44 @@ func TestStartWaitsForMySQL(t *testing.T) {
 	}
 	if r.err != nil {
 		t.Fatalf("start: %v\n%s", r.err, logs)
+	}
+}
+
+// TestOrderStatusWhileMySQLIsDown: with MySQL gone, an accepted order
+// still reads pending, marked stale (the answer checked against the API
+// contract), and an id Redis does not know is 503 with Retry-After, not 404.
+func TestOrderStatusWhileMySQLIsDown(t *testing.T) {
+	dsn, _ := testenv.MySQL(t)
+	mc, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := mc.Addr
+	mc.Addr = ln.Addr().String()
+	ln.Close()
+	cut := forward(t, mc.Addr, target)
+	a := startApp(t, map[string]string{"SECKILL_MYSQL_DSN": mc.FormatDSN()})
+	it := a.createItem(map[string]any{"name": "stale", "stock": 5, "shards": 1, "per_user_limit": 1})
+	buyer := userToken(t, 1)
+	code, ans := a.purchase(it.ID, buyer, a.purchaseToken(it.ID, buyer))
+	if code != http.StatusAccepted {
+		t.Fatalf("purchase: %d %+v, want 202", code, ans)
+	}
+
+	cut()
+	var o struct {
+		Status string `json:"status"`
+		Stale  bool   `json:"stale"`
+	}
+	if code, _ := a.call("GET", "/api/v1/orders/"+ans.OrderID, buyer, nil, nil, &o); code != http.StatusOK || o.Status != "pending" || !o.Stale {
+		t.Errorf("order with MySQL down: %d %+v, want 200 pending, stale", code, o)
+	}
+	code, hdr := a.call("GET", "/api/v1/orders/"+ans.OrderID, userToken(t, 2), nil, nil, nil)
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+		t.Errorf("another user's order with MySQL down: %d, want 503 with Retry-After (never 404)", code)
 	}
 }
