@@ -88,6 +88,12 @@ type client struct {
 	faultEnd     atomic.Int64 // unix nanos, 0 until set
 	firstAfter   atomic.Int64
 	firstOKAfter atomic.Int64
+
+	// stall: a stall scenario, where a client timeout is an answer time
+	// to report, not a broken contract.
+	stall    bool
+	samples  []sample    // every request, for the answer-time table
+	accepted []acceptRef // the 202s so far, for the readers
 }
 
 func newClient(c *cluster) *client {
@@ -97,17 +103,27 @@ func newClient(c *cluster) *client {
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     30 * time.Second,
 	}
-	return &client{c: c, hc: &http.Client{Transport: tr, Timeout: opt.reqTimeout},
-		hist: map[string]int{}, badKinds: map[string]int{}}
+	timeout := opt.reqTimeout
+	stall := c.sc.stall > 0
+	if stall {
+		timeout = opt.stallReqTimeout
+	}
+	return &client{c: c, hc: &http.Client{Transport: tr, Timeout: timeout},
+		hist: map[string]int{}, badKinds: map[string]int{}, stall: stall}
 }
 
 func (cl *client) do(ctx context.Context, a *app, method, path, bearer string, hdr map[string]string) reply {
+	start := time.Now()
 	r, err := harness.Do(ctx, cl.hc, harness.Request{Method: method, URL: a.url + path, Bearer: bearer, Header: hdr})
+	var rep reply
 	if err != nil {
 		var ne net.Error
-		return reply{err: err, timeout: errors.As(err, &ne) && ne.Timeout()}
+		rep = reply{err: err, timeout: errors.As(err, &ne) && ne.Timeout()}
+	} else {
+		rep = reply{status: r.Status, code: r.Code, retryAfter: r.RetryAfter, body: r.Body}
 	}
-	return reply{status: r.Status, code: r.Code, retryAfter: r.RetryAfter, body: r.Body}
+	cl.record(opOf(method, path), start, rep)
+	return rep
 }
 
 func (cl *client) note(op string, a *app, r reply, bad bool, why string) {
@@ -163,9 +179,10 @@ const (
 )
 
 // judgeTransport: a transport error is expected only from an instance the
-// harness took down.
+// harness took down; in a stall scenario a client timeout is an answer
+// time (reported in the answer-time table), not a broken contract.
 func (cl *client) judgeTransport(op string, a *app, r reply) verdict {
-	cl.note(op, a, r, !a.down.Load() && !a.gone.Load(), "instance was not faulted")
+	cl.note(op, a, r, !a.down.Load() && !a.gone.Load() && !(cl.stall && r.timeout), "instance was not faulted")
 	return vRetry
 }
 
@@ -323,6 +340,7 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 			cl.markAnswer(true)
 			b.final, b.orderID, b.acceptApp, b.answeredAt = "202", p.OrderID, a.idx, time.Now()
 			b.orderIDs[p.OrderID] = true
+			cl.addAccepted(b)
 			return
 		case r.status == 409 && r.code == "purchase_in_progress":
 			cl.note("purchase", a, r, !r.validRA(), "purchase_in_progress without Retry-After")
