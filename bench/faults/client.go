@@ -252,17 +252,28 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 	defer cancel()
 	inst := b.home % len(cl.c.apps)
 	b.orderIDs = map[string]bool{}
+	if b.token == "" && !cl.getToken(ctx, b, &inst) {
+		return
+	}
+	cl.purchase(ctx, b, inst)
+}
+
+// getToken asks for b's purchase token, retried like a purchase; false
+// when b got a final answer (b.final) instead.
+func (cl *client) getToken(ctx context.Context, b *buyer, instp *int) bool {
+	inst := *instp
+	defer func() { *instp = inst }()
 	path := fmt.Sprintf("/api/v1/items/%d", cl.item)
 	for attempt := 0; b.token == ""; attempt++ {
 		if ctx.Err() != nil {
 			b.final = "no_answer"
-			return
+			return false
 		}
 		a := cl.c.apps[inst]
 		r := cl.do(ctx, a, "POST", path+"/tokens", b.jwt, nil)
 		if ctx.Err() != nil && r.err != nil {
 			b.final = "no_answer"
-			return
+			return false
 		}
 		b.lastSeen = r.String()
 		if v, ok := cl.judgeRetryable("token", a, r); ok {
@@ -282,27 +293,34 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 			if err := json.Unmarshal(r.body, &t); err != nil || t.Token == "" {
 				cl.note("token", a, r, true, "201 without a token")
 				b.final = "bad_token_reply"
-				return
+				return false
 			}
 			cl.note("token", a, r, false, "")
 			b.token = t.Token
 		case r.status == 410 && r.code == "sale_ended":
 			cl.note("token", a, r, false, "")
 			b.final = r.code
-			return
+			return false
 		case r.status == 409 && r.code == "sold_out":
 			// A true business answer (not in openapi.yaml for this route
 			// as of writing; run.check notes how often it came).
 			cl.note("token", a, r, false, "")
 			cl.markAnswer(false)
 			b.final, b.tokenSoldOut, b.acceptApp, b.answeredAt = r.code, true, a.idx, time.Now()
-			return
+			return false
 		default:
 			cl.note("token", a, r, true, "unexpected answer")
 			b.final = "bad:" + r.String()
-			return
+			return false
 		}
 	}
+	return true
+}
+
+// purchase runs b's purchase with its token to a final answer, starting
+// on instance inst.
+func (cl *client) purchase(ctx context.Context, b *buyer, inst int) {
+	path := fmt.Sprintf("/api/v1/items/%d", cl.item)
 	hdr := map[string]string{"Idempotency-Key": b.token}
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {

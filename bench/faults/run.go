@@ -37,6 +37,8 @@ type run struct {
 	maxOversold atomic.Int64
 	// remainingAtBegin: units left when a stall began (-1: unknown).
 	remainingAtBegin atomic.Int64
+	// pre: the tokens wave 1's buyers hold before the sale (stall.go).
+	pre map[int64]string
 }
 
 func (r *run) note(format string, args ...any) {
@@ -135,6 +137,9 @@ func (r *run) main(ctx context.Context) error {
 			users[i] = int64(i + 1)
 		}
 	}
+	if r.sc.stall > 0 {
+		r.prefetchTokens(ctx, users)
+	}
 	faultErr := make(chan error, 1)
 	fctx, cancelFault := context.WithCancel(ctx)
 	defer cancelFault()
@@ -229,7 +234,7 @@ func (r *run) main(ctx context.Context) error {
 func (r *run) wave(ctx context.Context, n int, users []int64) []*buyer {
 	var bs []*buyer
 	for i, u := range users {
-		bs = append(bs, &buyer{user: u, jwt: signJWT(r.c.secret, u), home: i, wave: n})
+		bs = append(bs, &buyer{user: u, jwt: signJWT(r.c.secret, u), home: i, wave: n, token: r.pre[u]})
 	}
 	r.buyers = append(r.buyers, bs...)
 	third := int64(len(bs) / 3)

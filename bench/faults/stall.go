@@ -170,6 +170,34 @@ func (cl *client) readOrder(ctx context.Context, a *app, ref acceptRef) {
 	cl.note("order", a, r, false, "")
 }
 
+// prefetchTokens: every other one of the first -stock buyers of a stall
+// scenario gets its purchase token before the sale (as from a waiting
+// room), so that both the purchases and the token requests meet the fault.
+func (r *run) prefetchTokens(ctx context.Context, users []int64) {
+	pre := map[int64]string{}
+	var mu sync.Mutex
+	sem := make(chan struct{}, opt.concurrency)
+	var wg sync.WaitGroup
+	for i := 0; i < min(len(users), opt.stock); i += 2 {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			b := &buyer{user: users[i], jwt: signJWT(r.c.secret, users[i]), home: i}
+			inst := b.home % len(r.c.apps)
+			if r.cl.getToken(ctx, b, &inst) {
+				mu.Lock()
+				pre[b.user] = b.token
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	r.pre = pre
+	r.c.logf("%d buyers hold a token before the sale", len(pre))
+}
+
 // paceOf is the spacing of the first -stock buyers of a stall scenario's
 // wave: spread over lead + fault + tail, so the fault comes mid-sale and
 // units remain after the heal (sales back after heal can be measured).
