@@ -88,6 +88,12 @@ type client struct {
 	faultEnd     atomic.Int64 // unix nanos, 0 until set
 	firstAfter   atomic.Int64
 	firstOKAfter atomic.Int64
+
+	// stall: a stall scenario, where a client timeout is an answer time
+	// to report, not a broken contract.
+	stall    bool
+	samples  []sample    // every request, for the answer-time table
+	accepted []acceptRef // the 202s so far, for the readers
 }
 
 func newClient(c *cluster) *client {
@@ -97,17 +103,27 @@ func newClient(c *cluster) *client {
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     30 * time.Second,
 	}
-	return &client{c: c, hc: &http.Client{Transport: tr, Timeout: opt.reqTimeout},
-		hist: map[string]int{}, badKinds: map[string]int{}}
+	timeout := opt.reqTimeout
+	stall := c.sc.stall > 0
+	if stall {
+		timeout = opt.stallReqTimeout
+	}
+	return &client{c: c, hc: &http.Client{Transport: tr, Timeout: timeout},
+		hist: map[string]int{}, badKinds: map[string]int{}, stall: stall}
 }
 
 func (cl *client) do(ctx context.Context, a *app, method, path, bearer string, hdr map[string]string) reply {
+	start := time.Now()
 	r, err := harness.Do(ctx, cl.hc, harness.Request{Method: method, URL: a.url + path, Bearer: bearer, Header: hdr})
+	var rep reply
 	if err != nil {
 		var ne net.Error
-		return reply{err: err, timeout: errors.As(err, &ne) && ne.Timeout()}
+		rep = reply{err: err, timeout: errors.As(err, &ne) && ne.Timeout()}
+	} else {
+		rep = reply{status: r.Status, code: r.Code, retryAfter: r.RetryAfter, body: r.Body}
 	}
-	return reply{status: r.Status, code: r.Code, retryAfter: r.RetryAfter, body: r.Body}
+	cl.record(opOf(method, path), start, rep)
+	return rep
 }
 
 func (cl *client) note(op string, a *app, r reply, bad bool, why string) {
@@ -163,9 +179,10 @@ const (
 )
 
 // judgeTransport: a transport error is expected only from an instance the
-// harness took down.
+// harness took down; in a stall scenario a client timeout is an answer
+// time (reported in the answer-time table), not a broken contract.
 func (cl *client) judgeTransport(op string, a *app, r reply) verdict {
-	cl.note(op, a, r, !a.down.Load() && !a.gone.Load(), "instance was not faulted")
+	cl.note(op, a, r, !a.down.Load() && !a.gone.Load() && !(cl.stall && r.timeout), "instance was not faulted")
 	return vRetry
 }
 
@@ -235,17 +252,28 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 	defer cancel()
 	inst := b.home % len(cl.c.apps)
 	b.orderIDs = map[string]bool{}
+	if b.token == "" && !cl.getToken(ctx, b, &inst) {
+		return
+	}
+	cl.purchase(ctx, b, inst)
+}
+
+// getToken asks for b's purchase token, retried like a purchase; false
+// when b got a final answer (b.final) instead.
+func (cl *client) getToken(ctx context.Context, b *buyer, instp *int) bool {
+	inst := *instp
+	defer func() { *instp = inst }()
 	path := fmt.Sprintf("/api/v1/items/%d", cl.item)
 	for attempt := 0; b.token == ""; attempt++ {
 		if ctx.Err() != nil {
 			b.final = "no_answer"
-			return
+			return false
 		}
 		a := cl.c.apps[inst]
 		r := cl.do(ctx, a, "POST", path+"/tokens", b.jwt, nil)
 		if ctx.Err() != nil && r.err != nil {
 			b.final = "no_answer"
-			return
+			return false
 		}
 		b.lastSeen = r.String()
 		if v, ok := cl.judgeRetryable("token", a, r); ok {
@@ -265,27 +293,34 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 			if err := json.Unmarshal(r.body, &t); err != nil || t.Token == "" {
 				cl.note("token", a, r, true, "201 without a token")
 				b.final = "bad_token_reply"
-				return
+				return false
 			}
 			cl.note("token", a, r, false, "")
 			b.token = t.Token
 		case r.status == 410 && r.code == "sale_ended":
 			cl.note("token", a, r, false, "")
 			b.final = r.code
-			return
+			return false
 		case r.status == 409 && r.code == "sold_out":
 			// A true business answer (not in openapi.yaml for this route
 			// as of writing; run.check notes how often it came).
 			cl.note("token", a, r, false, "")
 			cl.markAnswer(false)
 			b.final, b.tokenSoldOut, b.acceptApp, b.answeredAt = r.code, true, a.idx, time.Now()
-			return
+			return false
 		default:
 			cl.note("token", a, r, true, "unexpected answer")
 			b.final = "bad:" + r.String()
-			return
+			return false
 		}
 	}
+	return true
+}
+
+// purchase runs b's purchase with its token to a final answer, starting
+// on instance inst.
+func (cl *client) purchase(ctx context.Context, b *buyer, inst int) {
+	path := fmt.Sprintf("/api/v1/items/%d", cl.item)
 	hdr := map[string]string{"Idempotency-Key": b.token}
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
@@ -323,6 +358,7 @@ func (cl *client) buy(ctx context.Context, b *buyer) {
 			cl.markAnswer(true)
 			b.final, b.orderID, b.acceptApp, b.answeredAt = "202", p.OrderID, a.idx, time.Now()
 			b.orderIDs[p.OrderID] = true
+			cl.addAccepted(b)
 			return
 		case r.status == 409 && r.code == "purchase_in_progress":
 			cl.note("purchase", a, r, !r.validRA(), "purchase_in_progress without Retry-After")

@@ -31,11 +31,13 @@ type cluster struct {
 	secret string
 
 	redisPort, replicaPort, proxyPort, mysqlPort, kafkaPort int
+	mysqlProxyPort, kafkaProxyPort                          int
 
 	redis    *harness.Proc
 	redisDir string
 	replica  *harness.Proc
-	px       *proxy
+	px       *proxy // Redis proxy (failover, or a stall scenario's)
+	mpx, kpx *proxy // MariaDB and broker proxies of a stall scenario
 	mysql    *harness.Proc
 	mysqlDir string
 	kafka    *harness.Proc
@@ -214,11 +216,28 @@ func (c *cluster) startKafka(fresh bool) error {
 		}
 		c.kafkaDir = d
 	}
-	p, err := harness.StartKafka(context.Background(), c.start, bins.Kafka, c.kafkaPort, c.kafkaDir)
-	if p != nil {
-		c.kafka = p
+	if c.kpx == nil {
+		p, err := harness.StartKafka(context.Background(), c.start, bins.Kafka, c.kafkaPort, c.kafkaDir)
+		if p != nil {
+			c.kafka = p
+		}
+		return err
 	}
-	return err
+	// Behind its proxy the broker names the proxy in its metadata, or the
+	// apps would bootstrap through the proxy and then go around it.
+	p, err := c.start("kafka", nil, bins.Kafka, "-addr", harness.Addr(c.kafkaPort), "-data-dir", c.kafkaDir,
+		"-advertise", harness.Addr(c.kafkaProxyPort))
+	if err != nil {
+		return err
+	}
+	c.kafka = p
+	return harness.WaitUp(context.Background(), p, 20*time.Second, 50*time.Millisecond, "kafka listening", func() error {
+		conn, err := net.DialTimeout("tcp", harness.Addr(c.kafkaPort), 500*time.Millisecond)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	})
 }
 
 // ---------------------------------------------------------------- apps
@@ -228,8 +247,15 @@ func (c *cluster) appEnv(a *app) []string {
 	if c.sc.orderTTL > 0 {
 		ttl = c.sc.orderTTL
 	}
+	mysqlPort, kafkaPort := c.mysqlPort, c.kafkaPort
+	if c.mpx != nil {
+		mysqlPort = c.mysqlProxyPort
+	}
+	if c.kpx != nil {
+		kafkaPort = c.kafkaProxyPort
+	}
 	e := harness.AppEnv{HTTPPort: a.port, RedisAddr: c.redisAddr(), RedisPrefix: "faults",
-		MySQLPort: c.mysqlPort, KafkaPort: c.kafkaPort, AdminToken: c.admin, JWTSecret: c.secret, OrderTTL: ttl.String()}
+		MySQLPort: mysqlPort, KafkaPort: kafkaPort, AdminToken: c.admin, JWTSecret: c.secret, OrderTTL: ttl.String()}
 	extra := []string{
 		"SECKILL_REDIS_MODE=" + c.redisMode(),
 		"SECKILL_KAFKA_PARTITIONS=4",
@@ -270,6 +296,7 @@ func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 		admin:     "faults-admin-" + harness.RandHex(12),
 		secret:    "faults-jwt-secret-" + harness.RandHex(24),
 		redisPort: base, replicaPort: base + 1, proxyPort: base + 2, mysqlPort: base + 3, kafkaPort: base + 4,
+		mysqlProxyPort: base + 7, kafkaProxyPort: base + 8,
 	}
 	ports := []int{}
 	for port := base; port < base+10; port++ {
@@ -312,6 +339,19 @@ func newCluster(sc *scenario, idx int, root string) (*cluster, error) {
 			return c, err
 		}
 		if c.px, err = newProxy(harness.Addr(c.proxyPort), harness.Addr(c.redisPort)); err != nil {
+			return c, err
+		}
+	}
+	if sc.stall > 0 {
+		// The apps reach all three servers through proxies the scenario
+		// can partition; the suite itself talks to them directly.
+		if c.px, err = newProxy(harness.Addr(c.proxyPort), harness.Addr(c.redisPort)); err != nil {
+			return c, err
+		}
+		if c.mpx, err = newProxy(harness.Addr(c.mysqlProxyPort), harness.Addr(c.mysqlPort)); err != nil {
+			return c, err
+		}
+		if c.kpx, err = newProxy(harness.Addr(c.kafkaProxyPort), harness.Addr(c.kafkaPort)); err != nil {
 			return c, err
 		}
 	}
@@ -374,8 +414,10 @@ func (c *cluster) close(keep, dump bool) {
 			p.Kill9()
 		}
 	}
-	if c.px != nil {
-		c.px.close()
+	for _, px := range []*proxy{c.px, c.mpx, c.kpx} {
+		if px != nil {
+			px.close()
+		}
 	}
 	if c.db != nil {
 		c.db.Close()

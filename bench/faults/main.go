@@ -5,7 +5,8 @@
 // for the order pipeline to settle, and checks the promises: nothing
 // oversold, no accepted order lost, no order nobody was told about, no user
 // over the limit, no drift, no answer outside the contract. One table, exit
-// status 1 if any scenario fails.
+// status 1 if any scenario fails, and a table of answer times before and
+// during each fault (reported, not asserted).
 //
 //	go run ./bench/faults                         # every scenario
 //	go run ./bench/faults -run 'redis-empty|kafka' -v
@@ -51,6 +52,16 @@ var opt struct {
 	saleDeadline    time.Duration
 	cache           string
 	src             string
+	// the stall scenarios (stall.go)
+	redisPartition  time.Duration
+	redisPause      time.Duration
+	mysqlPartition  time.Duration
+	kafkaPartition  time.Duration
+	stallLead       time.Duration
+	stallTail       time.Duration
+	stallReqTimeout time.Duration
+	readers         int
+	readPause       time.Duration
 }
 
 var bins harness.Binaries
@@ -86,6 +97,15 @@ func main() {
 	flag.BoolVar(&opt.rejoin, "failover-rejoin", true, "redis-failover: after -redis-down the killed primary comes back (empty) as a replica of the promoted one")
 	flag.IntVar(&opt.replaySample, "replay-sample", 100, "accepted buyers whose purchase is replayed on every instance after settle")
 	flag.StringVar(&opt.cache, "cache", filepath.Join(os.TempDir(), "seckill-faults-cache"), "where the initialised MariaDB datadir template is cached")
+	flag.DurationVar(&opt.redisPartition, "redis-partition", envDur("FAULTS_REDIS_PARTITION", 20*time.Second), "how long redis-partition cuts Redis off (env FAULTS_REDIS_PARTITION)")
+	flag.DurationVar(&opt.redisPause, "redis-pause", envDur("FAULTS_REDIS_PAUSE", 15*time.Second), "how long redis-pause keeps Redis stopped (env FAULTS_REDIS_PAUSE)")
+	flag.DurationVar(&opt.mysqlPartition, "mysql-partition", envDur("FAULTS_MYSQL_PARTITION", 30*time.Second), "how long mysql-partition cuts MariaDB off (env FAULTS_MYSQL_PARTITION)")
+	flag.DurationVar(&opt.kafkaPartition, "kafka-partition", envDur("FAULTS_KAFKA_PARTITION", 30*time.Second), "how long kafka-partition cuts the broker off (env FAULTS_KAFKA_PARTITION)")
+	flag.DurationVar(&opt.stallLead, "stall-lead", envDur("FAULTS_STALL_LEAD", 8*time.Second), "stall scenarios: the fault begins this long after the sale (env FAULTS_STALL_LEAD)")
+	flag.DurationVar(&opt.stallTail, "stall-tail", envDur("FAULTS_STALL_TAIL", 10*time.Second), "stall scenarios: the first -stock buyers arrive spread over lead + fault + this (env FAULTS_STALL_TAIL)")
+	flag.DurationVar(&opt.stallReqTimeout, "stall-req-timeout", 15*time.Second, "stall scenarios: client timeout per HTTP request (long, so answer times are measured, not cut)")
+	flag.IntVar(&opt.readers, "readers", 2, "stall scenarios: readers of the product page and of accepted orders")
+	flag.DurationVar(&opt.readPause, "read-pause", 200*time.Millisecond, "stall scenarios: a reader's pause between two rounds")
 	flag.StringVar(&opt.src, "src", "", "build seckill and the broker from this source tree instead of the current module (e.g. an export of a commit)")
 	flag.Parse()
 
@@ -94,6 +114,10 @@ func main() {
 
 func runAll(ctx context.Context) int {
 	started := time.Now()
+	if len(envErrs) > 0 {
+		fmt.Fprintln(os.Stderr, "faults:", strings.Join(envErrs, "; "))
+		return 2
+	}
 	re, err := regexp.Compile(opt.run)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "faults: -run:", err)
@@ -207,6 +231,7 @@ type result struct {
 	fails    []string
 	notes    []string
 	hist     []string
+	lat      []latRow // the answer-time table's rows
 	badKinds []string
 	badEx    []string
 	logs     []string
@@ -239,6 +264,7 @@ func printTable(w *os.File, rs []*result) {
 	harness.PrintTable(w, rows)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "recovery s = fault end -> first 202 (else first business answer, else all instances ready) / fault end -> pipeline settled")
+	printLatencies(w, rs)
 	for _, r := range rs {
 		if r.verdict() == "FAIL" {
 			fmt.Fprintf(w, "FAIL %s: %s\n", r.name, strings.Join(r.reasons(), "; "))

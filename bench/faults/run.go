@@ -35,6 +35,10 @@ type run struct {
 	// sampler maxima while the scenario runs
 	maxActive   atomic.Int64
 	maxOversold atomic.Int64
+	// remainingAtBegin: units left when a stall began (-1: unknown).
+	remainingAtBegin atomic.Int64
+	// pre: the tokens wave 1's buyers hold before the sale (stall.go).
+	pre map[int64]string
 }
 
 func (r *run) note(format string, args ...any) {
@@ -133,6 +137,9 @@ func (r *run) main(ctx context.Context) error {
 			users[i] = int64(i + 1)
 		}
 	}
+	if r.sc.stall > 0 {
+		r.prefetchTokens(ctx, users)
+	}
 	faultErr := make(chan error, 1)
 	fctx, cancelFault := context.WithCancel(ctx)
 	defer cancelFault()
@@ -142,8 +149,16 @@ func (r *run) main(ctx context.Context) error {
 		faultErr <- nil
 	}
 	saleStart := time.Now()
+	rctx, stopReaders := context.WithCancel(ctx)
+	var rwg sync.WaitGroup
+	if r.sc.stall > 0 {
+		rwg.Add(1)
+		go func() { defer rwg.Done(); r.readers(rctx) }()
+	}
 	wave1 := r.wave(ctx, 1, users)
 	c.logf("wave 1 done in %.1fs", time.Since(saleStart).Seconds())
+	stopReaders()
+	rwg.Wait()
 	r.trigged.Do(func() { close(r.trigger) }) // a fault still waiting runs now
 	if err := <-faultErr; err != nil {
 		return fmt.Errorf("fault: %w", err)
@@ -160,6 +175,8 @@ func (r *run) main(ctx context.Context) error {
 	if fe.IsZero() {
 		fe = time.Now()
 	}
+	// Before anything else sends requests (the replays).
+	r.latencies(saleStart)
 
 	// Readiness after the fault, as a fallback recovery time.
 	readyAt := r.allReady(ctx, fe)
@@ -208,6 +225,7 @@ func (r *run) main(ctx context.Context) error {
 	if r.sc.pay {
 		r.checkPaid(ctx, wave1)
 	}
+	r.checkStall(ctx)
 	r.check(ctx)
 	return nil
 }
@@ -216,7 +234,7 @@ func (r *run) main(ctx context.Context) error {
 func (r *run) wave(ctx context.Context, n int, users []int64) []*buyer {
 	var bs []*buyer
 	for i, u := range users {
-		bs = append(bs, &buyer{user: u, jwt: signJWT(r.c.secret, u), home: i, wave: n})
+		bs = append(bs, &buyer{user: u, jwt: signJWT(r.c.secret, u), home: i, wave: n, token: r.pre[u]})
 	}
 	r.buyers = append(r.buyers, bs...)
 	third := int64(len(bs) / 3)
@@ -228,7 +246,15 @@ func (r *run) wave(ctx context.Context, n int, users []int64) []*buyer {
 	ctx = wctx
 	sem := make(chan struct{}, opt.concurrency)
 	var wg sync.WaitGroup
-	for _, b := range bs {
+	pace := time.Duration(0)
+	if n == 1 {
+		pace = r.paceOf()
+	}
+	start := time.Now()
+	for i, b := range bs {
+		if pace > 0 && i < opt.stock {
+			sleepCtx(outer, time.Until(start.Add(time.Duration(i)*pace)))
+		}
 		if outer.Err() != nil {
 			break
 		}

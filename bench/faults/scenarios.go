@@ -30,6 +30,13 @@ type scenario struct {
 	expiry      bool // nobody pays; second wave after the returns
 	// users picks the user ids of the buyers (nil: 1..n).
 	users func(n int) []int64
+	// stall > 0: a stall scenario (stall.go) whose fault lasts this long:
+	// the apps reach Redis, MariaDB and the broker through proxies, the
+	// first -stock buyers arrive spread over the sale, readers load the
+	// product page and order reads, and a client timeout is an answer
+	// time, not a broken contract. redisStall: the stalled one is Redis.
+	stall      time.Duration
+	redisStall bool
 	// fault waits for its moment, breaks something, repairs it, and
 	// reports when the fault began and ended through r.begin/r.end.
 	fault func(ctx context.Context, r *run) error
@@ -86,7 +93,7 @@ func (r *run) bounceApp(ctx context.Context, a *app, sig syscall.Signal) error {
 }
 
 func scenarios() []*scenario {
-	return []*scenario{
+	return append([]*scenario{
 		{name: "none-pay", apps: 1, pay: true},
 		{name: "app-kill9", apps: 1, fault: appKill(syscall.SIGKILL)},
 		{name: "app-sigterm", apps: 1, fault: appKill(syscall.SIGTERM)},
@@ -292,5 +299,5 @@ func scenarios() []*scenario {
 			}
 			return r.restartEmpty(ctx, n, opt.redisDown)
 		}},
-	}
+	}, stallScenarios()...)
 }
