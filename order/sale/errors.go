@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"seckill/limiter"
+	"seckill/limiter/breaker"
 	"seckill/order"
 	"seckill/order/lifecycle"
 	"seckill/stock"
@@ -108,6 +109,10 @@ var (
 	// the ids it made): a passing state, so retry. An IDs implementation
 	// may wrap it; any error of NextID is answered as this one.
 	ErrNoOrderID = retryable(Unavailable, "no order id can be made safely now; retry shortly", time.Second)
+	// ErrDependencyDown: the circuit breaker of a dependency is open (it
+	// did not answer lately), so the call was not sent. An open breaker
+	// answers with this message and its own remaining open time.
+	ErrDependencyDown = retryable(Unavailable, "a dependency does not answer; retry shortly", time.Second)
 )
 
 // Sentinels is every sentinel outcome above, for callers that prepare an
@@ -115,7 +120,7 @@ var (
 func Sentinels() []*Error {
 	return []*Error{ErrSoldOut, ErrLimitReached, ErrTokenInvalid, ErrInProgress, ErrNotStarted, ErrEnded,
 		ErrNotFound, ErrInvalidItem, ErrOrderPending, ErrAlreadyPaid, ErrPaymentEnded, ErrCancelled,
-		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID}
+		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrDependencyDown}
 }
 
 // translations are the stores' expected outcomes as the sale's: the one
@@ -159,6 +164,13 @@ func ErrorOf(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	var open *breaker.OpenError
+	if errors.As(err, &open) {
+		if open.RetryAfter <= ErrDependencyDown.RetryAfter {
+			return ErrDependencyDown
+		}
+		return &Error{Kind: Unavailable, Message: ErrDependencyDown.Message, RetryAfter: open.RetryAfter, err: err}
 	}
 	for _, t := range translations {
 		if errors.Is(err, t.from) {
