@@ -32,6 +32,18 @@ type redisHook struct {
 	budget time.Duration
 }
 
+// inCall marks the context of a call the hook let through: go-redis runs
+// a new connection's handshake (HELLO, AUTH, SELECT) through the hooks
+// with the caller's context, and those commands are part of the call, not
+// calls of their own (nor refused half-open, which would fail a probe).
+type inCall struct{}
+
+// nested reports whether ctx is that of a call under way.
+func nested(ctx context.Context) bool { return ctx.Value(inCall{}) != nil }
+
+// enter is ctx marked as a call under way.
+func enter(ctx context.Context) context.Context { return context.WithValue(ctx, inCall{}, true) }
+
 // bound gives ctx the hook's budget unless it ends sooner already.
 func (h redisHook) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	if h.budget <= 0 {
@@ -70,6 +82,7 @@ func (h redisHook) refused(send func(ctx context.Context, ping redis.Cmder) erro
 		h.b.Probe(func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), h.probeBudget())
 			defer cancel()
+			ctx = enter(ctx)
 			return send(ctx, redis.NewStatusCmd(ctx, "ping"))
 		})
 	}
@@ -86,6 +99,9 @@ func (h redisHook) probeBudget() time.Duration {
 
 func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if nested(ctx) {
+			return next(ctx, cmd)
+		}
 		if err := h.refused(next); err != nil {
 			cmd.SetErr(err)
 			return err
@@ -99,7 +115,7 @@ func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			cmd.SetErr(err)
 			return err
 		}
-		err = next(ctx, cmd)
+		err = next(enter(ctx), cmd)
 		done(Classify(err))
 		return err
 	}
@@ -107,6 +123,9 @@ func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if nested(ctx) {
+			return next(ctx, cmds)
+		}
 		err := h.refused(func(ctx context.Context, ping redis.Cmder) error {
 			return next(ctx, []redis.Cmder{ping})
 		})
@@ -117,7 +136,7 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 				if cancel != nil {
 					defer cancel()
 				}
-				err = next(ctx, cmds)
+				err = next(enter(ctx), cmds)
 				done(Classify(pipelineErr(err, cmds)))
 				return err
 			}
