@@ -152,15 +152,17 @@ func gauge(t *testing.T, set *breaker.Set, dep string) float64 {
 }
 
 // guarded is a client of the test Redis (a cluster client in cluster
-// mode) whose every server is guarded by a breaker of set.
+// mode) whose every server is guarded by a breaker of set, wired as the
+// app wires it.
 func guarded(t *testing.T, set *breaker.Set) redis.UniversalClient {
 	t.Helper()
 	rdb := testenv.NewRedis(redis.Options{PoolSize: 8})
 	t.Cleanup(func() { rdb.Close() })
 	if c, ok := rdb.(*redis.ClusterClient); ok {
 		c.OnNewNode(func(n *redis.Client) {
-			n.AddHook(breaker.RedisHook(set.Get("redis:"+n.Options().Addr), 0))
+			n.AddHook(breaker.RedisHook(set.Get("redis:"+n.Options().Addr), time.Second))
 		})
+		c.AddHook(breaker.RedisHook(nil, time.Second))
 	} else {
 		rdb.AddHook(breaker.RedisHook(set.Get("redis"), time.Second))
 	}
@@ -240,6 +242,30 @@ func TestAnswersDoNotTrip(t *testing.T) {
 	}
 	if s := b.State(); s != breaker.StateClosed {
 		t.Fatalf("mysql breaker %v after error answers, want closed", s)
+	}
+}
+
+// TestOwnDeadlineTrips: a call whose own budget ran out counts as a
+// failure, on the breaker of the server it went to (in cluster mode, the
+// node's, behind the cluster client's hook).
+func TestOwnDeadlineTrips(t *testing.T) {
+	set := breaker.NewSet(breaker.Config{Failures: 1, OpenFor: time.Minute})
+	t.Cleanup(set.Close)
+	_, prefix := testenv.Redis(t)
+	rdb := guarded(t, set)
+	ctx := context.Background()
+	key := prefix + ":k"
+	if err := rdb.Get(ctx, key).Err(); err != redis.Nil { // the slot map, and a pooled connection
+		t.Fatalf("get: %v, want redis.Nil", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, time.Nanosecond)
+	defer cancel()
+	<-dctx.Done()
+	if err := rdb.Get(dctx, key).Err(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("get past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+	if open := set.NotClosed(); len(open) != 1 {
+		t.Fatalf("breakers not closed after a call ran out of time: %v, want the one of the server it went to", open)
 	}
 }
 

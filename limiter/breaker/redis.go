@@ -41,8 +41,15 @@ type inCall struct{}
 // nested reports whether ctx is that of a call under way.
 func nested(ctx context.Context) bool { return ctx.Value(inCall{}) != nil }
 
-// enter is ctx marked as a call under way.
-func enter(ctx context.Context) context.Context { return context.WithValue(ctx, inCall{}, true) }
+// enter is ctx marked as a call under way of a hook with a breaker. A
+// hook without one (a cluster client's) marks nothing: its call goes on
+// to the nodes' hooks, which guard it.
+func (h redisHook) enter(ctx context.Context) context.Context {
+	if h.b == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, inCall{}, true)
+}
 
 // bound gives ctx the hook's budget unless it ends sooner already.
 func (h redisHook) bound(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -82,7 +89,7 @@ func (h redisHook) refused(send func(ctx context.Context, ping redis.Cmder) erro
 		h.b.Probe(func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), h.probeBudget())
 			defer cancel()
-			ctx = enter(ctx)
+			ctx = h.enter(ctx)
 			return send(ctx, redis.NewStatusCmd(ctx, "ping"))
 		})
 	}
@@ -115,7 +122,7 @@ func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			cmd.SetErr(err)
 			return err
 		}
-		err = next(enter(ctx), cmd)
+		err = next(h.enter(ctx), cmd)
 		done(Classify(err))
 		return err
 	}
@@ -136,7 +143,7 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 				if cancel != nil {
 					defer cancel()
 				}
-				err = next(enter(ctx), cmds)
+				err = next(h.enter(ctx), cmds)
 				done(Classify(pipelineErr(err, cmds)))
 				return err
 			}
