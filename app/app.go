@@ -261,7 +261,7 @@ func runMigrate(ctx context.Context, in invocation) error {
 	if def, err := defaultConfig(); err == nil && cfg.MySQL.DSN == def.MySQL.DSN {
 		fmt.Fprintf(in.stdout, "migrate: mysql.dsn is the built-in default (SECKILL_MYSQL_DSN or SECKILL_CONFIG chooses another): %s\n", target)
 	}
-	db, err := openMySQL(ctx, cfg)
+	db, err := openMySQL(ctx, cfg, nil)
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", target, err)
 	}

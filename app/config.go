@@ -57,7 +57,7 @@ type Config struct {
 		Addr     string        `yaml:"addr"`
 		Prefix   string        `yaml:"prefix"`
 		PoolSize int           `yaml:"pool_size"`
-		Timeout  time.Duration `yaml:"timeout"`
+		Timeout  time.Duration `yaml:"timeout"` // one call's whole budget (newRedis)
 		// WaitReplicas replicas must acknowledge a reservation (WAIT)
 		// before the 202; 0 answers once the primary has it.
 		WaitReplicas int           `yaml:"wait_replicas"`
@@ -75,6 +75,10 @@ type Config struct {
 		// StartWait is how long a start waits for a MySQL not reachable
 		// yet before it gives up.
 		StartWait time.Duration `yaml:"start_wait"`
+		// DialTimeout and Timeout (read and write) are the driver's
+		// timeout, readTimeout and writeTimeout unless the DSN sets them.
+		DialTimeout time.Duration `yaml:"dial_timeout"`
+		Timeout     time.Duration `yaml:"timeout"`
 	} `yaml:"mysql"`
 	Kafka struct {
 		Brokers []string `yaml:"brokers"`
@@ -123,6 +127,16 @@ type Config struct {
 	Reconciler struct {
 		Interval time.Duration `yaml:"interval"`
 	} `yaml:"reconciler"`
+	// Breaker configures the circuit breakers of Redis, MySQL and the
+	// Kafka producer (package limiter/breaker).
+	Breaker struct {
+		// Failures consecutive timeouts or connection errors open a breaker.
+		Failures int `yaml:"failures"`
+		// OpenFor is how long an open breaker fails calls at once.
+		OpenFor time.Duration `yaml:"open_for"`
+		// Probes calls go through a half-open breaker; all must succeed.
+		Probes int `yaml:"probes"`
+	} `yaml:"breaker"`
 	Log struct {
 		Level string `yaml:"level"`
 	} `yaml:"log"`
@@ -202,9 +216,11 @@ var overrides = []override{
 	{"SECKILL_REDIS_MODE", "redis.mode", str(func(c *Config) *string { return &c.Redis.Mode })},
 	{"SECKILL_REDIS_ADDR", "redis.addr", str(func(c *Config) *string { return &c.Redis.Addr })},
 	{"SECKILL_REDIS_PREFIX", "redis.prefix", str(func(c *Config) *string { return &c.Redis.Prefix })},
+	{"SECKILL_REDIS_TIMEOUT", "redis.timeout", dur(func(c *Config) *time.Duration { return &c.Redis.Timeout })},
 	{"SECKILL_REDIS_WAIT_REPLICAS", "redis.wait_replicas", integer(func(c *Config) *int { return &c.Redis.WaitReplicas })},
 	{"SECKILL_REDIS_WAIT_TIMEOUT", "redis.wait_timeout", dur(func(c *Config) *time.Duration { return &c.Redis.WaitTimeout })},
 	{"SECKILL_MYSQL_DSN", "mysql.dsn", str(func(c *Config) *string { return &c.MySQL.DSN })},
+	{"SECKILL_MYSQL_TIMEOUT", "mysql.timeout", dur(func(c *Config) *time.Duration { return &c.MySQL.Timeout })},
 	{"SECKILL_KAFKA_BROKERS", "kafka.brokers", list(func(c *Config) *[]string { return &c.Kafka.Brokers })},
 	{"SECKILL_KAFKA_PARTITIONS", "kafka.partitions", integer(func(c *Config) *int32 { return &c.Kafka.Partitions })},
 	{"SECKILL_ADMIN_TOKEN", "auth.admin_token", str(func(c *Config) *string { return &c.Auth.AdminToken })},
@@ -216,6 +232,8 @@ var overrides = []override{
 	{"SECKILL_LIMIT_USER_RATE", "limiter.user_rate", float(func(c *Config) *float64 { return &c.Limiter.UserRate })},
 	{"SECKILL_LIMIT_MAX_IN_FLIGHT", "limiter.max_in_flight", integer(func(c *Config) *int { return &c.Limiter.MaxInFlight })},
 	{"SECKILL_SWEEP_INTERVAL", "sweeper.interval", dur(func(c *Config) *time.Duration { return &c.Sweeper.Interval })},
+	{"SECKILL_BREAKER_FAILURES", "breaker.failures", integer(func(c *Config) *int { return &c.Breaker.Failures })},
+	{"SECKILL_BREAKER_OPEN_FOR", "breaker.open_for", dur(func(c *Config) *time.Duration { return &c.Breaker.OpenFor })},
 	{"SECKILL_LOG_LEVEL", "log.level", str(func(c *Config) *string { return &c.Log.Level })},
 }
 
@@ -300,6 +318,7 @@ func (c Config) Validate() error {
 		c.validateKafka(),
 		c.validateOrders(),
 		c.validateLimiter(),
+		c.validateBreaker(),
 		c.validateLog(),
 	)
 }
@@ -388,7 +407,12 @@ func (c Config) validateRedis() error {
 
 func (c Config) validateMySQL() error {
 	m := c.MySQL
-	errs := []error{atLeast("mysql.max_open_conns", m.MaxOpenConns, 1), positive("mysql.start_wait", m.StartWait)}
+	errs := []error{
+		atLeast("mysql.max_open_conns", m.MaxOpenConns, 1),
+		positive("mysql.start_wait", m.StartWait),
+		positive("mysql.dial_timeout", m.DialTimeout),
+		positive("mysql.timeout", m.Timeout),
+	}
 	if m.DSN != Embedded {
 		if _, err := mysql.ParseDSN(m.DSN); err != nil || m.DSN == "" {
 			errs = append(errs, fmt.Errorf("%s is not a MySQL DSN (user:password@tcp(host:port)/db)", setting("mysql.dsn")))
@@ -441,6 +465,17 @@ func (c Config) validateLimiter() error {
 		atLeast("limiter.user_burst", l.UserBurst, 0),
 		atLeast("limiter.max_in_flight", l.MaxInFlight, 0),
 		notNegative("limiter.acquire_wait", l.AcquireWait),
+	)
+}
+
+// validateBreaker: a breaker that opens on 0 failures, or stays open for
+// 0, would refuse everything or nothing.
+func (c Config) validateBreaker() error {
+	b := c.Breaker
+	return errors.Join(
+		atLeast("breaker.failures", b.Failures, 1),
+		positive("breaker.open_for", b.OpenFor),
+		atLeast("breaker.probes", b.Probes, 1),
 	)
 }
 

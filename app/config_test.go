@@ -209,6 +209,11 @@ func TestConfigValidateRejectsBadValues(t *testing.T) {
 		{"sweeper.batch", func(c *app.Config) { c.Sweeper.Batch = 0 }},
 		{"sweeper.lease", func(c *app.Config) { c.Sweeper.Lease = -time.Second }},
 		{"reconciler.interval", func(c *app.Config) { c.Reconciler.Interval = 0 }},
+		{"mysql.dial_timeout", func(c *app.Config) { c.MySQL.DialTimeout = 0 }},
+		{"mysql.timeout", func(c *app.Config) { c.MySQL.Timeout = 0 }},
+		{"breaker.failures", func(c *app.Config) { c.Breaker.Failures = 0 }},
+		{"breaker.open_for", func(c *app.Config) { c.Breaker.OpenFor = 0 }},
+		{"breaker.probes", func(c *app.Config) { c.Breaker.Probes = 0 }},
 		{"log.level", func(c *app.Config) { c.Log.Level = "loud" }},
 	}
 	for _, tc := range tests {

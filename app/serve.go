@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"seckill/order/orderid"
 	"seckill/order/pipeline"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,7 @@ import (
 
 	"seckill/handler"
 	"seckill/limiter"
+	"seckill/limiter/breaker"
 	"seckill/migrations"
 	"seckill/mq"
 	"seckill/order"
@@ -54,6 +57,8 @@ type Server struct {
 	owner string
 	// checkNow wakes the loss watcher at once (Redis restarted).
 	checkNow chan struct{}
+	// breakers guard Redis, MySQL and the Kafka producer.
+	breakers *breaker.Set
 	done     chan struct{}
 	err      error
 	closers  []func() // run in reverse order at the end
@@ -112,11 +117,17 @@ func (s *Server) backends() error {
 }
 
 // openMySQL connects, creating the database if it does not exist, and
-// applies the migrations.
-func openMySQL(ctx context.Context, cfg Config) (*sqlx.DB, error) {
+// applies the migrations. The connections it returns have the configured
+// dial, read and write timeouts (unless the DSN sets its own) and, with b,
+// a circuit breaker; the migrations run on a connection of their own
+// without read timeout (a migration may take long).
+func openMySQL(ctx context.Context, cfg Config, b *breaker.Breaker) (*sqlx.DB, error) {
 	mc, err := mysql.ParseDSN(cfg.MySQL.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("mysql dsn: %w", err)
+	}
+	if mc.Timeout == 0 {
+		mc.Timeout = cfg.MySQL.DialTimeout
 	}
 	mc.ParseTime = true
 	mc.Loc = time.UTC
@@ -140,17 +151,29 @@ func openMySQL(ctx context.Context, cfg Config) (*sqlx.DB, error) {
 		}
 		mc.DBName = name
 	}
-	db, err := sqlx.Open("mysql", mc.FormatDSN())
+	mig, err := sqlx.Open("mysql", mc.FormatDSN())
 	if err != nil {
 		return nil, err
 	}
+	err = migrations.Up(ctx, mig.DB)
+	mig.Close()
+	if err != nil {
+		return nil, err
+	}
+	if mc.ReadTimeout == 0 {
+		mc.ReadTimeout = cfg.MySQL.Timeout
+	}
+	if mc.WriteTimeout == 0 {
+		mc.WriteTimeout = cfg.MySQL.Timeout
+	}
+	conn, err := mysql.NewConnector(mc)
+	if err != nil {
+		return nil, err
+	}
+	db := sqlx.NewDb(sql.OpenDB(breaker.Connector(b, conn)), "mysql")
 	if cfg.MySQL.MaxOpenConns > 0 {
 		db.SetMaxOpenConns(cfg.MySQL.MaxOpenConns)
 		db.SetMaxIdleConns(cfg.MySQL.MaxOpenConns)
-	}
-	if err := migrations.Up(ctx, db.DB); err != nil {
-		db.Close()
-		return nil, err
 	}
 	return db, nil
 }
@@ -169,6 +192,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 	}
 	cfg = s.cfg
 	s.owner = hostname() + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	s.breakers = breaker.NewSet(breaker.Config{Failures: uint32(cfg.Breaker.Failures),
+		OpenFor: cfg.Breaker.OpenFor, Probes: uint32(cfg.Breaker.Probes), Log: log})
 	rdb, db, reg, err := s.open(ctx)
 	if err != nil {
 		return nil, err
@@ -183,6 +208,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 			_ = node.Release(context.WithoutCancel(ctx))
 		}
 	}()
+	// Redis answers again: confirm the node id lease now, not at its next
+	// refresh (ids stop while it is unconfirmed).
+	s.breakers.OnChange(func(name string, _, to breaker.State) {
+		if to == breaker.StateClosed && strings.HasPrefix(name, "redis") {
+			node.Confirm()
+		}
+	})
 	parts, h, err := s.build(rdb, db, reg, node)
 	if err != nil {
 		return nil, err
@@ -217,8 +249,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err er
 func (s *Server) open(ctx context.Context) (redis.UniversalClient, *sqlx.DB, *prometheus.Registry, error) {
 	cfg := s.cfg
 	// Redis: stock calls fail closed after the configured timeout.
-	rdb := newRedis(cfg)
+	rdb := newRedis(cfg, s.breakers)
 	s.onClose(func() { rdb.Close() })
+	s.onClose(s.breakers.Close) // runs first: waits for the breakers' probes
 	if err := s.waitRedis(ctx, stock.NewStore(rdb, stock.Config{Prefix: cfg.Redis.Prefix})); err != nil {
 		return nil, nil, nil, err
 	}
@@ -230,7 +263,8 @@ func (s *Server) open(ctx context.Context) (redis.UniversalClient, *sqlx.DB, *pr
 
 	reg := prometheus.NewRegistry()
 	if err := errors.Join(reg.Register(collectors.NewGoCollector()),
-		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))); err != nil {
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+		reg.Register(s.breakers)); err != nil {
 		return nil, nil, nil, err
 	}
 	calls, err := newRedisCalls(reg)
@@ -275,11 +309,12 @@ func (s *Server) waitMySQL(ctx context.Context) (*sqlx.DB, error) {
 	var db *sqlx.DB
 	err := waitFor(ctx, s.cfg.MySQL.StartWait, func(ctx context.Context) error {
 		var err error
-		db, err = openMySQL(ctx, s.cfg)
+		db, err = openMySQL(ctx, s.cfg, s.breakers.Get("mysql"))
 		return err
 	}, func(err error, attempt int, retry time.Duration) bool {
 		var ne net.Error
-		if !errors.As(err, &ne) && !errors.Is(err, driver.ErrBadConn) && !errors.Is(err, mysql.ErrInvalidConn) {
+		if !errors.As(err, &ne) && !errors.Is(err, driver.ErrBadConn) && !errors.Is(err, mysql.ErrInvalidConn) &&
+			!errors.Is(err, breaker.ErrOpen) {
 			return false
 		}
 		s.log.Warn("waiting for mysql: not reachable", "err", err, "attempt", attempt, "retry_in", retry)
@@ -371,8 +406,11 @@ func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.R
 		Sale:       sl,
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: s.log, Registry: reg,
 		MetricsElsewhere: cfg.Metrics.Addr != "",
-		Ready: func(ctx context.Context) error {
-			return errors.Join(s.Stock.Ping(ctx), s.Orders.Ping(ctx), sl.Evicting())
+		// /readyz: one named check per dependency.
+		Checks: []handler.Check{
+			{Name: "redis", Func: s.Stock.Ping},
+			{Name: "mysql", Func: s.Orders.Ping},
+			{Name: "redis-eviction-policy", Func: func(context.Context) error { return sl.Evicting() }},
 		},
 	})
 	if err != nil {
@@ -450,7 +488,8 @@ func (s *Server) connectProducer(ctx context.Context) (sarama.SyncProducer, erro
 	if err := mq.EnsureTopics(ctx, cfg.Kafka.Brokers, pcfg, topics); err != nil {
 		return nil, err
 	}
-	return sarama.NewSyncProducer(cfg.Kafka.Brokers, pcfg)
+	p, err := sarama.NewSyncProducer(cfg.Kafka.Brokers, pcfg)
+	return breaker.Producer(s.breakers.Get("kafka"), p), err
 }
 
 // connectKafka opens every Kafka part, as one step: a part that fails
@@ -562,20 +601,39 @@ func serve(ctx context.Context, cfg Config, stdout io.Writer, started func(*Serv
 
 // newRedis is the Redis client of the configured mode: one server, or a
 // Redis Cluster found from its seed nodes (go-redis follows MOVED/ASK and
-// the slot map). Stock calls fail closed after the configured timeout.
-func newRedis(cfg Config) redis.UniversalClient {
+// the slot map), guarded by a breaker per server ("redis", or
+// "redis:<addr>" per cluster node).
+//
+// Time budget: redis.timeout bounds one call whole. Each of its parts
+// (pool wait, dial, write, read) is capped by it, go-redis does not retry
+// (MaxRetries -1: a retry of a timed-out call only doubles the wait, and
+// go-redis retries a pool timeout too: with the old 1 retry and its
+// default pool timeout of read timeout + 1 s, a stalled Redis held each
+// answer 3 to 4 s) and dials once, and the hook's deadline covers the sum
+// (ContextTimeoutEnabled makes go-redis honour it), a cluster's redirects
+// included. Stock calls fail closed after it.
+func newRedis(cfg Config, breakers *breaker.Set) redis.UniversalClient {
+	t := cfg.Redis.Timeout
 	if cfg.Redis.Mode == RedisCluster {
-		return redis.NewClusterClient(&redis.ClusterOptions{
+		c := redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: cfg.RedisAddrs(), PoolSize: cfg.Redis.PoolSize,
-			ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout, DialTimeout: 2 * time.Second,
-			ContextTimeoutEnabled: true, MaxRetries: 1,
+			ReadTimeout: t, WriteTimeout: t, DialTimeout: t, PoolTimeout: t, DialerRetries: 1,
+			ContextTimeoutEnabled: true, MaxRetries: -1,
 		})
+		// Before any command, so every node's client has its breaker.
+		c.OnNewNode(func(n *redis.Client) {
+			n.AddHook(breaker.RedisHook(breakers.Get("redis:"+n.Options().Addr), t))
+		})
+		c.AddHook(breaker.RedisHook(nil, t))
+		return c
 	}
-	return redis.NewClient(&redis.Options{
+	c := redis.NewClient(&redis.Options{
 		Addr: cfg.Redis.Addr, PoolSize: cfg.Redis.PoolSize,
-		ReadTimeout: cfg.Redis.Timeout, WriteTimeout: cfg.Redis.Timeout, DialTimeout: 2 * time.Second,
-		ContextTimeoutEnabled: true, MaxRetries: 1,
+		ReadTimeout: t, WriteTimeout: t, DialTimeout: t, PoolTimeout: t, DialerRetries: 1,
+		ContextTimeoutEnabled: true, MaxRetries: -1,
 	})
+	c.AddHook(breaker.RedisHook(breakers.Get("redis"), t))
+	return c
 }
 
 // relayLinger is the relay's Linger for the configured relay.linger: 0 in

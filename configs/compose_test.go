@@ -80,6 +80,8 @@ var exported = map[string]metricDef{
 	"seckill_orders_lost_total":                {counter, nil},
 	"seckill_sweeper_cancelled_total":          {counter, nil},
 	"seckill_stock_returned_total":             {counter, nil},
+	"seckill_breaker_state":                    {gauge, []string{"dependency"}},
+	"seckill_breaker_transitions_total":        {counter, []string{"dependency", "to"}},
 }
 
 // builtin are series Prometheus itself adds to every scrape.

@@ -24,13 +24,20 @@ type Deps struct {
 	JWTSecret  string
 	Log        *slog.Logger
 	Registry   *prometheus.Registry
-	// Ready reports whether the dependencies answer (for /readyz).
-	Ready func(ctx context.Context) error
+	// Checks are /readyz's: it answers 503 naming those that fail.
+	Checks []Check
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// MetricsElsewhere leaves /metrics out of Routes: it is served
 	// (MetricsHandler) on a listener an operator keeps private.
 	MetricsElsewhere bool
+}
+
+// Check is one named readiness check: Func reports whether the dependency
+// Name answers (nil: it does).
+type Check struct {
+	Name string
+	Func func(ctx context.Context) error
 }
 
 // Handler serves the API.

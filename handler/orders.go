@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -62,13 +63,35 @@ func (h *Handler) healthz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 
+// readyz runs the checks at once, each for up to 2 seconds, and answers
+// 503 naming the dependencies that fail (detail and "failing"), so that a
+// load balancer drains an instance cut off from them.
 func (h *Handler) readyz(c *gin.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	if h.Ready != nil {
-		if err := h.Ready(ctx); err != nil {
-			return err
+	errs := make([]error, len(h.Checks))
+	var wg sync.WaitGroup
+	for i, ch := range h.Checks {
+		wg.Go(func() { errs[i] = ch.Func(ctx) })
+	}
+	wg.Wait()
+	if err := c.Request.Context().Err(); err != nil {
+		return err // the client left
+	}
+	var failing []string
+	after := time.Second
+	for i, err := range errs {
+		if err == nil {
+			continue
 		}
+		failing = append(failing, h.Checks[i].Name)
+		if e := sale.ErrorOf(err); e != nil && e.RetryAfter > after {
+			after = e.RetryAfter // an open breaker's remaining time
+		}
+		h.Log.WarnContext(c.Request.Context(), "not ready", "dependency", h.Checks[i].Name, "err", err)
+	}
+	if len(failing) > 0 {
+		return notReady(failing, after)
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
 	return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -20,6 +21,8 @@ type Problem struct {
 	Status int    `json:"status"`
 	Code   string `json:"code"`
 	Detail string `json:"detail,omitempty"`
+	// Failing names the dependencies that fail (/readyz only).
+	Failing []string `json:"failing,omitempty"`
 
 	retryAfter time.Duration
 	retryHdr   []string // Retry-After value of retryAfter, formatted once
@@ -62,6 +65,15 @@ func retryable(p *Problem, after time.Duration) *Problem {
 	secs := int((after + time.Second - 1) / time.Second)
 	p.retryHdr = []string{strconv.Itoa(secs)}
 	return p
+}
+
+// notReady is /readyz's 503: the failing dependencies, by name.
+func notReady(failing []string, after time.Duration) *Problem {
+	p := &Problem{Type: "about:blank", Title: http.StatusText(http.StatusServiceUnavailable),
+		Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+		Detail: strings.Join(failing, ", ") + " unavailable", Failing: failing}
+	p.body, _ = json.Marshal(p) // strings and ints: cannot fail
+	return retryable(p, after)
 }
 
 func invalid(detail string) *Problem {

@@ -67,6 +67,8 @@ type Source struct {
 	// mu serialises take, refresh and release.
 	mu       sync.Mutex
 	released bool // by Release: take no more
+	// kick wakes Keep for a refresh now (Confirm).
+	kick chan struct{}
 }
 
 // held is one leased node id and what it may make.
@@ -109,7 +111,7 @@ func newSource(rdb redis.UniversalClient, cfg Config) *Source {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Source{rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, now: cfg.Now}
+	return &Source{rdb: rdb, prefix: cfg.Prefix, ttl: cfg.TTL, now: cfg.Now, kick: make(chan struct{}, 1)}
 }
 
 // Node is the node id held, or -1 once released.
@@ -299,12 +301,24 @@ func (s *Source) Release(ctx context.Context) error {
 	return nil
 }
 
+// Confirm asks Keep to refresh the lease now rather than at its next
+// tick: Redis answers again after an outage, and ids wait for a
+// confirmation. It does not block; kicks while one is pending merge.
+func (s *Source) Confirm() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
 // Keep refreshes the lease every third of its TTL until ctx ends, then
-// releases it. If the lease was lost (Redis lost the key, or it expired
-// during an outage and another instance took the id), it leases another
-// node id.
+// releases it; at once when Confirm asks, and after a failed refresh again
+// within a second (a call to a Redis whose breaker is open costs nothing).
+// If the lease was lost (Redis lost the key, or it expired during an
+// outage and another instance took the id), it leases another node id.
 func (s *Source) Keep(ctx context.Context, log *slog.Logger) error {
-	t := time.NewTicker(s.ttl / 3)
+	every := s.ttl / 3
+	t := time.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
@@ -314,9 +328,12 @@ func (s *Source) Keep(ctx context.Context, log *slog.Logger) error {
 			}
 			return nil
 		case <-t.C:
+		case <-s.kick:
+			t.Stop()
 		}
 		node := s.Node()
 		lost, err := s.refresh(ctx)
+		next := every
 		switch {
 		case lost:
 			log.Warn("node id lease lost; taking another", "node", node)
@@ -326,6 +343,8 @@ func (s *Source) Keep(ctx context.Context, log *slog.Logger) error {
 		case err != nil && !errors.Is(err, context.Canceled):
 			// Redis blip: ids stop once the last confirmation is too old.
 			log.Warn("refresh node id lease", "err", err)
+			next = min(every, time.Second)
 		}
+		t.Reset(next)
 	}
 }

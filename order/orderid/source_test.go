@@ -285,3 +285,47 @@ func TestKeep(t *testing.T) {
 	}
 	refuses(t, s, 0, "after stop")
 }
+
+// TestConfirmRefreshesAtOnce: Confirm makes Keep refresh the lease now,
+// not at its next tick (a third of the TTL): after an outage the instance
+// makes ids again as soon as Redis answers. Before, ids waited for the
+// tick, up to 10 s with the app's 30 s TTL.
+func TestConfirmRefreshesAtOnce(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	ctx := context.Background()
+	c := newClock(base)
+	s := newSource(rdb, Config{Prefix: prefix, TTL: time.Hour, Now: c.Now}) // tick: 20 minutes
+	if err := s.take(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Keep(kctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("keep: %v", err)
+		}
+	}()
+	node := s.Node()
+	mark := func() int64 {
+		n, err := rdb.Get(ctx, s.markKey(node)).Int64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got, want := mark(), base+time.Hour.Milliseconds(); got != want {
+		t.Fatalf("mark after take %d, want %d", got, want)
+	}
+	c.Set(base + 5_000)
+	s.Confirm()
+	want := base + 5_000 + time.Hour.Milliseconds()
+	deadline := time.Now().Add(5 * time.Second)
+	for mark() != want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := mark(); got != want {
+		t.Fatalf("mark %d 5s after Confirm, want %d: the lease was not refreshed", got, want)
+	}
+}

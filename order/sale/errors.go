@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"seckill/limiter"
+	"seckill/limiter/breaker"
 	"seckill/order"
 	"seckill/order/lifecycle"
 	"seckill/stock"
@@ -112,6 +113,10 @@ var (
 	// noeviction), and an evicted key is a lost order or an oversell:
 	// purchases and token issues stop until it is noeviction again.
 	ErrRedisEvicts = retryable(Unavailable, "redis may evict keys (its maxmemory-policy is not noeviction); purchases are stopped until it is fixed, retry later", 5*time.Second)
+	// ErrDependencyDown: the circuit breaker of a dependency is open (it
+	// did not answer lately), so the call was not sent. An open breaker
+	// answers with this message and its own remaining open time.
+	ErrDependencyDown = retryable(Unavailable, "a dependency does not answer; retry shortly", time.Second)
 )
 
 // Sentinels is every sentinel outcome above, for callers that prepare an
@@ -119,7 +124,7 @@ var (
 func Sentinels() []*Error {
 	return []*Error{ErrSoldOut, ErrLimitReached, ErrTokenInvalid, ErrInProgress, ErrNotStarted, ErrEnded,
 		ErrNotFound, ErrInvalidItem, ErrOrderPending, ErrAlreadyPaid, ErrPaymentEnded, ErrCancelled,
-		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts}
+		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts, ErrDependencyDown}
 }
 
 // translations are the stores' expected outcomes as the sale's: the one
@@ -164,6 +169,13 @@ func ErrorOf(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	var open *breaker.OpenError
+	if errors.As(err, &open) {
+		if open.RetryAfter <= ErrDependencyDown.RetryAfter {
+			return ErrDependencyDown
+		}
+		return &Error{Kind: Unavailable, Message: ErrDependencyDown.Message, RetryAfter: open.RetryAfter, err: err}
 	}
 	for _, t := range translations {
 		if errors.Is(err, t.from) {

@@ -12,6 +12,7 @@ import (
 
 	"seckill/app/testenv"
 	"seckill/limiter"
+	"seckill/limiter/breaker"
 	"seckill/order"
 	"seckill/order/lifecycle"
 	"seckill/stock"
@@ -206,5 +207,23 @@ func TestPurchaseRulesInOrder(t *testing.T) {
 	}
 	if n := e.rt.N.Load() - before; n != 0 {
 		t.Errorf("before the window: %d Redis round trips, want 0", n)
+	}
+}
+
+// TestErrorOfOpenBreaker: a call an open circuit breaker refused is the
+// Unavailable kind (503), with the breaker's remaining open time as its
+// Retry-After, at least a second; not a failing dependency's bare 503.
+func TestErrorOfOpenBreaker(t *testing.T) {
+	short := fmt.Errorf("reserve: %w", &breaker.OpenError{Dependency: "redis", RetryAfter: time.Second})
+	if got := ErrorOf(short); got != ErrDependencyDown {
+		t.Errorf("open breaker, 1s left: got %v, want ErrDependencyDown", got)
+	}
+	long := fmt.Errorf("reserve: %w", &breaker.OpenError{Dependency: "redis:10.0.0.1:7000", RetryAfter: 3 * time.Second})
+	got := ErrorOf(long)
+	if got == nil || got.Kind != Unavailable || got.RetryAfter != 3*time.Second || got.Message != ErrDependencyDown.Message {
+		t.Errorf("open breaker, 3s left: got %+v, want Unavailable with Retry-After 3s", got)
+	}
+	if !errors.Is(got, breaker.ErrOpen) {
+		t.Errorf("the answer %v does not keep its cause", got)
 	}
 }
