@@ -82,6 +82,11 @@ func Start(t testing.TB, env map[string]string) *App {
 		"SECKILL_CLAIM_TIMEOUT":       "1s",
 		"SECKILL_LIMIT_GLOBAL_RATE":   "1000000",
 		"SECKILL_LIMIT_MAX_IN_FLIGHT": "100000",
+		// The budget of one Redis call: a burst of purchases under -race on
+		// a loaded 2-core machine can keep a call waiting past the
+		// production 500ms, which would open the breaker mid-test. The
+		// tests of the budget and the breaker set their own.
+		"SECKILL_REDIS_TIMEOUT": "2s",
 	}
 	// The test Redis in the tests' mode (a cluster's seeds with
 	// SECKILL_REDIS_MODE=cluster under SECKILL_TEST_REDIS_MODE=cluster).
