@@ -27,6 +27,19 @@ type pageBody struct {
 	Stale     *bool `json:"stale"`
 }
 
+// pageServer is the API over a sale of its own on st and orders, whose
+// product pages read the count again every refresh, checked against the
+// contract.
+func pageServer(t *testing.T, st *stock.Store, orders *order.Store, refresh time.Duration) http.Handler {
+	t.Helper()
+	s := sale.New(sale.Config{Stock: st, Orders: orders, PageRefresh: refresh})
+	h, err := New(Deps{Sale: s, AdminToken: benchAdmin, JWTSecret: benchSecret, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return contract.Handler(t, h.Routes())
+}
+
 func getPage(t *testing.T, serve http.Handler, id int64) (*httptest.ResponseRecorder, pageBody) {
 	t.Helper()
 	w := httptest.NewRecorder()
@@ -55,6 +68,8 @@ func wantPage(t *testing.T, what string, w *httptest.ResponseRecorder, b pageBod
 // (or one per shard), and may be cached for a second.
 func TestProductPageFromMemory(t *testing.T) {
 	f := newFixture(t, 10, 8)
+	// An interval no run of this test outlasts, even under -race.
+	serve := pageServer(t, f.stock, f.orders, time.Hour)
 	before := f.hook.n.Load()
 	const views = 32
 	var wg sync.WaitGroup
@@ -62,7 +77,7 @@ func TestProductPageFromMemory(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w, b := getPage(t, f.serve, f.item.ID)
+			w, b := getPage(t, serve, f.item.ID)
 			wantPage(t, "view", w, b, 10, false)
 		}()
 	}
@@ -100,12 +115,7 @@ func TestProductPageWhileRedisStalls(t *testing.T) {
 	rdb.AddHook(breaker.RedisHook(breakers.Get("redis"), budget))
 	st := stock.NewStore(rdb, stock.Config{Prefix: f.stock.Prefix()})
 	// Every view is due a read: the interval is as short as can be.
-	s := sale.New(sale.Config{Stock: st, Orders: f.orders, PageRefresh: time.Nanosecond})
-	h, err := New(Deps{Sale: s, AdminToken: benchAdmin, JWTSecret: benchSecret, Registry: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve := contract.Handler(t, h.Routes())
+	serve := pageServer(t, st, f.orders, time.Nanosecond)
 
 	w, b := getPage(t, serve, f.item.ID)
 	wantPage(t, "healthy", w, b, 10, false)
