@@ -203,3 +203,17 @@ func TestProductPageStaleWhileRedisIsDown(t *testing.T) {
 		}
 	})
 }
+
+// TestProductPageViewDoesNotAllocate: a view served from memory costs no
+// allocation (the crowd's views are the most frequent request).
+func TestProductPageViewDoesNotAllocate(t *testing.T) {
+	var next atomic.Int64
+	e, _ := newEnv(t, 10, seqIDs(&next))
+	p := pageSale(e, e.st, newFakeClock())
+	if st, err := p.ItemState(e.ctx, e.item.ID); err != nil || st.Remaining != 10 {
+		t.Fatalf("first view: got %+v, %v", st, err)
+	}
+	if n := testing.AllocsPerRun(1000, func() { _, _ = p.ItemState(e.ctx, e.item.ID) }); n != 0 {
+		t.Errorf("allocations per view from memory: got %v, want 0", n)
+	}
+}
