@@ -95,6 +95,11 @@ type Config struct {
 		AdminToken string `yaml:"admin_token"`
 		JWTSecret  string `yaml:"jwt_secret"`
 	} `yaml:"auth"`
+	Item struct {
+		// PageRefresh is how often an item's remaining count is read from
+		// Redis for its product page, per instance (sale.Config).
+		PageRefresh time.Duration `yaml:"page_refresh"`
+	} `yaml:"item"`
 	Order struct {
 		TTL      time.Duration `yaml:"ttl"`
 		TokenTTL time.Duration `yaml:"token_ttl"`
@@ -225,6 +230,7 @@ var overrides = []override{
 	{"SECKILL_KAFKA_PARTITIONS", "kafka.partitions", integer(func(c *Config) *int32 { return &c.Kafka.Partitions })},
 	{"SECKILL_ADMIN_TOKEN", "auth.admin_token", str(func(c *Config) *string { return &c.Auth.AdminToken })},
 	{"SECKILL_JWT_SECRET", "auth.jwt_secret", str(func(c *Config) *string { return &c.Auth.JWTSecret })},
+	{"SECKILL_ITEM_PAGE_REFRESH", "item.page_refresh", dur(func(c *Config) *time.Duration { return &c.Item.PageRefresh })},
 	{"SECKILL_ORDER_TTL", "order.ttl", dur(func(c *Config) *time.Duration { return &c.Order.TTL })},
 	{"SECKILL_TOKEN_TTL", "order.token_ttl", dur(func(c *Config) *time.Duration { return &c.Order.TokenTTL })},
 	{"SECKILL_CLAIM_TIMEOUT", "order.claim_timeout", dur(func(c *Config) *time.Duration { return &c.Order.ClaimTimeout })},
@@ -439,6 +445,7 @@ func (c Config) validateKafka() error {
 // here drives a ticker or a lease, every size a loop.
 func (c Config) validateOrders() error {
 	return errors.Join(
+		positive("item.page_refresh", c.Item.PageRefresh),
 		positive("order.ttl", c.Order.TTL),
 		positive("order.token_ttl", c.Order.TokenTTL),
 		positive("order.claim_timeout", c.Order.ClaimTimeout),

@@ -11,7 +11,8 @@
 #      connections, each round next to a bare Gin hello (bench/ceiling) with
 #      the same wrk settings; then a backlog behind a locked orders table
 #      and its drain; then the sold-out path, alternating with the ceiling
-#      in short rounds (median ratios reported),
+#      in short rounds (median ratios reported), and the product page,
+#      alternating with the ceiling the same way,
 #   3. waits for every accepted order to reach MySQL and checks the promises
 #      there (no oversell, no user twice, items.sold == rows),
 # and prints one results table. Knobs are the env variables below.
@@ -461,6 +462,34 @@ HDR_RATIOS=$(for r in $(seq 1 "$ROUNDS"); do
 done | sort -n)
 HDR_RATIO=$(echo "$HDR_RATIOS" | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }')
 WRK_DURATION=$SAVED_DURATION
+
+# The product page: one item viewed by the whole crowd, in rounds that
+# alternate with the ceiling as the sold-out rounds do; the ratio is the
+# median of the rounds' ratios, CPU and calls per view from the median round.
+ITEM_PAGE=$(create_item "product page" 100000)
+curl -fsS "$BASE/api/v1/items/$ITEM_PAGE" >/dev/null || die "product page of item $ITEM_PAGE does not answer"
+PAGE_ROUNDS=${PAGE_ROUNDS:-3}
+for r in $(seq 1 "$PAGE_ROUNDS"); do
+  cpu_snap "pg${r}a"
+  calls_snap "pg${r}a"
+  WRK_DURATION=${PAGE_ROUND_SECONDS:-6} run_wrk "page-$r" "$BASE" page.lua "$ITEM_PAGE"
+  cpu_snap "pg${r}b"
+  calls_snap "pg${r}b"
+  WRK_DURATION=${PAGE_ROUND_SECONDS:-6} run_wrk "pageceil-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
+done
+PAGE_BY_RATIO=$(for r in $(seq 1 "$PAGE_ROUNDS"); do
+  awk -v r="$r" -v a="$(wrkv "page-$r" rps)" -v b="$(wrkv "pageceil-$r" rps)" 'BEGIN { printf "%.4f %d\n", a / b, r }'
+done | sort -n)
+PAGE_MEDIAN_ROUND=$(echo "$PAGE_BY_RATIO" | awk '{ rows[NR] = $2 } END { print rows[int((NR + 1) / 2)] }')
+PAGE_RATIO=$(echo "$PAGE_BY_RATIO" | awk '{ r[NR] = $1 } END { printf "%.2f", r[int((NR + 1) / 2)] }')
+PAGE_ROUND_RATIOS=$(echo "$PAGE_BY_RATIO" | awk '{ printf "%.2f ", $1 }')
+cp "$WORK/wrk-page-$PAGE_MEDIAN_ROUND.txt" "$WORK/wrk-page.txt"
+cp "$WORK/wrk-pageceil-$PAGE_MEDIAN_ROUND.txt" "$WORK/wrk-pageceil.txt"
+PAGE_OK=$(awk -v r="$PAGE_RATIO" 'BEGIN { print (r >= 0.85 ? "met" : "MISSED") }')
+PAGE_ERRORS=0
+for r in $(seq 1 "$PAGE_ROUNDS"); do
+  PAGE_ERRORS=$((PAGE_ERRORS + $(wrkv "page-$r" s4xx) + $(wrkv "page-$r" s5xx) + $(wrkv "page-$r" other) + $(wrkv "page-$r" net_errors)))
+done
 stop_pid "$CEILING_PID" ceiling
 CEILING_PID=""
 MEDIAN_ROUND=$(for r in $(seq 1 "$ROUNDS"); do
@@ -531,6 +560,7 @@ expect "wrk backlog: 202s wrk got <= MySQL rows <= that + connections ($BACKLOG_
 ERRORS=$((MAX_ERRORS + $(wrkv backlog s5xx) + $(wrkv backlog net_errors) + $(k6v purchase .errors) + $(k6v mixed .errors) + $(k6v soldout .errors) +
   $(wrkv purchase s5xx) + $(wrkv purchase net_errors) + $(soldout_sum s5xx) + $(soldout_sum net_errors)))
 expect "no 5xx or network errors ($ERRORS)" test "$ERRORS" -eq 0
+expect "product page: every view 200 ($PAGE_ERRORS others)" test "$PAGE_ERRORS" -eq 0
 
 # ---------------------------------------------------------------- table
 fmt0() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
@@ -567,6 +597,8 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   wrk_row purchase "wrk purchase (paced)" "$WRK_PURCHASE_RATE r/s" "$WRK_ACC_RATE" "$WRK_ACCEPTED accepted"
   wrk_row soldout "wrk sold-out" max - "$(wrkv soldout sold_out) sold_out answers"
   wrk_row ceiling "wrk bare-Gin ceiling" max - "same wrk settings"
+  wrk_row page "wrk product page" max - "median of $PAGE_ROUNDS rounds"
+  wrk_row pageceil "wrk bare-Gin (page rounds)" max - "the rounds between"
   echo "$LINE"
   kv "orders drained/s, k6 purchase phase" "$DRAIN_K6_RATE/s (all in MySQL ${DRAIN_K6_LAG}s after the load ended)"
   kv "orders drained/s, wrk purchase phase" "$DRAIN_WRK_RATE/s (all in MySQL ${DRAIN_WRK_LAG}s after the load ended)"
@@ -581,6 +613,9 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   kv "CPU per accepted order (wrk phase + drain)" "$(cpu_per buy0 buy1 "$WRK_ACCEPTED")"
   kv "requests per accepted order (wrk phase + drain)" "$(calls_per buy0 buy1 "$WRK_ACCEPTED")"
   kv "CPU per purchase token issued (prep)" "$(cpu_per tok0 tok1 "$WRK_USERS")"
+  kv "product page QPS / bare-Gin QPS (wrk)" "$PAGE_RATIO = $(fmt0 "$(wrkv page rps)") / $(fmt0 "$(wrkv pageceil rps)") (median of $PAGE_ROUNDS alternating rounds: $PAGE_ROUND_RATIOS)  target >= 0.85: $PAGE_OK"
+  kv "CPU per product page view (median round)" "$(cpu_per "pg${PAGE_MEDIAN_ROUND}a" "pg${PAGE_MEDIAN_ROUND}b" "$(wrkv page requests)")"
+  kv "requests per product page view (median round)" "$(calls_per "pg${PAGE_MEDIAN_ROUND}a" "pg${PAGE_MEDIAN_ROUND}b" "$(wrkv page requests)")"
   kv "CPU per sold-out answer (median round)" "$(cpu_per "so${MEDIAN_ROUND}a" "so${MEDIAN_ROUND}b" "$(wrkv soldout sold_out)")"
   kv "sold-out QPS / hello QPS with its headers" "$HDR_RATIO (median of $ROUNDS rounds: $(echo $HDR_RATIOS); the same hello carrying a sold-out purchase's Authorization and Idempotency-Key: the ceiling for requests of that size)"
   kv "CPU per hello with a purchase's headers" "$(awk -v d="$CEILHDR_TICKS" -v n="$CEILHDR_REQS" -v t="$CLK_TCK" 'BEGIN { printf "%.1f us", (n > 0 ? d / t * 1e6 / n : 0) }')"

@@ -229,6 +229,8 @@ type itemView struct {
 	Sold      *int64 `json:"sold,omitempty"`
 	Remaining int64  `json:"remaining"`
 	SoldOut   bool   `json:"sold_out"`
+	// Stale: Redis could not be read; remaining is the last count read.
+	Stale bool `json:"stale"`
 }
 
 func (h *Handler) createItem(c *gin.Context) error {
@@ -250,8 +252,15 @@ func (h *Handler) createItem(c *gin.Context) error {
 }
 
 func viewOfItem(st sale.ItemState) itemView {
-	return itemView{Item: st.Item, Remaining: st.Remaining, SoldOut: st.SoldOut}
+	return itemView{Item: st.Item, Remaining: st.Remaining, SoldOut: st.SoldOut, Stale: st.Stale}
 }
+
+// pageCacheControl lets a CDN or the load balancer answer repeats of a
+// product page for a second: the count is up to item.page_refresh old
+// anyway, a purchase decides on Redis alone, and a second bounds how late
+// a page shows a sell-out or returned units. One shared value: setting it
+// allocates nothing.
+var pageCacheControl = []string{"public, max-age=1"}
 
 // itemPath is where an item is read: the Location of a created one.
 func itemPath(id int64) string { return "/api/v1/items/" + strconv.FormatInt(id, 10) }
@@ -265,6 +274,7 @@ func (h *Handler) getItem(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	c.Writer.Header()["Cache-Control"] = pageCacheControl
 	c.JSON(http.StatusOK, viewOfItem(st))
 	return nil
 }

@@ -18,7 +18,7 @@ func TestCheckCatchesDrift(t *testing.T) {
 	}
 	problemHdr := http.Header{"Content-Type": {"application/problem+json"}, "Cache-Control": {"no-store"}}
 	jsonHdr := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
-	item := `{"id":1,"name":"x","stock":1,"shards":1,"per_user_limit":1,"starts_at":"2030-01-01T00:00:00Z","created_at":"2030-01-01T00:00:00Z","remaining":1,"sold_out":false}`
+	item := `{"id":1,"name":"x","stock":1,"shards":1,"per_user_limit":1,"starts_at":"2030-01-01T00:00:00Z","created_at":"2030-01-01T00:00:00Z","remaining":1,"sold_out":false,"stale":false}`
 	tests := []struct {
 		name, method, target, bearer string
 		status                       int
@@ -28,6 +28,7 @@ func TestCheckCatchesDrift(t *testing.T) {
 	}{
 		{"item", "GET", "/api/v1/items/1", "", 200, jsonHdr, item, ""},
 		{"item without remaining", "GET", "/api/v1/items/1", "", 200, jsonHdr, strings.Replace(item, `"remaining":1,`, "", 1), "remaining"},
+		{"item without stale", "GET", "/api/v1/items/1", "", 200, jsonHdr, strings.Replace(item, `,"stale":false`, "", 1), "stale"},
 		{"item with a bad time", "GET", "/api/v1/items/1", "", 200, jsonHdr, strings.Replace(item, "2030-01-01T00:00:00Z", "soon", 1), "date-time"},
 		{"undocumented status", "GET", "/api/v1/items/1", "", 418, problemHdr, problem(418, "I'm a teapot", "internal"), "status is not supported"},
 		{"200 to a bad id", "GET", "/api/v1/items/abc", "", 200, jsonHdr, item, "the spec refuses"},

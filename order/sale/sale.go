@@ -49,6 +49,9 @@ type Config struct {
 	Journal *lifecycle.Journal
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// PageRefresh is how often an item's remaining count is read again
+	// for its product page (ItemState); DefaultPageRefresh when 0.
+	PageRefresh time.Duration
 }
 
 // Sale runs the sale's rules.
@@ -56,6 +59,8 @@ type Sale struct {
 	cfg   Config
 	now   func() time.Time
 	items *itemCache
+	// counts are the items' remaining counts a product page shows (page.go).
+	counts *pageCounts
 	// answers remembers the final answers of purchase keys, so a retried
 	// key gets its answer again without Redis (bounded; a forgotten one
 	// costs one Redis call, which reads the answer Redis keeps).
@@ -71,7 +76,7 @@ func New(cfg Config) *Sale {
 		cfg.Now = time.Now
 	}
 	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now),
-		answers: NewRecent[acceptedKey, answer](1 << 18)}
+		counts: newPageCounts(cfg.PageRefresh), answers: NewRecent[acceptedKey, answer](1 << 18)}
 }
 
 // Item is the item id names, from memory once read.
@@ -80,36 +85,21 @@ func (s *Sale) Item(ctx context.Context, id int64) (order.Item, error) {
 	return it, outcome(err)
 }
 
-// ItemState is an item with its live stock.
+// ItemState is an item with its stock.
 type ItemState struct {
 	order.Item
-	// Remaining is the units left in Redis.
+	// Remaining is the units left in Redis, as last read (ItemState: at
+	// most Config.PageRefresh ago unless Stale).
 	Remaining int64
 	// SoldOut: no unit left (Remaining is 0).
 	SoldOut bool
+	// Stale: Redis could not be read; Remaining is the last count read.
+	Stale bool
 }
 
 // stateOf is it with total units left.
 func stateOf(it order.Item, total int64) ItemState {
 	return ItemState{Item: it, Remaining: total, SoldOut: total == 0}
-}
-
-// ItemState is the item id names and the units it has left. A shard Redis
-// lost makes the count unknown, not sold out: ErrNotReady.
-func (s *Sale) ItemState(ctx context.Context, id int64) (ItemState, error) {
-	it, err := s.Item(ctx, id)
-	if err != nil {
-		return ItemState{}, err
-	}
-	rem, err := s.cfg.Stock.Remaining(ctx, it.ID, it.Shards)
-	if err != nil {
-		return ItemState{}, outcome(err)
-	}
-	total, missing := remaining(rem)
-	if missing {
-		return ItemState{}, ErrNotReady
-	}
-	return stateOf(it, total), nil
 }
 
 // remaining sums the item's shards; a shard Redis lost (-1) counts as 0 and
@@ -135,6 +125,7 @@ func (s *Sale) CreateItem(ctx context.Context, it order.Item) (ItemState, error)
 		return ItemState{}, outcome(err)
 	}
 	s.items.put(it)
+	s.counts.known(it.ID, it.Stock, s.now())
 	return stateOf(it, it.Stock), nil
 }
 
@@ -200,7 +191,11 @@ func (s *Sale) stats(ctx context.Context, it order.Item) (Stats, error) {
 		return Stats{}, outcome(err)
 	}
 	v := Stats{ItemID: it.ID, Stock: it.Stock, Shards: rem}
-	v.Remaining, _ = remaining(rem)
+	var missing bool
+	v.Remaining, missing = remaining(rem)
+	if !missing {
+		s.counts.known(it.ID, v.Remaining, s.now())
+	}
 	v.Reserved = it.Stock - v.Remaining
 	if s.cfg.Ledger != nil {
 		l, err := s.cfg.Ledger.Stats(ctx, it)

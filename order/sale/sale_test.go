@@ -88,6 +88,7 @@ type env struct {
 	orders *order.Store
 	rt     *testenv.RoundTrips
 	item   order.Item
+	prefix string // the test's Redis key prefix
 }
 
 type idsFunc func(g int) (int64, error)
@@ -100,7 +101,8 @@ func newEnv(t *testing.T, units int64, ids IDs) (*env, *Sale) {
 	_, db := testenv.MySQL(t)
 	rt := &testenv.RoundTrips{}
 	rdb.AddHook(rt)
-	e := &env{ctx: context.Background(), st: stock.NewStore(rdb, stock.Config{Prefix: prefix}), orders: order.NewStore(db), rt: rt}
+	e := &env{ctx: context.Background(), st: stock.NewStore(rdb, stock.Config{Prefix: prefix}), orders: order.NewStore(db), rt: rt,
+		prefix: prefix}
 	lim, err := limiter.New(limiter.Config{MaxInFlight: 64, AcquireWait: 50 * time.Millisecond}, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
