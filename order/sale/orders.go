@@ -64,7 +64,7 @@ func (s *Sale) findPending(ctx context.Context, orderID, user int64) (Order, boo
 // as for a missing id, and the answer is the same ErrNotFound, so neither
 // the answer nor its time tells that the id exists.
 func (s *Sale) Order(ctx context.Context, id, user int64) (Order, error) {
-	o, err := s.cfg.Orders.Order(ctx, id)
+	o, err := s.storedOrder(ctx, id)
 	switch {
 	case err == nil && o.UserID == user:
 		return stored(o), nil
@@ -86,6 +86,19 @@ func (s *Sale) Order(ctx context.Context, id, user int64) (Order, error) {
 		return s.collided(ctx, id, user)
 	}
 	return v, nil
+}
+
+// storedOrder reads order id from MySQL within Config.OrderReadBudget, so
+// a MySQL that does not answer costs a status read that budget (then
+// degraded answers from Redis), not the driver's read timeout.
+func (s *Sale) storedOrder(ctx context.Context, id int64) (order.Order, error) {
+	budget := s.cfg.OrderReadBudget
+	if budget <= 0 {
+		budget = DefaultOrderReadBudget
+	}
+	rctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	return s.cfg.Orders.Order(rctx, id)
 }
 
 // degraded is the buyer's order when MySQL could not be read (dbErr): as

@@ -67,9 +67,16 @@ func stoppedAddr(t *testing.T) string {
 // dial and read timeouts.
 func unreachableMySQL(t *testing.T, addr string) *order.Store {
 	t.Helper()
+	return unreachableMySQLWithin(t, addr, 300*time.Millisecond)
+}
+
+// unreachableMySQLWithin is unreachableMySQL with the driver's dial, read
+// and write timeouts set to d.
+func unreachableMySQLWithin(t *testing.T, addr string, d time.Duration) *order.Store {
+	t.Helper()
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Net, cfg.Addr, cfg.DBName, cfg.ParseTime = "root", "tcp", addr, "seckill", true
-	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond
+	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = d, d, d
 	db, err := sqlx.Open("mysql", cfg.FormatDSN())
 	if err != nil {
 		t.Fatal(err)
@@ -142,5 +149,27 @@ func TestOrderFromMySQLWhenRedisIsDown(t *testing.T) {
 				t.Errorf("another user's order, Redis down: got %v, want a dependency failure (503)", err)
 			}
 		})
+	}
+}
+
+// TestOrderReadBudget: with MySQL partitioned and the driver's timeouts
+// long (as in production: 10 s), an order's status is still answered from
+// Redis: its MySQL read gives up after Config.OrderReadBudget, well before
+// the request's own deadline. Without the budget the read outlasts the
+// request, and the answer is an error.
+func TestOrderReadBudget(t *testing.T) {
+	var next int64 = 1 << 38
+	e, s := newEnv(t, 10, idsFunc(func(g int) (int64, error) { next++; return stock.WithGroup(next<<22, g), nil }))
+	id, err := s.Purchase(e.ctx, e.item.ID, 7, e.token(t, s, 7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := New(Config{Stock: e.st, Orders: unreachableMySQLWithin(t, blackhole(t), 30*time.Second),
+		OrderReadBudget: 200 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+	defer cancel()
+	o, err := down.Order(ctx, id, 7)
+	if err != nil || o.Status != order.StatusPending || !o.Stale {
+		t.Fatalf("got %+v, %v; want pending from Redis, marked stale, before the request's deadline", o, err)
 	}
 }

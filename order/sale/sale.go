@@ -52,7 +52,17 @@ type Config struct {
 	// PageRefresh is how often an item's remaining count is read again
 	// for its product page (ItemState); DefaultPageRefresh when 0.
 	PageRefresh time.Duration
+	// OrderReadBudget bounds the MySQL read of an order's status (Order):
+	// past it the order is answered as Redis knows it (stale) instead of
+	// waiting for the driver's read timeout while MySQL does not answer;
+	// DefaultOrderReadBudget when 0.
+	OrderReadBudget time.Duration
 }
+
+// DefaultOrderReadBudget is Config.OrderReadBudget's default: a point read
+// of an order takes a millisecond; one that takes a second is a MySQL that
+// does not answer.
+const DefaultOrderReadBudget = time.Second
 
 // Sale runs the sale's rules.
 type Sale struct {
