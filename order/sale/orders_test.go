@@ -3,7 +3,6 @@ package sale
 import (
 	"context"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,45 +10,10 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
+	"seckill/app/testenv"
 	"seckill/order"
 	"seckill/stock"
 )
-
-// blackhole is an address that accepts connections and never answers (a
-// partitioned server); it closes them when the test ends.
-func blackhole(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
 
 // stoppedAddr is an address nothing listens on (a stopped server).
 func stoppedAddr(t *testing.T) string {
@@ -93,7 +57,7 @@ func TestOrderFromRedisWhenMySQLIsDown(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		addr func(*testing.T) string
-	}{{"stopped", stoppedAddr}, {"partitioned", blackhole}} {
+	}{{"stopped", stoppedAddr}, {"partitioned", func(t *testing.T) string { return testenv.Blackhole(t) }}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var next int64 = 1 << 38
 			e, s := newEnv(t, 10, idsFunc(func(g int) (int64, error) { next++; return stock.WithGroup(next<<22, g), nil }))
@@ -128,7 +92,7 @@ func TestOrderFromMySQLWhenRedisIsDown(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		addr func(*testing.T) string
-	}{{"stopped", stoppedAddr}, {"partitioned", blackhole}} {
+	}{{"stopped", stoppedAddr}, {"partitioned", func(t *testing.T) string { return testenv.Blackhole(t) }}} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := newEnv(t, 10, idsFunc(func(g int) (int64, error) { return 0, nil }))
 			now := time.Now().UTC().Truncate(time.Second)
@@ -164,7 +128,7 @@ func TestOrderReadBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	down := New(Config{Stock: e.st, Orders: unreachableMySQLWithin(t, blackhole(t), 30*time.Second),
+	down := New(Config{Stock: e.st, Orders: unreachableMySQLWithin(t, testenv.Blackhole(t), 30*time.Second),
 		OrderReadBudget: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
 	defer cancel()
