@@ -622,9 +622,9 @@ func newRedis(cfg Config, breakers *breaker.Set) redis.UniversalClient {
 		})
 		// Before any command, so every node's client has its breaker.
 		c.OnNewNode(func(n *redis.Client) {
-			n.AddHook(breaker.RedisHook(breakers.Get("redis:"+n.Options().Addr), t))
+			breaker.GuardRedis(n, breakers.Get("redis:"+n.Options().Addr), t)
 		})
-		c.AddHook(breaker.RedisHook(nil, t))
+		c.AddHook(breaker.RedisBudget(t))
 		return c
 	}
 	c := redis.NewClient(&redis.Options{
@@ -632,7 +632,7 @@ func newRedis(cfg Config, breakers *breaker.Set) redis.UniversalClient {
 		ReadTimeout: t, WriteTimeout: t, DialTimeout: t, PoolTimeout: t, DialerRetries: 1,
 		ContextTimeoutEnabled: true, MaxRetries: -1,
 	})
-	c.AddHook(breaker.RedisHook(breakers.Get("redis"), t))
+	breaker.GuardRedis(c, breakers.Get("redis"), t)
 	return c
 }
 

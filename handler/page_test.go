@@ -112,7 +112,7 @@ func TestProductPageWhileRedisStalls(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr, MaxRetries: -1, DialTimeout: budget,
 		ReadTimeout: budget, WriteTimeout: budget, PoolTimeout: budget, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
-	rdb.AddHook(breaker.RedisHook(breakers.Get("redis"), budget))
+	breaker.GuardRedis(rdb, breakers.Get("redis"), budget)
 	st := stock.NewStore(rdb, stock.Config{Prefix: f.stock.Prefix()})
 	// Every view is due a read: the interval is as short as can be.
 	serve := pageServer(t, st, f.orders, time.Nanosecond)

@@ -65,6 +65,17 @@ func (r *RedisServer) Client() *redis.Client {
 func (r *RedisServer) Restart(args ...string) {
 	r.t.Helper()
 	r.Stop()
+	r.Start(args...)
+}
+
+// Start starts a stopped server again on the same port and data
+// directory with args, and returns once it accepts connections, not
+// waiting until it answers (it may be loading its data).
+func (r *RedisServer) Start(args ...string) {
+	r.t.Helper()
+	if r.cmd != nil {
+		r.t.Fatalf("redis-server on %s: Start while it runs", r.Addr)
+	}
 	r.start(args)
 	r.waitFor("a connection", func() error {
 		c, err := net.DialTimeout("tcp", r.Addr, time.Second)

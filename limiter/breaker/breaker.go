@@ -181,9 +181,11 @@ func (b *Breaker) Probe(fn func() error) {
 			if err != nil {
 				return
 			}
-			o := Classify(fn())
+			err = fn()
+			o := Classify(err)
 			done(o)
 			if o != Answered {
+				b.set.log.Info("circuit breaker probe got no answer", "dependency", b.name, "err", err)
 				return
 			}
 		}

@@ -73,7 +73,7 @@ func stalledClient(t *testing.T, b *breaker.Breaker) (*redis.Client, *seen) {
 	})
 	t.Cleanup(func() { rdb.Close() })
 	rt := &seen{}
-	rdb.AddHook(breaker.RedisHook(b, 100*time.Millisecond)) // first added: outermost
+	breaker.GuardRedis(rdb, b, 100*time.Millisecond) // first added: outermost
 	rdb.AddHook(rt)
 	return rdb, rt
 }
@@ -160,11 +160,11 @@ func guarded(t *testing.T, set *breaker.Set) redis.UniversalClient {
 	t.Cleanup(func() { rdb.Close() })
 	if c, ok := rdb.(*redis.ClusterClient); ok {
 		c.OnNewNode(func(n *redis.Client) {
-			n.AddHook(breaker.RedisHook(set.Get("redis:"+n.Options().Addr), time.Second))
+			breaker.GuardRedis(n, set.Get("redis:"+n.Options().Addr), time.Second)
 		})
-		c.AddHook(breaker.RedisHook(nil, time.Second))
+		c.AddHook(breaker.RedisBudget(time.Second))
 	} else {
-		rdb.AddHook(breaker.RedisHook(set.Get("redis"), time.Second))
+		breaker.GuardRedis(rdb.(*redis.Client), set.Get("redis"), time.Second)
 	}
 	return rdb
 }
@@ -395,7 +395,7 @@ func TestClosesWhenRedisAnswersAgain(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr, PoolSize: 4, MaxRetries: -1, DialerRetries: 1,
 		ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
-	rdb.AddHook(breaker.RedisHook(b, 100*time.Millisecond))
+	breaker.GuardRedis(rdb, b, 100*time.Millisecond)
 	ctx := context.Background()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -450,5 +450,131 @@ func TestClassify(t *testing.T) {
 		if got := breaker.Classify(tc.err); got != tc.want {
 			t.Errorf("%s: Classify(%v) = %d, want %d", tc.name, tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestRecoversAfterRedisRestart: a Redis killed under a crowd and started
+// again is used again within a couple of seconds. The crowd's failed dials
+// saturate go-redis's own dial guard (PoolSize dial errors make every dial
+// fail at once with the last error until a background redial, once a
+// second, gets through). That redial goes through the client's dial hook:
+// a hook that refused dials while the breaker was open kept the pool shut
+// for as long as the redials fell in open periods, which they did nearly
+// every time (sales came back 20-70 s after a restart in the fault suite).
+func TestRecoversAfterRedisRestart(t *testing.T) {
+	srv := testenv.PrivateRedis(t)
+	set := breaker.NewSet(breaker.Config{Failures: 5, OpenFor: time.Second, Probes: 3})
+	t.Cleanup(set.Close)
+	b := set.Get("redis")
+	const pool = 4
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: pool, MaxRetries: -1, DialerRetries: 1,
+		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
+		DialTimeout: 200 * time.Millisecond, PoolTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	breaker.GuardRedis(rdb, b, 200*time.Millisecond)
+	ctx := context.Background()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop()
+	// A crowd released together: more failed dials than the pool's size
+	// before the breaker has counted its Failures.
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 * pool {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			rdb.Ping(ctx)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for deadline := time.Now().Add(5 * time.Second); b.State() == breaker.StateClosed; {
+		if time.Now().After(deadline) {
+			t.Fatal("breaker still closed 5s after redis was killed")
+		}
+		rdb.Ping(ctx)
+	}
+
+	srv.Start()
+	up := time.Now()
+	// Callers keep calling, as a crowd does; the bound is the breaker's
+	// open time plus go-redis's redial period, with room for a loaded
+	// machine.
+	const bound = 4 * time.Second
+	var err error
+	for {
+		if err = rdb.Ping(ctx).Err(); err == nil {
+			break
+		}
+		if time.Since(up) > bound {
+			t.Fatalf("redis answers again, but the client still fails %v later: %v (breaker %v)", bound, err, b.State())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("first answer %v after redis accepted connections again", time.Since(up).Round(time.Millisecond))
+}
+
+// TestProbesUseThePool: a probe is a PING over the client's pool, whoever
+// met the half-open breaker. A subscription's reconnect meets it first
+// when callers back off (a crowd that honours Retry-After): its handshake
+// runs on a connection of its own, which the refusal closes. Probes sent
+// through that connection failed with "use of closed network connection"
+// every time, so the breaker reopened again and again while Redis
+// answered (the fault suite's Redis restarts: sales back 12-70 s late).
+func TestProbesUseThePool(t *testing.T) {
+	srv := testenv.PrivateRedis(t)
+	set := breaker.NewSet(breaker.Config{Failures: 2, OpenFor: 300 * time.Millisecond, Probes: 2})
+	t.Cleanup(set.Close)
+	b := set.Get("redis")
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 4, MaxRetries: -1, DialerRetries: 1,
+		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
+		DialTimeout: 200 * time.Millisecond, PoolTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	breaker.GuardRedis(rdb, b, 200*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps := rdb.Subscribe(ctx, "breaker-test")
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(1)
+	go func() { // drains the channel, so the subscription reconnects
+		defer wg.Done()
+		ch := ps.ChannelWithSubscriptions()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+			}
+		}
+	}()
+
+	srv.Stop()
+	for deadline := time.Now().Add(5 * time.Second); b.State() != breaker.StateOpen; {
+		if time.Now().After(deadline) {
+			t.Fatal("breaker not open 5s after redis was killed")
+		}
+		rdb.Ping(ctx)
+	}
+	srv.Start()
+	// Only the subscription calls now: the breaker must close on its own
+	// probes.
+	const bound = 4 * time.Second
+	for up := time.Now(); b.State() != breaker.StateClosed; time.Sleep(10 * time.Millisecond) {
+		if time.Since(up) > bound {
+			t.Fatalf("breaker %v %v after redis came back, with only a subscription calling", b.State(), bound)
+		}
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatalf("breaker closed, but a PING fails: %v", err)
 	}
 }

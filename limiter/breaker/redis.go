@@ -8,28 +8,40 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// RedisHook is a go-redis hook that guards one client with b (nil: no
-// breaker) and gives each call a budget (0: none): a deadline for the
-// whole call, its wait for a pooled connection, a dial and its retries
+// GuardRedis adds to c, the client of one Redis server, a hook that
+// guards it with b and gives each call a budget (0: none): a deadline for
+// the whole call, its wait for a pooled connection, a dial and its retries
 // included, unless the caller's context ends sooner; the budget also
-// bounds a probe (a second without one). Add it to the client of one
-// server: on a Redis Cluster, each node's client (ClusterClient's
-// OnNewNode) with its own breaker, and the cluster client with the budget
-// alone (nil b), which then bounds a call's redirects and retries too.
+// bounds a probe (a second without one). On a Redis Cluster, guard each
+// node's client (ClusterClient's OnNewNode) with its own breaker, and give
+// the cluster client RedisBudget, which then bounds a call's redirects and
+// retries too.
 //
 // While b is not closed, commands and pipelines fail at once with an
 // *OpenError set on every command, and no connection is dialled while it
-// is open. Half-open, the probes are PINGs of the hook's own (Probe), not
-// the callers' commands: a probe that waits for a still silent Redis holds
-// no caller, and none queues behind it (the group commit would queue every
-// purchase behind a batch that probes).
-func RedisHook(b *Breaker, budget time.Duration) redis.Hook {
-	return redisHook{b: b, budget: budget}
+// is open. Half-open, the probes are PINGs of the hook's own over c's pool
+// (Probe), not the callers' commands: a probe that waits for a still
+// silent Redis holds no caller, and none queues behind it (the group
+// commit would queue every purchase behind a batch that probes). Whoever
+// met the half-open breaker, the probe goes through c's pool: the caller
+// may be a subscription's handshake on a connection of its own, which the
+// refusal closes.
+func GuardRedis(c *redis.Client, b *Breaker, budget time.Duration) {
+	h := redisHook{b: b, budget: budget}
+	h.ping = func(ctx context.Context) error { return c.Ping(ctx).Err() }
+	c.AddHook(h)
 }
+
+// RedisBudget is a go-redis hook that gives each call budget, as
+// GuardRedis does, with no breaker: for a cluster client, whose nodes'
+// clients have the breakers.
+func RedisBudget(budget time.Duration) redis.Hook { return redisHook{budget: budget} }
 
 type redisHook struct {
 	b      *Breaker
 	budget time.Duration
+	// ping sends a PING over the guarded client's pool.
+	ping func(ctx context.Context) error
 }
 
 // inCall marks the context of a call the hook let through: go-redis runs
@@ -77,8 +89,8 @@ func (h redisHook) DialHook(next redis.DialHook) redis.DialHook {
 }
 
 // refused is the error of a call refused while b is not closed (nil when
-// it is); half-open, it starts the probes, which send a PING with send.
-func (h redisHook) refused(send func(ctx context.Context, ping redis.Cmder) error) error {
+// it is); half-open, it starts the probes.
+func (h redisHook) refused() error {
 	if h.b == nil {
 		return nil
 	}
@@ -89,8 +101,7 @@ func (h redisHook) refused(send func(ctx context.Context, ping redis.Cmder) erro
 		h.b.Probe(func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), h.probeBudget())
 			defer cancel()
-			ctx = h.enter(ctx)
-			return send(ctx, redis.NewStatusCmd(ctx, "ping"))
+			return h.ping(h.enter(ctx))
 		})
 	}
 	return h.b.refusal()
@@ -109,7 +120,7 @@ func (h redisHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if nested(ctx) {
 			return next(ctx, cmd)
 		}
-		if err := h.refused(next); err != nil {
+		if err := h.refused(); err != nil {
 			cmd.SetErr(err)
 			return err
 		}
@@ -133,9 +144,7 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		if nested(ctx) {
 			return next(ctx, cmds)
 		}
-		err := h.refused(func(ctx context.Context, ping redis.Cmder) error {
-			return next(ctx, []redis.Cmder{ping})
-		})
+		err := h.refused()
 		if err == nil {
 			var done func(Outcome)
 			if done, err = h.b.Allow(); err == nil {

@@ -149,7 +149,7 @@ func TestProductPageStaleWhileRedisIsDown(t *testing.T) {
 		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: budget,
 			ReadTimeout: budget, WriteTimeout: budget, PoolTimeout: budget, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { rdb.Close() })
-		rdb.AddHook(breaker.RedisHook(breakers.Get("redis"), budget))
+		breaker.GuardRedis(rdb, breakers.Get("redis"), budget)
 		rt := &testenv.RoundTrips{}
 		rdb.AddHook(rt) // counts the calls the breaker lets through
 		return rdb, rt
