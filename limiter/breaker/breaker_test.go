@@ -454,13 +454,12 @@ func TestClassify(t *testing.T) {
 }
 
 // TestRecoversAfterRedisRestart: a Redis killed under a crowd and started
-// again is used again within a couple of seconds. The crowd's failed dials
-// saturate go-redis's own dial guard (PoolSize dial errors make every dial
-// fail at once with the last error until a background redial, once a
-// second, gets through). That redial goes through the client's dial hook:
-// a hook that refused dials while the breaker was open kept the pool shut
-// for as long as the redials fell in open periods, which they did nearly
-// every time (sales came back 20-70 s after a restart in the fault suite).
+// again is used again within about the breaker's open time plus
+// go-redis's redial period. The crowd's failed dials saturate go-redis's
+// own dial guard (PoolSize dial errors make every dial fail at once with
+// the last error until a background redial, once a second, gets through);
+// that redial goes through the guard's dial hook, which must not keep the
+// pool shut for longer than the breaker's open time.
 func TestRecoversAfterRedisRestart(t *testing.T) {
 	srv := testenv.PrivateRedis(t)
 	set := breaker.NewSet(breaker.Config{Failures: 5, OpenFor: time.Second, Probes: 3})
