@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -61,6 +62,7 @@ func TestRedisStallFailsFastAndRecovers(t *testing.T) {
 	// Until the breaker opens answers wait for the Redis budget; after it,
 	// every answer must be at once.
 	buyer, opened, fast := 1, false, 0
+	var tookOpen []time.Duration
 	for ; buyer < buyers && fast < 10; buyer++ {
 		start := time.Now()
 		code, hdr, p := a.purchaseProblem(it.ID, jwts[buyer], keys[buyer])
@@ -69,15 +71,20 @@ func TestRedisStallFailsFastAndRecovers(t *testing.T) {
 			t.Fatalf("purchase during the stall: %d Retry-After %q, want 503 with Retry-After", code, hdr.Get("Retry-After"))
 		}
 		if opened {
-			if took >= 100*time.Millisecond {
-				t.Errorf("answer %d after the breaker opened took %v, want < 100ms", buyer, took)
-			}
+			tookOpen = append(tookOpen, took)
 			fast++
 		}
 		opened = opened || p.Detail == sale.ErrDependencyDown.Message
 	}
 	if fast < 10 {
 		t.Fatalf("%d answers after the breaker opened (of %d during the stall), want 10: the breaker never opened", fast, buyer-1)
+	}
+	// The median, not each one: under -race on a loaded machine one answer
+	// can wait for a CPU as long as for Redis; waiting for Redis is every
+	// answer's 300ms.
+	slices.Sort(tookOpen)
+	if med := tookOpen[len(tookOpen)/2]; med >= 100*time.Millisecond {
+		t.Errorf("answers after the breaker opened took %v (median %v), want a median < 100ms", tookOpen, med)
 	}
 	var ready struct {
 		Detail  string   `json:"detail"`
