@@ -466,11 +466,7 @@ func TestRecoversAfterRedisRestart(t *testing.T) {
 	t.Cleanup(set.Close)
 	b := set.Get("redis")
 	const pool = 4
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: pool, MaxRetries: -1, DialerRetries: 1,
-		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
-		DialTimeout: 200 * time.Millisecond, PoolTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	breaker.GuardRedis(rdb, b, 200*time.Millisecond)
+	rdb := guardedServer(t, srv.Addr, b, pool)
 	ctx := context.Background()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -529,11 +525,7 @@ func TestProbesUseThePool(t *testing.T) {
 	set := breaker.NewSet(breaker.Config{Failures: 2, OpenFor: 300 * time.Millisecond, Probes: 2})
 	t.Cleanup(set.Close)
 	b := set.Get("redis")
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 4, MaxRetries: -1, DialerRetries: 1,
-		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
-		DialTimeout: 200 * time.Millisecond, PoolTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	breaker.GuardRedis(rdb, b, 200*time.Millisecond)
+	rdb := guardedServer(t, srv.Addr, b, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ps := rdb.Subscribe(ctx, "breaker-test")
@@ -576,4 +568,18 @@ func TestProbesUseThePool(t *testing.T) {
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatalf("breaker closed, but a PING fails: %v", err)
 	}
+}
+
+// guardedServer is a client of the Redis at addr with a pool of pool
+// connections, guarded by b with a budget of 200ms, configured as the app
+// configures its own (no retries, one dial attempt).
+func guardedServer(t *testing.T, addr string, b *breaker.Breaker, pool int) *redis.Client {
+	t.Helper()
+	const budget = 200 * time.Millisecond
+	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: pool, MaxRetries: -1, DialerRetries: 1,
+		ReadTimeout: budget, WriteTimeout: budget, DialTimeout: budget, PoolTimeout: budget,
+		ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	breaker.GuardRedis(rdb, b, budget)
+	return rdb
 }
