@@ -5,7 +5,7 @@
 // MySQL holds it, then pays. The same scenario as bench/cmd/wholesale in
 // `make bench`; this one is for firing at a deployment (compose):
 //
-//   K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_EXPORT=wholesale.html \
+//   K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_PERIOD=1s K6_WEB_DASHBOARD_EXPORT=wholesale.html \
 //   k6 run -e BASE_URL=http://127.0.0.1:8080 -e UNITS=100 -e BUYERS=10000 \
 //     -e SECKILL_JWT_SECRET=... -e SECKILL_ADMIN_TOKEN=... bench/k6/wholesale.js
 //
@@ -15,7 +15,9 @@
 // Reported (handleSummary): time to every buyer's final answer, p50/p99 of a
 // buyer's time to its answer, requests per buyer, and the share of winners
 // in each tenth of the arrivals (fairness). The web dashboard's HTML report
-// (K6_WEB_DASHBOARD_EXPORT) shows QPS and latency over time.
+// (K6_WEB_DASHBOARD_EXPORT) shows QPS and latency over time; k6 skips it
+// for a run shorter than a few of its periods (K6_WEB_DASHBOARD_PERIOD,
+// 10s by default).
 import http from 'k6/http';
 import exec from 'k6/execution';
 import { sleep } from 'k6';
