@@ -42,6 +42,15 @@ MAX_ROUND_SECONDS=${MAX_ROUND_SECONDS:-3}      # seconds per unpaced round
 MAX_USERS_PER_S=${MAX_USERS_PER_S:-20000}      # users (tokens) made per second of an unpaced round; a round that uses them all reports ">="
 BACKLOG_SECONDS=${BACKLOG_SECONDS:-5}          # seconds of paced purchases while MySQL's orders table is locked
 BENCH_PPROF=${BENCH_PPROF:-}                   # e.g. 127.0.0.1:6060: run bench/cmd/profserve and keep a CPU profile of the wrk purchase phase in bin/
+# The whole sale (bench/cmd/wholesale): units, and 100 buyers per unit
+# arriving in a burst; the default takes about a minute here. Its k6 twin
+# (bench/k6/wholesale.js) runs small: k6 makes ~2.5k requests/s on 2 cores.
+WHOLESALE_UNITS=${WHOLESALE_UNITS:-1000}
+WHOLESALE_BUYERS=${WHOLESALE_BUYERS:-$((100 * WHOLESALE_UNITS))}
+WHOLESALE_BURST=${WHOLESALE_BURST:-1s}          # arrivals spread evenly over this window
+WHOLESALE_CONNS=${WHOLESALE_CONNS:-256}         # requests in flight at most
+WHOLESALE_K6_UNITS=${WHOLESALE_K6_UNITS:-50}    # 0: no k6 whole sale; buyers are 100 per unit
+BENCH_ONLY=${BENCH_ONLY:-}                      # "wholesale": only the whole sale, its k6 twin and a hello round for the floor
 SERVER_GOMAXPROCS=${SERVER_GOMAXPROCS:-2}      # seckill and the ceiling server
 LOADGEN_GOMAXPROCS=${LOADGEN_GOMAXPROCS:-2}    # k6 and prep
 PORT=${BENCH_PORT:-18080}
@@ -161,7 +170,7 @@ need_apt wrk wrk
 need_apt jq jq
 need_apt mysql mariadb-client
 need_apt redis-cli redis-tools
-if [[ ! -x $BIN/k6 ]]; then
+if [[ ! -x $BIN/k6 && ! ($BENCH_ONLY == wholesale && $WHOLESALE_K6_UNITS -eq 0) ]]; then
   log "installing k6 $BENCH_K6_VERSION into bin/ (one-time, a few minutes)"
   GOBIN=$BIN go install "go.k6.io/k6@$BENCH_K6_VERSION"
 fi
@@ -176,6 +185,7 @@ fi
 go build -o "$BIN/bench-prep" ./bench/cmd/prep
 go build -o "$BIN/bench-ceiling" ./bench/ceiling
 go build -o "$BIN/bench-kafka" ./bench/cmd/kafka
+go build -o "$BIN/bench-wholesale" ./bench/cmd/wholesale
 
 rcli ping >/dev/null || die "Redis $REDIS_HOST:$REDIS_PORT is not reachable"
 sql -e 'SELECT 1' >/dev/null || die "MariaDB $MYSQL_HOST:$MYSQL_PORT is not reachable as $MYSQL_USER"
@@ -276,10 +286,191 @@ run_wrk() {
   grep '^WRK ' "$WORK/wrk-$name.txt" >&2
 }
 wrkv() { grep '^WRK ' "$WORK/wrk-$1.txt" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+
+start_ceiling() { # the bare-Gin hello server, beside seckill
+  GOMAXPROCS=$SERVER_GOMAXPROCS "$BIN/bench-ceiling" -addr "127.0.0.1:$CEILING_PORT" >"$WORK/ceiling.log" 2>&1 &
+  CEILING_PID=$!
+  local i
+  for i in $(seq 1 50); do
+    curl -fsS "http://127.0.0.1:$CEILING_PORT/hello" >/dev/null 2>&1 && break
+    [[ $i -lt 50 ]] || die "ceiling server did not start"
+    sleep 0.1
+  done
+}
+CEIL_TICKS=0
+CEIL_REQS=0
+hello_us() { awk -v d="$CEIL_TICKS" -v n="$CEIL_REQS" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d / t * 1e6 / n : 0) }'; }
+# cpu_total FROM TO N: microseconds of CPU of all server processes per unit.
+cpu_total() {
+  local p d total=0
+  for p in seckill redis mariadb kafka; do
+    eval "d=\$(( CPU_${2}_$p - CPU_${1}_$p ))"
+    total=$((total + d))
+  done
+  awk -v d="$total" -v n="$3" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d / t * 1e6 / n : 0) }'
+}
+
+# ---------------------------------------------------------------- whole sale
+# wholesale_run: WHOLESALE_BUYERS buyers arrive in a burst for
+# WHOLESALE_UNITS units (bench/cmd/wholesale: page, token, purchase with
+# retries after Retry-After; winners poll their order and pay). Around it:
+# every server process's CPU, what seckill sent Redis and MariaDB, Redis's
+# used_memory and keys, seckill's RSS; after it, the rows in MySQL. Then the
+# same scenario in k6, small, with k6's HTML report.
+redis_mem() { rcli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }'; }
+# prefix_keys: "KEYS BYTES" of this run's keys (MEMORY USAGE summed): what
+# the bench itself keeps in Redis, whatever else the server holds.
+prefix_keys() {
+  rcli --scan --pattern "$RUN_ID:*" | awk '{ print "MEMORY USAGE " $0 }' | rcli | awk '{ n++; s += $1 } END { printf "%d %d\n", n, s }'
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"; }
+wsv() { jq -r "$1" "$WORK/wholesale.json"; }
+wholesale_run() {
+  ITEM_WS=$(create_item "whole sale" "$WHOLESALE_UNITS")
+  WS_MEM0=$(redis_mem)
+  # The run's own keys are only this sale's alone: after the other phases
+  # they are hundreds of thousands, and summing them takes minutes.
+  WS_KEYS0=0 WS_KBYTES0=0
+  [[ $BENCH_ONLY != wholesale ]] || read -r WS_KEYS0 WS_KBYTES0 < <(prefix_keys)
+  WS_RSS0=$(rss_kb)
+  WS_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+  cpu_snap ws0
+  calls_snap ws0
+  log "whole sale: $WHOLESALE_BUYERS buyers for $WHOLESALE_UNITS units of item $ITEM_WS, burst $WHOLESALE_BURST, $WHOLESALE_CONNS connections"
+  local t0 prof=""
+  if [[ -n $BENCH_PPROF ]]; then # where a buyer's CPU goes: 10 s of the sale
+    curl -fsS "http://$BENCH_PPROF/debug/pprof/profile?seconds=10" -o "$BIN/bench-wholesale.pprof" &
+    prof=$!
+  fi
+  t0=$(now)
+  GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-wholesale" -base "$BASE" -item "$ITEM_WS" \
+    -buyers "$WHOLESALE_BUYERS" -burst "$WHOLESALE_BURST" -conns "$WHOLESALE_CONNS" -json "$WORK/wholesale.json" >&2 ||
+    die "the whole sale failed"
+  if [[ -n $prof ]]; then
+    wait "$prof" || log "no CPU profile"
+    go tool pprof -top -nodecount=30 "$BIN/seckill" "$BIN/bench-wholesale.pprof" 2>/dev/null | head -38 >&2 || true
+    curl -fsS "http://$BENCH_PPROF/debug/pprof/heap" -o "$BIN/bench-wholesale-heap.pprof" || log "no heap profile"
+    log "CPU profile of the whole sale: $BIN/bench-wholesale.pprof, heap after it: $BIN/bench-wholesale-heap.pprof"
+  fi
+  wait_drain WS "$ITEM_WS" "$t0" "$(now)"
+  cpu_snap ws1
+  calls_snap ws1
+  WS_RSS1=$(rss_kb)
+  WS_MEM1=$(redis_mem)
+  WS_KEYS1=0 WS_KBYTES1=0
+  [[ $BENCH_ONLY != wholesale ]] || read -r WS_KEYS1 WS_KBYTES1 < <(prefix_keys)
+  WS_ROWS=$(item_rows "$ITEM_WS")
+  WS_PAID_ROWS=$(sql "$RUN_ID" -e "SELECT COUNT(*) FROM orders WHERE item_id = $ITEM_WS AND status = 'paid'")
+  WS_OVER_LIMIT=$(sql "$RUN_ID" -e "SELECT COUNT(*) FROM (SELECT user_id FROM orders WHERE item_id = $ITEM_WS
+    AND status IN ('pending','paid') GROUP BY user_id HAVING COUNT(*) > 1) x")
+  WS_K6=""
+  if [[ $WHOLESALE_K6_UNITS -gt 0 ]]; then
+    ITEM_WSK6=$(create_item "whole sale, k6" "$WHOLESALE_K6_UNITS")
+    rm -f "$BIN/bench-wholesale-k6.html"
+    log "k6 whole sale: $((100 * WHOLESALE_K6_UNITS)) buyers for $WHOLESALE_K6_UNITS units of item $ITEM_WSK6"
+    local rc=0
+    K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_PORT=-1 K6_WEB_DASHBOARD_PERIOD=1s K6_WEB_DASHBOARD_EXPORT="$BIN/bench-wholesale-k6.html" \
+      GOMAXPROCS=$LOADGEN_GOMAXPROCS "$BIN/k6" run -q --no-color \
+      -e BASE_URL="$BASE" -e ITEM_ID="$ITEM_WSK6" -e UNITS="$WHOLESALE_K6_UNITS" -e BURST_S=1 \
+      -e SECKILL_JWT_SECRET="$JWT_SECRET" -e SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" -e SUMMARY_JSON="$WORK/k6-wholesale.json" \
+      bench/k6/wholesale.js >"$WORK/k6-wholesale.out" 2>"$WORK/k6-wholesale.log" || rc=$?
+    sed -n '/^== /,$p' "$WORK/k6-wholesale.out" >&2
+    [[ -s $WORK/k6-wholesale.json ]] || { tail -20 "$WORK/k6-wholesale.log" >&2; die "k6 wholesale wrote no summary (exit $rc)"; }
+    [[ $rc -eq 0 || $rc -eq 99 ]] || die "k6 wholesale exited $rc"
+    wait_drain WSK6 "$ITEM_WSK6" "$(now)" "$(now)"
+    WS_K6=yes
+  fi
+}
+# wholesale_check: the whole sale's promises, recorded with expect.
+wholesale_check() {
+  expect "whole sale: MySQL rows == 202s the buyers got <= units ($WS_ROWS, $(wsv .won), $WHOLESALE_UNITS)" \
+    test "$WS_ROWS" -eq "$(wsv .won)" -a "$WS_ROWS" -le "$WHOLESALE_UNITS"
+  expect "whole sale: every 202 a distinct order ($(wsv .distinct_orders) of $(wsv .won))" test "$(wsv .distinct_orders)" -eq "$(wsv .won)"
+  expect "whole sale: nobody over the per-user limit ($WS_OVER_LIMIT users)" test "$WS_OVER_LIMIT" -eq 0
+  expect "whole sale: paid rows == payments the winners got ($WS_PAID_ROWS vs $(wsv .paid))" test "$WS_PAID_ROWS" -eq "$(wsv .paid)"
+  expect "whole sale: every buyer a final answer, every winner paid ($(wsv .failed) failed, $(wsv .pay_failed) payments failed)" \
+    test "$(wsv .failed)" -eq 0 -a "$(wsv .pay_failed)" -eq 0
+  if [[ -n $WS_K6 ]]; then
+    local k6rows
+    k6rows=$(item_rows "$ITEM_WSK6")
+    expect "k6 whole sale: MySQL rows == 202s k6 got <= units ($k6rows, $(jq -r .won "$WORK/k6-wholesale.json"), $WHOLESALE_K6_UNITS)" \
+      test "$k6rows" -eq "$(jq -r .won "$WORK/k6-wholesale.json")" -a "$k6rows" -le "$WHOLESALE_K6_UNITS"
+    expect "k6 whole sale: every buyer answered, every winner paid ($(jq -r .failed "$WORK/k6-wholesale.json") failed)" \
+      test "$(jq -r .failed "$WORK/k6-wholesale.json")" -eq 0
+  fi
+}
+# wholesale_table: the whole sale's rows of the results table.
+wholesale_table() {
+  local n won cpu rpb hello target
+  n=$(wsv .buyers)
+  won=$(wsv .won)
+  cpu=$(cpu_total ws0 ws1 "$n")
+  rpb=$(wsv .requests_per_buyer)
+  hello=$(hello_us)
+  target=$(awk -v r="$rpb" -v h="$hello" 'BEGIN { printf "%.1f", 1.5 * r * h }')
+  kv "whole sale" "$WHOLESALE_UNITS units, $n buyers in a $(wsv .burst_s)s burst, $(wsv .conns) connections, load avg at start $WS_LOAD"
+  kv "  every buyer had a final answer after" "$(fmt2 "$(wsv .all_answered_s)") s (all done, payments included: $(fmt2 "$(wsv .all_done_s)") s)"
+  kv "  a buyer's time to its final answer" "p50 $(fmt2 "$(wsv .answer_ms.p50)") ms, p99 $(fmt2 "$(wsv .answer_ms.p99)") ms, max $(fmt2 "$(wsv .answer_ms.max)") ms"
+  kv "  a winner's time to paid" "p50 $(fmt2 "$(wsv .paid_ms.p50)") ms, p99 $(fmt2 "$(wsv .paid_ms.p99)") ms"
+  kv "  outcomes" "won $won, sold out $(wsv '.outcomes.sold_out // 0'), paid $(wsv .paid), failed $(wsv .failed); retried: $(wsv .retries) (429: $(wsv .status_429), 5xx: $(wsv .status_5xx), network errors: $(wsv .network_errors))"
+  kv "  requests per buyer" "$(fmt2 "$rpb") ($(wsv '.requests_by_step | to_entries | map("\(.key) \(.value)") | join(", ")'))"
+  kv "  CPU per buyer (all processes, drain incl.)" "$(cpu_per ws0 ws1 "$n")"
+  kv "  CPU per buyer vs 1.5 x requests x hello" "$cpu us vs 1.5 x $(fmt2 "$rpb") x $hello us = $target us: $(awk -v c="$cpu" -v t="$target" 'BEGIN { print (t > 0 && c <= t ? "met" : "MISSED") }')"
+  kv "  calls per buyer (seckill -> Redis; MariaDB)" "$(calls_per ws0 ws1 "$n")"
+  kv "  Redis used_memory per buyer, per order" "$(awk -v a="$WS_MEM0" -v b="$WS_MEM1" -v n="$n" -v w="$won" 'BEGIN { printf "%.1f B, %.0f B (%+.1f MB in all)", (b - a) / n, (w > 0 ? (b - a) / w : 0), (b - a) / 1048576 }')"
+  [[ $BENCH_ONLY != wholesale ]] || kv "  the run's keys per buyer, per order" "$(awk -v a="$WS_KEYS0" -v b="$WS_KEYS1" -v n="$n" -v w="$won" 'BEGIN { printf "%.3f, %.2f (%+d keys)", (b - a) / n, (w > 0 ? (b - a) / w : 0), b - a }')"
+  [[ $BENCH_ONLY != wholesale ]] || kv "  their MEMORY USAGE per buyer, per order" "$(awk -v a="$WS_KBYTES0" -v b="$WS_KBYTES1" -v n="$n" -v w="$won" 'BEGIN { printf "%.1f B, %.0f B (%+.2f MB; used_memory above is the whole shared server)", (b - a) / n, (w > 0 ? (b - a) / w : 0), (b - a) / 1048576 }')"
+  kv "  seckill RSS before, after" "$((WS_RSS0 / 1024)) MB, $((WS_RSS1 / 1024)) MB"
+  kv "  success rate by arrival decile" "$(wsv '.success_by_decile | map(. * 1000 | round / 1000 | tostring) | join(" ")')"
+  kv "  load generator CPU per buyer" "$(fmt2 "$(wsv .loadgen_cpu_us_per_buyer)") us (not in the figures above)"
+  if [[ -n $WS_K6 ]]; then
+    local j="$WORK/k6-wholesale.json"
+    kv "k6 whole sale (same scenario, small)" "$(jq -r .units "$j") units, $(jq -r .buyers "$j") buyers: all answered after $(fmt2 "$(jq -r .all_answered_s "$j")") s, answer p50 $(fmt2 "$(jq -r .answer_ms.p50 "$j")") ms p99 $(fmt2 "$(jq -r .answer_ms.p99 "$j")") ms, $(fmt2 "$(jq -r .requests_per_buyer "$j")") requests/buyer, won $(jq -r .won "$j"), paid $(jq -r .paid "$j")"
+    if [[ -s $BIN/bench-wholesale-k6.html ]]; then
+      kv "  k6's HTML report (QPS, latency over time)" "bin/bench-wholesale-k6.html"
+    else
+      kv "  k6's HTML report" "not written (k6 skips it for a run of a few seconds; see k6-wholesale.log)"
+    fi
+  fi
+}
 # soldout_sum KEY: KEY summed over every sold-out round.
 soldout_sum() { local t=0 r; for r in $(seq 1 "$ROUNDS"); do t=$((t + $(wrkv "soldout-$r" "$1"))); done; echo "$t"; }
 
 # ---------------------------------------------------------------- k6
+if [[ $BENCH_ONLY == wholesale ]]; then
+  start_ceiling
+  for r in 1 2; do # the floor: a hello's CPU
+    a=$(cpu_ticks "$CEILING_PID")
+    WRK_DURATION=${PAGE_ROUND_SECONDS:-6} run_wrk "ceiling-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
+    CEIL_TICKS=$((CEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
+    CEIL_REQS=$((CEIL_REQS + $(wrkv "ceiling-$r" requests)))
+  done
+  stop_pid "$CEILING_PID" ceiling
+  CEILING_PID=""
+  wholesale_run
+  FAILS=()
+  expect() { local what=$1; shift; "$@" || FAILS+=("$what"); }
+  fmt2() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
+  kv() { printf '%-47s %s\n' "$@"; }
+  wholesale_check
+  LINE=$(printf '%.0s-' $(seq 1 120))
+  {
+    echo
+    echo "$LINE"
+    printf 'seckill bench (whole sale only) %s | %s cores, load avg before %s | GOMAXPROCS server=%s loadgen=%s\n' \
+      "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "$LOAD_BEFORE" "$SERVER_GOMAXPROCS" "$LOADGEN_GOMAXPROCS"
+    echo "$LINE"
+    wholesale_table
+    kv "CPU per bare-Gin hello" "$(hello_us) us (2 rounds of wrk -c$WRK_CONNS)"
+    for f in "${FAILS[@]}"; do kv "invariant FAILED" "$f"; done
+    [[ ${#FAILS[@]} -gt 0 ]] || kv "invariants" "PASS: rows == 202s <= units, distinct orders, nobody over the limit, paid rows == payments, every buyer answered"
+    echo "$LINE"
+  }
+  log "done in $(($(date +%s) - STARTED))s"
+  [[ ${#FAILS[@]} -eq 0 ]]
+  exit
+fi
+
 ITEM_K6=$(create_item "k6 purchase spike" $((BENCH_K6_PURCHASE_RATE * BENCH_K6_DURATION)))
 ITEM_MIXED=$(create_item "k6 mixed clients" $((BENCH_K6_MIXED_RATE * BENCH_K6_DURATION * 2)))
 ITEM_SOLDOUT=$(create_item "sold out" 0)
@@ -297,13 +488,7 @@ run_k6 soldout "$ITEM_SOLDOUT" "$BENCH_K6_SOLDOUT_RATE"
 # ---------------------------------------------------------------- wrk
 # The bare-Gin ceiling runs beside seckill from here on (idle, it costs
 # nothing); its rounds alternate with seckill's.
-GOMAXPROCS=$SERVER_GOMAXPROCS "$BIN/bench-ceiling" -addr "127.0.0.1:$CEILING_PORT" >"$WORK/ceiling.log" 2>&1 &
-CEILING_PID=$!
-for i in $(seq 1 50); do
-  curl -fsS "http://127.0.0.1:$CEILING_PORT/hello" >/dev/null 2>&1 && break
-  [[ $i -lt 50 ]] || die "ceiling server did not start"
-  sleep 0.1
-done
+start_ceiling
 # rss_watch: samples seckill's resident memory (VmRSS, kB) every 0.2s into
 # $WORK/rss.txt until killed.
 rss_watch() {
@@ -492,6 +677,8 @@ for r in $(seq 1 "$PAGE_ROUNDS"); do
 done
 stop_pid "$CEILING_PID" ceiling
 CEILING_PID=""
+
+wholesale_run
 MEDIAN_ROUND=$(for r in $(seq 1 "$ROUNDS"); do
   awk -v r="$r" -v a="$(wrkv "soldout-$r" rps)" -v b="$(wrkv "ceiling-$r" rps)" 'BEGIN { printf "%.4f %d\n", a / b, r }'
 done | sort -n | awk '{ rows[NR] = $2 } END { print rows[int((NR + 1) / 2)] }')
@@ -537,7 +724,7 @@ BENCH_K6_ACCEPTED=$(k6v purchase .accepted)
 MIXED_ACCEPTED=$(k6v mixed .accepted)
 SOLDOUT_ACCEPTED=$(($(k6v soldout .accepted) + $(soldout_sum s202)))
 WRK_ACCEPTED=$(wrkv purchase s202)
-for item in "$ITEM_K6" "$ITEM_MIXED" "$ITEM_SOLDOUT" "$ITEM_WRK" "$ITEM_MAX" "$ITEM_BACKLOG"; do
+for item in "$ITEM_K6" "$ITEM_MIXED" "$ITEM_SOLDOUT" "$ITEM_WRK" "$ITEM_MAX" "$ITEM_BACKLOG" "$ITEM_WS"; do
   r=$(reserved "$item")
   expect "item $item: MySQL rows == units Redis reserved ($(rows_of "$item") vs $r)" test "$(rows_of "$item")" -eq "$r"
 done
@@ -561,6 +748,7 @@ ERRORS=$((MAX_ERRORS + $(wrkv backlog s5xx) + $(wrkv backlog net_errors) + $(k6v
   $(wrkv purchase s5xx) + $(wrkv purchase net_errors) + $(soldout_sum s5xx) + $(soldout_sum net_errors)))
 expect "no 5xx or network errors ($ERRORS)" test "$ERRORS" -eq 0
 expect "product page: every view 200 ($PAGE_ERRORS others)" test "$PAGE_ERRORS" -eq 0
+wholesale_check
 
 # ---------------------------------------------------------------- table
 fmt0() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
@@ -620,6 +808,7 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   kv "sold-out QPS / hello QPS with its headers" "$HDR_RATIO (median of $ROUNDS rounds: $(echo $HDR_RATIOS); the same hello carrying a sold-out purchase's Authorization and Idempotency-Key: the ceiling for requests of that size)"
   kv "CPU per hello with a purchase's headers" "$(awk -v d="$CEILHDR_TICKS" -v n="$CEILHDR_REQS" -v t="$CLK_TCK" 'BEGIN { printf "%.1f us", (n > 0 ? d / t * 1e6 / n : 0) }')"
   kv "CPU per bare-Gin hello (every ceiling round)" "$(awk -v d="$CEIL_TICKS" -v n="$CEIL_REQS" -v t="$CLK_TCK" 'BEGIN { printf "%.1f us (the floor of any HTTP answer here)", (n > 0 ? d / t * 1e6 / n : 0) }')"
+  wholesale_table
   kv "oversold (MySQL rows or items.sold > stock)" "$OVERSOLD_DB"
   kv "oversold (seckill_oversold metric)" "$OVERSOLD_METRIC"
   kv "MySQL stock-guard refusals" "$GUARD_REFUSALS"

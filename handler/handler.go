@@ -53,6 +53,11 @@ type Handler struct {
 	users *sale.Recent[tokenDigest, verifiedUser]
 }
 
+// verifiedUserMemory is the generation size of the memory of verified user
+// tokens: 64k to 128k tokens, about 14 MB (BenchmarkCrowdMemory), however many
+// buyers come; a token that fell out is verified again (HMAC, no call).
+const verifiedUserMemory = 1 << 16
+
 // New builds the handler and registers its metrics.
 func New(d Deps) (*Handler, error) {
 	if d.AdminToken == "" || d.JWTSecret == "" {
@@ -74,7 +79,7 @@ func New(d Deps) (*Handler, error) {
 		parser:     newUserParser(d.Now),
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
-		users:      sale.NewRecent[tokenDigest, verifiedUser](1 << 16),
+		users:      sale.NewRecent[tokenDigest, verifiedUser](verifiedUserMemory),
 	}, nil
 }
 

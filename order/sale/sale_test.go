@@ -95,7 +95,7 @@ type idsFunc func(g int) (int64, error)
 
 func (f idsFunc) NextID(g int) (int64, error) { return f(g) }
 
-func newEnv(t *testing.T, units int64, ids IDs) (*env, *Sale) {
+func newEnv(t testing.TB, units int64, ids IDs) (*env, *Sale) {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
 	_, db := testenv.MySQL(t)

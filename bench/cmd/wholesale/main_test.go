@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"seckill/app/apptest"
+)
+
+// TestWholeSaleAgainstApp runs a small sale against the real app through
+// a proxy that answers every purchase token's first attempt 503 with
+// Retry-After: 1 (a dependency failure, as the app answers it): every
+// buyer must still end with a final answer, its retry sent with the same
+// token no sooner than Retry-After; exactly the stock is sold, every
+// winner's order is in MySQL and paid, and the summary adds up.
+func TestWholeSaleAgainstApp(t *testing.T) {
+	const units, buyers = 5, 200
+	a := apptest.Start(t, nil)
+	target, err := url.Parse(a.Base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	refused := map[string]time.Time{} // token -> when its first attempt was refused
+	var gaps []time.Duration          // refusal -> the retry with the same token
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if key := r.Header.Get("Idempotency-Key"); strings.HasSuffix(r.URL.Path, "/purchase") {
+			mu.Lock()
+			at, seen := refused[key]
+			if !seen {
+				refused[key] = time.Now()
+			} else if !at.IsZero() {
+				gaps = append(gaps, time.Since(at))
+				refused[key] = time.Time{}
+			}
+			mu.Unlock()
+			if !seen {
+				w.Header().Set("Retry-After", "1")
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write([]byte(`{"type":"about:blank","title":"Service Unavailable","status":503,"code":"unavailable"}`))
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	body := `{"name":"whole sale test","stock":` + strconv.Itoa(units) + `,"shards":2,"per_user_limit":1}`
+	req, _ := http.NewRequest(http.MethodPost, a.Base+"/api/v1/admin/items", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+apptest.AdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var item struct {
+		ID int64 `json:"id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&item)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create item: got status %d, want 201", resp.StatusCode)
+	}
+
+	out := filepath.Join(t.TempDir(), "sale.json")
+	args := []string{"-base", front.URL, "-item", strconv.FormatInt(item.ID, 10), "-buyers", strconv.Itoa(buyers),
+		"-burst", "100ms", "-conns", "16", "-poll", "20ms", "-deadline", "2m", "-json", out}
+	getenv := func(k string) string { return map[string]string{"SECKILL_JWT_SECRET": apptest.JWTSecret}[k] }
+	var text bytes.Buffer
+	if err := run(context.Background(), args, getenv, &text); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Won != units || s.Paid != units || s.DistinctOrders != units {
+		t.Errorf("won, paid, distinct orders: got %d, %d, %d; want %d each\n%s", s.Won, s.Paid, s.DistinctOrders, units, &text)
+	}
+	if s.Failed != 0 || s.PayFailed != 0 || s.Outcomes["sold_out"] != buyers-units {
+		t.Errorf("failed %d, payments failed %d, sold out %d; want 0, 0, %d\n%s", s.Failed, s.PayFailed,
+			s.Outcomes["sold_out"], buyers-units, &text)
+	}
+	mu.Lock()
+	if len(gaps) == 0 || len(gaps) != len(refused) || int64(len(gaps)) != s.Status5xx {
+		t.Errorf("purchases refused %d, retried %d, 5xx counted %d: want every refused token retried, and counted", len(refused), len(gaps), s.Status5xx)
+	}
+	for _, g := range gaps {
+		if g < time.Second {
+			t.Errorf("a purchase retried %v after a 503 with Retry-After: 1, want at least 1s", g)
+		}
+	}
+	mu.Unlock()
+	if s.AnswerMs.N != buyers || s.AnswerMs.P50 > s.AnswerMs.P99 || s.AnswerMs.P99 > s.AnswerMs.Max {
+		t.Errorf("answer times: got %+v for %d buyers", s.AnswerMs, buyers)
+	}
+	won := 0.0
+	for d, r := range s.SuccessByDecile {
+		won += r * float64(buyers/10)
+		if r < 0 || r > 1 {
+			t.Errorf("decile %d: success rate %v", d, r)
+		}
+	}
+	if int(won+0.5) != units {
+		t.Errorf("deciles add up to %v winners, want %d", won, units)
+	}
+	var rows, paid int
+	if err := a.DB.Get(&rows, "SELECT COUNT(*) FROM orders WHERE item_id = ?", item.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DB.Get(&paid, "SELECT COUNT(*) FROM orders WHERE item_id = ? AND status = 'paid'", item.ID); err != nil {
+		t.Fatal(err)
+	}
+	if rows != units || paid != units {
+		t.Errorf("MySQL rows, paid rows: got %d, %d; want %d, %d", rows, paid, units, units)
+	}
+}
