@@ -37,7 +37,7 @@ func TestLoadConfigDefaultsAndOverrides(t *testing.T) {
 	}
 	c, err = app.LoadConfig(env(map[string]string{
 		"SECKILL_HTTP_ADDR": ":9999", "SECKILL_KAFKA_BROKERS": "a:1,b:2", "SECKILL_ORDER_TTL": "90s",
-		"SECKILL_LIMIT_USER_RATE": "2.5", "SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_LIMIT_USER_RATE": "2.5", "SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +57,8 @@ func TestLoadConfigDefaultsAndOverrides(t *testing.T) {
 }
 
 func TestServeRefusesWithoutSecrets(t *testing.T) {
-	for _, missing := range []string{"SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET"} {
-		vars := map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef"}
+	for _, missing := range []string{"SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET", "SECKILL_PURCHASE_KEY"} {
+		vars := map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456"}
 		delete(vars, missing)
 		err := app.Run(context.Background(), []string{"serve"}, env(vars), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), missing) {
@@ -92,7 +92,7 @@ func TestTokenCommand(t *testing.T) {
 // validConfig is the built-in configuration with the secrets serve needs.
 func validConfig(t *testing.T) app.Config {
 	t.Helper()
-	c, err := app.LoadConfig(env(map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef"}))
+	c, err := app.LoadConfig(env(map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 			c.Redis.Mode, c.Redis.WaitReplicas, c.Redis.WaitTimeout, c.Order.ClaimTimeout, c.RedisAddrs())
 	}
 	c, err := app.LoadConfig(env(map[string]string{
-		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456",
 		"SECKILL_REDIS_MODE": "cluster", "SECKILL_REDIS_ADDR": "n1:7000, n2:7001,n3:7002",
 		"SECKILL_CLAIM_TIMEOUT": "5s",
 	}))
@@ -273,7 +273,7 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 	// Replicas are awaited in single mode only (WAIT goes to the master
 	// that took the reservation, which a cluster pipeline cannot name).
 	c, err = app.LoadConfig(env(map[string]string{
-		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456",
 		"SECKILL_REDIS_WAIT_REPLICAS": "1", "SECKILL_REDIS_WAIT_TIMEOUT": "50ms", "SECKILL_CLAIM_TIMEOUT": "5s",
 	}))
 	if err != nil {
@@ -340,7 +340,7 @@ func TestConfigDLQTopicRetired(t *testing.T) {
 	}
 	c, err := app.LoadConfig(env(map[string]string{
 		"SECKILL_CONFIG":      writeFile(t, "kafka: {dlq_topic: \"seckill.orders\"}\n"),
-		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456",
 	}))
 	if err != nil {
 		t.Fatalf("a file with kafka.dlq_topic: %v", err)
