@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -636,6 +637,8 @@ func (c Config) String() string {
 	c.Auth.AdminToken = mask(c.Auth.AdminToken)
 	c.Auth.JWTSecret = mask(c.Auth.JWTSecret)
 	c.Auth.PurchaseKey = mask(c.Auth.PurchaseKey)
+	// A copy: the caller's config shares the slice.
+	c.Auth.PurchaseOldKeys = slices.Clone(c.Auth.PurchaseOldKeys)
 	for i, v := range c.Auth.PurchaseOldKeys {
 		if id, _, ok := strings.Cut(v, ":"); ok {
 			c.Auth.PurchaseOldKeys[i] = id + ":***"
