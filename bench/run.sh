@@ -57,6 +57,7 @@ RUN_ID=seckill_bench_$(date +%Y%m%d%H%M%S)_$$
 BASE=http://127.0.0.1:$PORT
 ADMIN_TOKEN=bench-admin-$RANDOM$RANDOM$RANDOM
 JWT_SECRET=bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+PURCHASE_KEY=bench-purchase-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 WORK=$(mktemp -d "/tmp/$RUN_ID.XXXX")
 SERVER_PID=""
 KAFKA_PID=""
@@ -201,7 +202,7 @@ env GOMAXPROCS="$SERVER_GOMAXPROCS" PROFSERVE_ADDR="$BENCH_PPROF" \
   SECKILL_KAFKA_BROKERS="$KAFKA_ADDR" \
   SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
   SECKILL_JWT_SECRET="$JWT_SECRET" \
-  SECKILL_PURCHASE_KEY="purchase-$JWT_SECRET" \
+  SECKILL_PURCHASE_KEY="$PURCHASE_KEY" \
   SECKILL_LIMIT_GLOBAL_RATE=10000000 \
   SECKILL_LIMIT_USER_RATE=1000000 \
   SECKILL_LIMIT_MAX_IN_FLIGHT=16384 \
@@ -256,7 +257,7 @@ run_k6() {
   log "k6 $script: item $item, $rate it/s for ${BENCH_K6_DURATION}s"
   GOMAXPROCS=$LOADGEN_GOMAXPROCS "$BIN/k6" run -q --no-color \
     -e BASE_URL="$BASE" -e ITEM_ID="$item" -e RATE="$rate" -e DURATION="${BENCH_K6_DURATION}s" \
-    -e P99_MS="$BENCH_K6_P99_MS" -e SECKILL_JWT_SECRET="$JWT_SECRET" -e SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
+    -e P99_MS="$BENCH_K6_P99_MS" -e SECKILL_JWT_SECRET="$JWT_SECRET" -e SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" -e SECKILL_PURCHASE_KEY="$PURCHASE_KEY" \
     -e SUMMARY_JSON="$WORK/k6-$script.json" \
     "bench/k6/$script.js" >"$WORK/k6-$script.out" 2>"$WORK/k6-$script.log" || rc=$?
   sed -n '/^== /,$p' "$WORK/k6-$script.out" >&2
@@ -433,8 +434,10 @@ log "orders table released with $BACKLOG_ACCEPTED orders waiting"
 wait_drain BACKLOG "$ITEM_BACKLOG" "$T_UNLOCK" "$T_UNLOCK"
 
 # The sold-out crowd holds real purchase tokens (see bench/wrk/soldout.lua).
-GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_SOLDOUT" \
-  -n $((WRK_THREADS * 1000)) -workers 64 -out "$WORK/soldout-users.txt" >&2
+# Signed here (-sign): the crowd of a sold-out item holds tokens from before
+# it sold out, and the service issues none for an item it knows sold out.
+GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" SECKILL_PURCHASE_KEY="$PURCHASE_KEY" "$BIN/bench-prep" -base "$BASE" \
+  -item "$ITEM_SOLDOUT" -sign -n $((WRK_THREADS * 1000)) -workers 64 -out "$WORK/soldout-users.txt" >&2
 # Sold-out path and ceiling alternate in short rounds, so noise from other
 # work on the machine hits both alike; the ratio is the median of the
 # rounds' ratios, and the table rows show the median round.
