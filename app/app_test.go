@@ -133,6 +133,7 @@ type answer struct {
 	OrderID string `json:"order_id"`
 	Status  any    `json:"status"`
 	Code    string `json:"code"`
+	Token   string `json:"token"` // of a token request
 }
 
 func (a *testApp) purchase(itemID int64, jwt, key string) (int, answer) {
@@ -219,14 +220,19 @@ func TestContract(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d %q", tc.name, code, p.Code, tc.status, tc.code)
 		}
 	}
+	k3 := a.purchaseToken(it.ID, u3) // fetched before the sell-out, as a crowd does
 	if code, p := a.purchase(it.ID, u2, k2); code != http.StatusAccepted {
 		t.Fatalf("second buyer: %d %+v, want 202", code, p)
 	}
-	k3 := a.purchaseToken(it.ID, u3)
 	for i := 0; i < 2; i++ {
 		if code, p := a.purchase(it.ID, u3, k3); code != http.StatusConflict || p.Code != handler.CodeSoldOut {
 			t.Errorf("sold out try %d: %d %+v, want 409 sold_out", i, code, p)
 		}
+	}
+	// The instance knows the item sold out now: no token for it.
+	var p answer
+	if code, _ := a.call("POST", fmt.Sprintf("/api/v1/items/%d/tokens", it.ID), u3, nil, nil, &p); code != http.StatusConflict || p.Code != handler.CodeSoldOut {
+		t.Errorf("token for a sold-out item: %d %+v, want 409 sold_out", code, p)
 	}
 	// The first buyer's replay after sell-out still gets the 202.
 	if code, again := a.purchase(it.ID, u1, k1); code != http.StatusAccepted || again != first {
@@ -672,12 +678,22 @@ func TestRedisLostWithOrdersInFlight(t *testing.T) {
 			t.Errorf("retry of user %d's key after the loss: %d %+v, want 202 with order %s", u, code, p, b.order)
 		}
 	}
-	// Nothing left to sell: the units are the reinjected orders'.
+	// Nothing left to sell: the units are the reinjected orders'. A new
+	// buyer is told so by the token request (the instance's product page
+	// count says sold out) or, holding a token, by the purchase.
 	jwt := userToken(t, 3_100_000)
-	code, p := a.purchase(it.ID, jwt, a.purchaseToken(it.ID, jwt))
+	soldOut := func() (int, answer) {
+		var p answer
+		code, _ := a.call("POST", fmt.Sprintf("/api/v1/items/%d/tokens", it.ID), jwt, nil, nil, &p)
+		if code == http.StatusCreated {
+			return a.purchase(it.ID, jwt, p.Token)
+		}
+		return code, p
+	}
+	code, p := soldOut()
 	for try := 0; code == http.StatusServiceUnavailable && try < 100; try++ {
 		time.Sleep(100 * time.Millisecond)
-		code, p = a.purchase(it.ID, jwt, a.purchaseToken(it.ID, jwt))
+		code, p = soldOut()
 	}
 	if code != http.StatusConflict || p.Code != handler.CodeSoldOut {
 		t.Errorf("a new buyer after the rebuild: %d %+v, want 409 sold_out", code, p)

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"seckill/configs"
+	"seckill/order/token"
+	"seckill/stock"
 )
 
 // Embedded is the address that asks for an in-process stand-in server.
@@ -94,6 +97,13 @@ type Config struct {
 	Auth struct {
 		AdminToken string `yaml:"admin_token"`
 		JWTSecret  string `yaml:"jwt_secret"`
+		// PurchaseKey signs purchase tokens (HMAC-SHA256, package
+		// order/token); every token names PurchaseKeyID.
+		PurchaseKey   string `yaml:"purchase_key"`
+		PurchaseKeyID int    `yaml:"purchase_key_id"`
+		// PurchaseOldKeys are "id:secret" keys still accepted, not used to
+		// sign: the keys a rotation retires (PurchaseKeys).
+		PurchaseOldKeys []string `yaml:"purchase_old_keys"`
 	} `yaml:"auth"`
 	Item struct {
 		// PageRefresh is how often an item's remaining count is read from
@@ -230,6 +240,9 @@ var overrides = []override{
 	{"SECKILL_KAFKA_PARTITIONS", "kafka.partitions", integer(func(c *Config) *int32 { return &c.Kafka.Partitions })},
 	{"SECKILL_ADMIN_TOKEN", "auth.admin_token", str(func(c *Config) *string { return &c.Auth.AdminToken })},
 	{"SECKILL_JWT_SECRET", "auth.jwt_secret", str(func(c *Config) *string { return &c.Auth.JWTSecret })},
+	{"SECKILL_PURCHASE_KEY", "auth.purchase_key", str(func(c *Config) *string { return &c.Auth.PurchaseKey })},
+	{"SECKILL_PURCHASE_KEY_ID", "auth.purchase_key_id", integer(func(c *Config) *int { return &c.Auth.PurchaseKeyID })},
+	{"SECKILL_PURCHASE_OLD_KEYS", "auth.purchase_old_keys", list(func(c *Config) *[]string { return &c.Auth.PurchaseOldKeys })},
 	{"SECKILL_ITEM_PAGE_REFRESH", "item.page_refresh", dur(func(c *Config) *time.Duration { return &c.Item.PageRefresh })},
 	{"SECKILL_ORDER_TTL", "order.ttl", dur(func(c *Config) *time.Duration { return &c.Order.TTL })},
 	{"SECKILL_TOKEN_TTL", "order.token_ttl", dur(func(c *Config) *time.Duration { return &c.Order.TokenTTL })},
@@ -346,7 +359,39 @@ func (c Config) validateSecrets() error {
 	if c.Auth.AdminToken == "" {
 		errs = append(errs, errors.New("SECKILL_ADMIN_TOKEN is required"))
 	}
+	if c.Auth.PurchaseKey == "" {
+		errs = append(errs, fmt.Errorf("SECKILL_PURCHASE_KEY is required (at least %d bytes)", token.MinSecret))
+	} else if _, err := c.PurchaseKeys(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(append(errs, checkJWTSecret(c.Auth.JWTSecret))...)
+}
+
+// PurchaseKeys are the purchase-token keys: auth.purchase_key signs and
+// is accepted, auth.purchase_old_keys are accepted only. A rotation adds
+// the new key to every instance's old keys first, then makes it the
+// signing key (the old one moving to old keys), and drops the old one
+// once order.token_ttl plus a day (how long a used token's answer is
+// kept, which its retries read) have passed.
+func (c Config) PurchaseKeys() (*token.Keys, error) {
+	a := c.Auth
+	if a.PurchaseKeyID < 0 || a.PurchaseKeyID > 255 {
+		return nil, fmt.Errorf("%s must be 0-255, got %d", setting("auth.purchase_key_id"), a.PurchaseKeyID)
+	}
+	var old []token.Key
+	for _, v := range a.PurchaseOldKeys {
+		id, secret, ok := strings.Cut(v, ":")
+		n, err := strconv.ParseUint(id, 10, 8)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("%s: each must be \"id:secret\" with an id of 0-255, got %q", setting("auth.purchase_old_keys"), mask(v))
+		}
+		old = append(old, token.Key{ID: uint8(n), Secret: []byte(secret)})
+	}
+	k, err := token.NewKeys(token.Key{ID: uint8(a.PurchaseKeyID), Secret: []byte(a.PurchaseKey)}, old...)
+	if err != nil {
+		return nil, fmt.Errorf("SECKILL_PURCHASE_KEY, SECKILL_PURCHASE_OLD_KEYS: %w", err)
+	}
+	return k, nil
 }
 
 func (c Config) validateHTTP() error {
@@ -442,9 +487,16 @@ func (c Config) validateKafka() error {
 }
 
 // validateOrders checks the pipeline after the purchase: every interval
-// here drives a ticker or a lease, every size a loop.
+// here drives a ticker or a lease, every size a loop. A purchase token must
+// expire before the answer of its use does (stock.DefaultResultTTL), or it
+// could be used again.
 func (c Config) validateOrders() error {
-	return errors.Join(
+	var ttl error
+	if c.Order.TokenTTL >= stock.DefaultResultTTL {
+		ttl = fmt.Errorf("%s must be shorter than %v (how long a used token's answer is kept), got %v",
+			setting("order.token_ttl"), stock.DefaultResultTTL, c.Order.TokenTTL)
+	}
+	return errors.Join(ttl,
 		positive("item.page_refresh", c.Item.PageRefresh),
 		positive("order.ttl", c.Order.TTL),
 		positive("order.token_ttl", c.Order.TokenTTL),
@@ -584,6 +636,16 @@ func maskDSN(dsn string) string {
 func (c Config) String() string {
 	c.Auth.AdminToken = mask(c.Auth.AdminToken)
 	c.Auth.JWTSecret = mask(c.Auth.JWTSecret)
+	c.Auth.PurchaseKey = mask(c.Auth.PurchaseKey)
+	// A copy: the caller's config shares the slice.
+	c.Auth.PurchaseOldKeys = slices.Clone(c.Auth.PurchaseOldKeys)
+	for i, v := range c.Auth.PurchaseOldKeys {
+		if id, _, ok := strings.Cut(v, ":"); ok {
+			c.Auth.PurchaseOldKeys[i] = id + ":***"
+		} else {
+			c.Auth.PurchaseOldKeys[i] = mask(v)
+		}
+	}
 	c.MySQL.DSN = maskDSN(c.MySQL.DSN)
 	b, _ := yaml.Marshal(c)
 	return string(b)

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"seckill/app"
+	"seckill/order/token"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -37,7 +39,7 @@ func TestLoadConfigDefaultsAndOverrides(t *testing.T) {
 	}
 	c, err = app.LoadConfig(env(map[string]string{
 		"SECKILL_HTTP_ADDR": ":9999", "SECKILL_KAFKA_BROKERS": "a:1,b:2", "SECKILL_ORDER_TTL": "90s",
-		"SECKILL_LIMIT_USER_RATE": "2.5", "SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_LIMIT_USER_RATE": "2.5", "SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +59,8 @@ func TestLoadConfigDefaultsAndOverrides(t *testing.T) {
 }
 
 func TestServeRefusesWithoutSecrets(t *testing.T) {
-	for _, missing := range []string{"SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET"} {
-		vars := map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef"}
+	for _, missing := range []string{"SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET", "SECKILL_PURCHASE_KEY"} {
+		vars := map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456"}
 		delete(vars, missing)
 		err := app.Run(context.Background(), []string{"serve"}, env(vars), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), missing) {
@@ -92,7 +94,7 @@ func TestTokenCommand(t *testing.T) {
 // validConfig is the built-in configuration with the secrets serve needs.
 func validConfig(t *testing.T) app.Config {
 	t.Helper()
-	c, err := app.LoadConfig(env(map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef"}))
+	c, err := app.LoadConfig(env(map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +254,7 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 			c.Redis.Mode, c.Redis.WaitReplicas, c.Redis.WaitTimeout, c.Order.ClaimTimeout, c.RedisAddrs())
 	}
 	c, err := app.LoadConfig(env(map[string]string{
-		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456",
 		"SECKILL_REDIS_MODE": "cluster", "SECKILL_REDIS_ADDR": "n1:7000, n2:7001,n3:7002",
 		"SECKILL_CLAIM_TIMEOUT": "5s",
 	}))
@@ -273,7 +275,7 @@ func TestConfigRedisAndClaimSettings(t *testing.T) {
 	// Replicas are awaited in single mode only (WAIT goes to the master
 	// that took the reservation, which a cluster pipeline cannot name).
 	c, err = app.LoadConfig(env(map[string]string{
-		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456",
 		"SECKILL_REDIS_WAIT_REPLICAS": "1", "SECKILL_REDIS_WAIT_TIMEOUT": "50ms", "SECKILL_CLAIM_TIMEOUT": "5s",
 	}))
 	if err != nil {
@@ -340,7 +342,7 @@ func TestConfigDLQTopicRetired(t *testing.T) {
 	}
 	c, err := app.LoadConfig(env(map[string]string{
 		"SECKILL_CONFIG":      writeFile(t, "kafka: {dlq_topic: \"seckill.orders\"}\n"),
-		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456",
 	}))
 	if err != nil {
 		t.Fatalf("a file with kafka.dlq_topic: %v", err)
@@ -350,5 +352,57 @@ func TestConfigDLQTopicRetired(t *testing.T) {
 	}
 	if got := c.Deprecated(); len(got) != 1 || !strings.Contains(got[0], "kafka.dlq_topic") {
 		t.Errorf("deprecations: got %q, want one naming kafka.dlq_topic", got)
+	}
+}
+
+// TestPurchaseKeys: the signing key and the old keys of a rotation are
+// read from the environment, old keys verify but do not sign, a bad old
+// key is named, and String masks every secret.
+func TestPurchaseKeys(t *testing.T) {
+	vars := map[string]string{"SECKILL_ADMIN_TOKEN": "adm", "SECKILL_JWT_SECRET": "0123456789abcdef",
+		"SECKILL_PURCHASE_KEY": "new-purchase-key-0123", "SECKILL_PURCHASE_KEY_ID": "2",
+		"SECKILL_PURCHASE_OLD_KEYS": "1:old-purchase-key-0123"}
+	c, err := app.LoadConfig(env(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid keys: %v", err)
+	}
+	if s := c.String(); strings.Contains(s, "purchase-key-0123") {
+		t.Errorf("purchase keys printed:\n%s", s)
+	}
+	keys, err := c.PurchaseKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := token.NewKeys(token.Key{ID: 1, Secret: []byte("old-purchase-key-0123")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTok, _, _ := old.Issue(1, 2, time.Now().Add(time.Minute))
+	if _, err := keys.Verify(oldTok); err != nil {
+		t.Errorf("token of the old key: %v, want accepted", err)
+	}
+	newTok, claims, _ := keys.Issue(1, 2, time.Now().Add(time.Minute))
+	if _, err := old.Verify(newTok); err == nil || claims.KeyID != 2 {
+		t.Errorf("new token signed by key %d, verified by the old key alone: %v; want key 2, refused", claims.KeyID, err)
+	}
+	for _, bad := range []map[string]string{
+		{"SECKILL_PURCHASE_OLD_KEYS": "old-purchase-key-0123"},
+		{"SECKILL_PURCHASE_OLD_KEYS": "300:old-purchase-key-0123"},
+		{"SECKILL_PURCHASE_OLD_KEYS": "2:same-id-as-the-current"},
+		{"SECKILL_PURCHASE_KEY": "short"},
+		{"SECKILL_PURCHASE_KEY_ID": "256"},
+	} {
+		v := maps.Clone(vars)
+		maps.Copy(v, bad)
+		c, err := app.LoadConfig(env(v))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), "SECKILL_PURCHASE_") {
+			t.Errorf("%v: got %v, want an error naming the variable", bad, err)
+		}
 	}
 }

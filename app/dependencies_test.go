@@ -34,6 +34,7 @@ func serveConfig(t *testing.T, vars map[string]string) app.Config {
 		"SECKILL_MYSQL_DSN":     dsn,
 		"SECKILL_ADMIN_TOKEN":   apptest.AdminToken,
 		"SECKILL_JWT_SECRET":    apptest.JWTSecret,
+		"SECKILL_PURCHASE_KEY":  apptest.PurchaseKey,
 		"SECKILL_KAFKA_BROKERS": strings.Join(testenv.Kafka(t), ","),
 	}
 	for k, v := range testenv.RedisEnv() {

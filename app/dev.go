@@ -42,6 +42,9 @@ func dev(ctx context.Context, cfg Config, getenv func(string) string, stdout io.
 	if cfg.Auth.JWTSecret == "" {
 		cfg.Auth.JWTSecret = "dev-secret-" + randHex(16)
 	}
+	if cfg.Auth.PurchaseKey == "" {
+		cfg.Auth.PurchaseKey = "dev-purchase-" + randHex(16)
+	}
 	if getenv("SECKILL_KAFKA_PARTITIONS") == "" {
 		cfg.Kafka.Partitions = 2
 	}

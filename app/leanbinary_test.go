@@ -94,7 +94,8 @@ func TestNoDevRefusesEmbedded(t *testing.T) {
 		t.Fatalf("go build -tags %s: %v\n%s", app.NoDevTag, err, out)
 	}
 	base := []string{"PATH=" + os.Getenv("PATH"), "SECKILL_HTTP_ADDR=127.0.0.1:0",
-		"SECKILL_ADMIN_TOKEN=admin-token-for-the-test", "SECKILL_JWT_SECRET=a-secret-of-at-least-16-bytes"}
+		"SECKILL_ADMIN_TOKEN=admin-token-for-the-test", "SECKILL_JWT_SECRET=a-secret-of-at-least-16-bytes",
+		"SECKILL_PURCHASE_KEY=a-purchase-key-of-16-bytes"}
 	for _, tc := range []struct {
 		name string
 		args []string

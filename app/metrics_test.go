@@ -53,7 +53,7 @@ func TestMetricsAddrValidated(t *testing.T) {
 	for _, addr := range []string{"nonsense", ":8080"} {
 		cfg, err := app.LoadConfig(func(k string) string {
 			return map[string]string{"SECKILL_METRICS_ADDR": addr, "SECKILL_HTTP_ADDR": ":8080",
-				"SECKILL_ADMIN_TOKEN": "a", "SECKILL_JWT_SECRET": "0123456789abcdef"}[k]
+				"SECKILL_ADMIN_TOKEN": "a", "SECKILL_JWT_SECRET": "0123456789abcdef", "SECKILL_PURCHASE_KEY": "purchase-key-0123456"}[k]
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -367,7 +367,7 @@ func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.R
 	cfg := s.cfg
 	s.checkNow = make(chan struct{}, 1)
 	s.Stock = stock.NewStore(rdb, stock.Config{
-		Prefix: cfg.Redis.Prefix, TokenTTL: cfg.Order.TokenTTL, ClaimTimeout: cfg.Order.ClaimTimeout,
+		Prefix: cfg.Redis.Prefix, ClaimTimeout: cfg.Order.ClaimTimeout,
 		WaitReplicas: cfg.Redis.WaitReplicas, WaitTimeout: cfg.Redis.WaitTimeout,
 		Restarted: func() {
 			select {
@@ -396,8 +396,13 @@ func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.R
 	if err != nil {
 		return nil, nil, err
 	}
+	tokens, err := cfg.PurchaseKeys()
+	if err != nil {
+		return nil, nil, err
+	}
 	sl := sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: ids,
-		Ledger: parts.ledger, Journal: journal, PageRefresh: cfg.Item.PageRefresh})
+		Ledger: parts.ledger, Journal: journal, PageRefresh: cfg.Item.PageRefresh,
+		Tokens: tokens, TokenTTL: cfg.Order.TokenTTL})
 	// Purchases stop while Redis may evict keys (checked at start too).
 	parts.runners = append(parts.runners, func(ctx context.Context) error {
 		return sl.WatchEviction(ctx, cfg.Redis.PolicyCheck, s.log)

@@ -66,6 +66,7 @@ RUN_ID=seckill_bench_$(date +%Y%m%d%H%M%S)_$$
 BASE=http://127.0.0.1:$PORT
 ADMIN_TOKEN=bench-admin-$RANDOM$RANDOM$RANDOM
 JWT_SECRET=bench-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+PURCHASE_KEY=bench-purchase-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 WORK=$(mktemp -d "/tmp/$RUN_ID.XXXX")
 SERVER_PID=""
 KAFKA_PID=""
@@ -211,6 +212,7 @@ env GOMAXPROCS="$SERVER_GOMAXPROCS" PROFSERVE_ADDR="$BENCH_PPROF" \
   SECKILL_KAFKA_BROKERS="$KAFKA_ADDR" \
   SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
   SECKILL_JWT_SECRET="$JWT_SECRET" \
+  SECKILL_PURCHASE_KEY="$PURCHASE_KEY" \
   SECKILL_LIMIT_GLOBAL_RATE=10000000 \
   SECKILL_LIMIT_USER_RATE=1000000 \
   SECKILL_LIMIT_MAX_IN_FLIGHT=16384 \
@@ -265,7 +267,7 @@ run_k6() {
   log "k6 $script: item $item, $rate it/s for ${BENCH_K6_DURATION}s"
   GOMAXPROCS=$LOADGEN_GOMAXPROCS "$BIN/k6" run -q --no-color \
     -e BASE_URL="$BASE" -e ITEM_ID="$item" -e RATE="$rate" -e DURATION="${BENCH_K6_DURATION}s" \
-    -e P99_MS="$BENCH_K6_P99_MS" -e SECKILL_JWT_SECRET="$JWT_SECRET" -e SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" \
+    -e P99_MS="$BENCH_K6_P99_MS" -e SECKILL_JWT_SECRET="$JWT_SECRET" -e SECKILL_ADMIN_TOKEN="$ADMIN_TOKEN" -e SECKILL_PURCHASE_KEY="$PURCHASE_KEY" \
     -e SUMMARY_JSON="$WORK/k6-$script.json" \
     "bench/k6/$script.js" >"$WORK/k6-$script.out" 2>"$WORK/k6-$script.log" || rc=$?
   sed -n '/^== /,$p' "$WORK/k6-$script.out" >&2
@@ -617,8 +619,10 @@ log "orders table released with $BACKLOG_ACCEPTED orders waiting"
 wait_drain BACKLOG "$ITEM_BACKLOG" "$T_UNLOCK" "$T_UNLOCK"
 
 # The sold-out crowd holds real purchase tokens (see bench/wrk/soldout.lua).
-GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" "$BIN/bench-prep" -base "$BASE" -item "$ITEM_SOLDOUT" \
-  -n $((WRK_THREADS * 1000)) -workers 64 -out "$WORK/soldout-users.txt" >&2
+# Signed here (-sign): the crowd of a sold-out item holds tokens from before
+# it sold out, and the service issues none for an item it knows sold out.
+GOMAXPROCS=$LOADGEN_GOMAXPROCS SECKILL_JWT_SECRET="$JWT_SECRET" SECKILL_PURCHASE_KEY="$PURCHASE_KEY" "$BIN/bench-prep" -base "$BASE" \
+  -item "$ITEM_SOLDOUT" -sign -n $((WRK_THREADS * 1000)) -workers 64 -out "$WORK/soldout-users.txt" >&2
 # Sold-out path and ceiling alternate in short rounds, so noise from other
 # work on the machine hits both alike; the ratio is the median of the
 # rounds' ratios, and the table rows show the median round.
@@ -646,6 +650,31 @@ HDR_RATIOS=$(for r in $(seq 1 "$ROUNDS"); do
   awk -v a="$(wrkv "soldout-$r" rps)" -v b="$(wrkv "ceilhdr-$r" rps)" 'BEGIN { printf "%.2f\n", a / b }'
 done | sort -n)
 HDR_RATIO=$(echo "$HDR_RATIOS" | awk '{ r[NR] = $1 } END { print r[int((NR + 1) / 2)] }')
+WRK_DURATION=$SAVED_DURATION
+
+# Token issues of users whose JWTs the service has seen (the sold-out
+# crowd's), as the crowd fetches them after loading the page: CPU of every
+# process per token against the hello's, in rounds that alternate as above.
+ITEM_TOKEN=$(create_item "tokens" 100000)
+WRK_DURATION=${TOKEN_ROUND_SECONDS:-5}
+TOKEN_TICKS=0
+TOKEN_N=0
+TOKCEIL_TICKS=0
+TOKCEIL_REQS=0
+for r in $(seq 1 "$ROUNDS"); do
+  cpu_snap "tw${r}a"
+  run_wrk "token-$r" "$BASE" token.lua "$WORK/soldout-users.txt" "$ITEM_TOKEN" "$WRK_THREADS"
+  cpu_snap "tw${r}b"
+  for p in seckill redis mariadb kafka; do
+    eval "TOKEN_TICKS=\$(( TOKEN_TICKS + CPU_tw${r}b_$p - CPU_tw${r}a_$p ))"
+  done
+  TOKEN_N=$((TOKEN_N + $(wrkv "token-$r" s2xx)))
+  a=$(cpu_ticks "$CEILING_PID")
+  run_wrk "tokceil-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
+  TOKCEIL_TICKS=$((TOKCEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
+  TOKCEIL_REQS=$((TOKCEIL_REQS + $(wrkv "tokceil-$r" requests)))
+done
+TOKEN_KEYS=$(rcli --scan --pattern "$RUN_ID:*:$ITEM_TOKEN:*:tok:*" | wc -l)
 WRK_DURATION=$SAVED_DURATION
 
 # The product page: one item viewed by the whole crowd, in rounds that
@@ -800,7 +829,11 @@ LINE=$(printf '%.0s-' $(seq 1 120))
   kv "seckill RSS at $WRK_PURCHASE_RATE r/s offered" "max $((RSS_MAX_KB / 1024)) MB (before the phase $((RSS_BEFORE_KB / 1024)) MB; peak of the whole run $(awk '/^VmHWM:/ { printf "%d", $2 / 1024 }' "/proc/$SERVER_PID/status") MB)"
   kv "CPU per accepted order (wrk phase + drain)" "$(cpu_per buy0 buy1 "$WRK_ACCEPTED")"
   kv "requests per accepted order (wrk phase + drain)" "$(calls_per buy0 buy1 "$WRK_ACCEPTED")"
-  kv "CPU per purchase token issued (prep)" "$(cpu_per tok0 tok1 "$WRK_USERS")"
+  kv "CPU per purchase token issued (prep)" "$(cpu_per tok0 tok1 "$WRK_USERS") (each with a JWT not seen before)"
+  kv "CPU per token issued / per hello (wrk)" "$(awk -v a="$TOKEN_TICKS" -v n="$TOKEN_N" -v c="$TOKCEIL_TICKS" -v m="$TOKCEIL_REQS" -v t="$CLK_TCK" -v r="$ROUNDS" 'BEGIN {
+    x = (n > 0 ? a / t * 1e6 / n : 0); y = (m > 0 ? c / t * 1e6 / m : 0)
+    printf "%.1f us / %.1f us = %.2f (all processes, JWT seen before, %d rounds)  target <= 1.3: %s", x, y, (y > 0 ? x / y : 0), r, (y > 0 && x / y <= 1.3 ? "met" : "MISSED") }')"
+  kv "Redis keys of the tokens issued (wrk)" "$TOKEN_KEYS for $TOKEN_N tokens (target 0)"
   kv "product page QPS / bare-Gin QPS (wrk)" "$PAGE_RATIO = $(fmt0 "$(wrkv page rps)") / $(fmt0 "$(wrkv pageceil rps)") (median of $PAGE_ROUNDS alternating rounds: $PAGE_ROUND_RATIOS)  target >= 0.85: $PAGE_OK"
   kv "CPU per product page view (median round)" "$(cpu_per "pg${PAGE_MEDIAN_ROUND}a" "pg${PAGE_MEDIAN_ROUND}b" "$(wrkv page requests)")"
   kv "requests per product page view (median round)" "$(calls_per "pg${PAGE_MEDIAN_ROUND}a" "pg${PAGE_MEDIAN_ROUND}b" "$(wrkv page requests)")"

@@ -216,6 +216,7 @@ func (s service) isAppInstance() bool {
 var composeSecrets = map[string]string{
 	"SECKILL_ADMIN_TOKEN":    "test-admin-token-0123456789",
 	"SECKILL_JWT_SECRET":     "test-jwt-secret-0123456789abcdef",
+	"SECKILL_PURCHASE_KEY":   "test-purchase-key-0123456789abcdef",
 	"GRAFANA_ADMIN_PASSWORD": "test-grafana-password",
 }
 
@@ -489,7 +490,7 @@ func TestComposeAppEnv(t *testing.T) {
 		// Secrets: from the environment only, required (no well-known
 		// default anyone could use against a published instance).
 		rawEnv := raw.Services[name].env()
-		for _, key := range []string{"SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET"} {
+		for _, key := range []string{"SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET", "SECKILL_PURCHASE_KEY"} {
 			if !regexp.MustCompile(`^\$\{` + key + `:\?[^}]+\}$`).MatchString(rawEnv[key]) {
 				t.Errorf("%s %s: got %q, want ${%s:?message}", name, key, rawEnv[key], key)
 			}
@@ -513,7 +514,8 @@ func TestComposeAppEnv(t *testing.T) {
 		}
 		a, b := f.Services[first].env(), s.env()
 		for _, key := range []string{"SECKILL_REDIS_ADDR", "SECKILL_REDIS_PREFIX", "SECKILL_MYSQL_DSN", "SECKILL_KAFKA_BROKERS",
-			"SECKILL_KAFKA_PARTITIONS", "SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET"} {
+			"SECKILL_KAFKA_PARTITIONS", "SECKILL_ADMIN_TOKEN", "SECKILL_JWT_SECRET", "SECKILL_PURCHASE_KEY",
+			"SECKILL_PURCHASE_KEY_ID", "SECKILL_PURCHASE_OLD_KEYS"} {
 			if a[key] != b[key] {
 				t.Errorf("%s %s: got %q, want %q as in %s", name, key, b[key], a[key], first)
 			}

@@ -19,6 +19,7 @@ import (
 	"seckill/limiter"
 	"seckill/order"
 	"seckill/order/sale"
+	"seckill/order/token"
 	"seckill/stock"
 )
 
@@ -38,7 +39,11 @@ func TestCollidedOrderReadsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(lim.Close)
-	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids}), AdminToken: benchAdmin,
+	tokens, err := token.NewKeys(token.Key{ID: 1, Secret: []byte(benchSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids, Tokens: tokens}), AdminToken: benchAdmin,
 		JWTSecret: benchSecret, Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +69,7 @@ func TestCollidedOrderReadsRefused(t *testing.T) {
 	}
 
 	const buyer, holder, stranger = 7, 9, 11
-	key, _, err := st.IssueToken(ctx, it.ID, buyer, it.Shards)
+	key, _, err := tokens.Issue(it.ID, buyer, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}

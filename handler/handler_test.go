@@ -24,6 +24,7 @@ import (
 	"seckill/limiter"
 	"seckill/order"
 	"seckill/order/sale"
+	"seckill/order/token"
 	"seckill/stock"
 )
 
@@ -62,6 +63,7 @@ type fixture struct {
 	serve  http.Handler
 	stock  *stock.Store
 	orders *order.Store
+	tokens *token.Keys
 	hook   *countHook
 	item   order.Item
 }
@@ -82,7 +84,11 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(lim.Close)
-	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids}),
+	tokens, err := token.NewKeys(token.Key{ID: 1, Secret: []byte(benchSecret)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids, Tokens: tokens}),
 		AdminToken: benchAdmin, JWTSecret: benchSecret, Registry: reg})
 	if err != nil {
 		tb.Fatal(err)
@@ -101,7 +107,7 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 	if t, ok := tb.(*testing.T); ok {
 		serve = contract.Handler(t, engine)
 	}
-	return &fixture{engine: engine, serve: serve, stock: st, orders: orders, hook: hook, item: it}
+	return &fixture{engine: engine, serve: serve, stock: st, orders: orders, tokens: tokens, hook: hook, item: it}
 }
 
 // buyer is a user with a signed JWT and a purchase token.
@@ -119,7 +125,7 @@ func (f *fixture) buyers(tb testing.TB, n int, firstUser int64) []buyer {
 			for i := w; i < n; i += workers {
 				u := firstUser + int64(i)
 				jwt, _ := SignUserToken([]byte(benchSecret), u, time.Hour)
-				key, _, err := f.stock.IssueToken(context.Background(), f.item.ID, u, f.item.Shards)
+				key, _, err := f.tokens.Issue(f.item.ID, u, time.Now().Add(time.Hour))
 				if err != nil {
 					tb.Error(err)
 					return

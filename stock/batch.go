@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Group commit of purchase scripts (and token issues). Purchases that
+// Group commit of purchase scripts. Purchases that
 // arrive while another one's round trip to Redis is under way wait for it,
 // then go together, in one pipeline: each is still its own atomic script
 // call, with its own answer, but Redis and this process handle one request

@@ -25,7 +25,7 @@ func TestConcurrentPurchasesShareRoundTrips(t *testing.T) {
 	}
 	toks := make([]string, buyers)
 	for i := range toks {
-		toks[i], _, _ = s.IssueToken(ctx, item, int64(i+1), shards)
+		toks[i] = testenv.TokenID()
 	}
 	hook := &testenv.RoundTrips{}
 	rdb.AddHook(hook)
@@ -63,54 +63,6 @@ func TestConcurrentPurchasesShareRoundTrips(t *testing.T) {
 	}
 	if res, _ := s.PendingReservations(ctx, item, shards); len(res) != buyers {
 		t.Errorf("outbox holds %d, want %d", len(res), buyers)
-	}
-}
-
-// TestConcurrentTokenIssuesShareRoundTrips: token issues released together
-// share round trips like purchases (they were a MULTI/EXEC round trip
-// each), and each token is its buyer's, valid, and expires.
-func TestConcurrentTokenIssuesShareRoundTrips(t *testing.T) {
-	ctx := context.Background()
-	s, rdb := newStore(t, Config{TokenTTL: time.Minute})
-	const item, shards, buyers = 43, 4, 64
-	if err := s.Warm(ctx, item, buyers, shards); err != nil {
-		t.Fatal(err)
-	}
-	hook := &testenv.RoundTrips{}
-	rdb.AddHook(hook)
-	rdb.AddHook(holdFirstUntilQueued(t, s, buyers-1))
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	toks := make([]string, buyers)
-	errs := make([]error, buyers)
-	for i := range buyers {
-		wg.Go(func() {
-			<-start
-			toks[i], _, errs[i] = s.IssueToken(ctx, item, int64(i+1), shards)
-		})
-	}
-	close(start)
-	wg.Wait()
-	if n, want := hook.N.Load(), 1+masters(t, rdb); n > want {
-		t.Errorf("%d token issues released together made %d round trips, want %d (batched)", buyers, n, want)
-	}
-	for i := range buyers {
-		u := int64(i + 1)
-		if errs[i] != nil || toks[i] == "" {
-			t.Fatalf("buyer %d: token %q, %v", u, toks[i], errs[i])
-		}
-		key := s.keys(item, HomeShard(u, shards), shards).Token(toks[i])
-		if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > time.Minute {
-			t.Errorf("buyer %d: token ttl %v, want (0, 1m]", u, ttl)
-		}
-		// Another buyer's token buys nothing; the buyer's own buys.
-		other := u%buyers + 1
-		if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: other, Shards: shards, Limit: 1, Token: toks[i], OrderID: tid(item, other, shards, 1000+u)}); !errors.Is(err, ErrTokenInvalid) {
-			t.Errorf("buyer %d's token used by %d: %v, want ErrTokenInvalid", u, other, err)
-		}
-		if id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: toks[i], OrderID: tid(item, u, shards, u)}); err != nil || id != tid(item, u, shards, u) {
-			t.Errorf("buyer %d: order %d, %v", u, id, err)
-		}
 	}
 }
 
@@ -163,11 +115,11 @@ func masters(t *testing.T, rdb redis.UniversalClient) int64 {
 // TestPanicInBatchFailsItsCallsAndFreesTheLead: a group-commit batch that
 // panics (here a go-redis hook, standing for a reply the code did not
 // expect) answers every call of that batch with an error, hands the lead
-// on, and later token issues and purchases still run; before, the lead was
-// never handed on and every later call waited forever.
+// on, and later purchases still run; before, the lead was never handed on
+// and every later call waited forever.
 func TestPanicInBatchFailsItsCallsAndFreesTheLead(t *testing.T) {
 	ctx := context.Background()
-	s, rdb := newStore(t, Config{TokenTTL: time.Minute})
+	s, rdb := newStore(t, Config{})
 	const item, shards, queued = 47, 2, 8
 	if err := s.Warm(ctx, item, 10, shards); err != nil {
 		t.Fatal(err)
@@ -188,9 +140,9 @@ func TestPanicInBatchFailsItsCallsAndFreesTheLead(t *testing.T) {
 		err      error
 		panicked any
 	}
-	// issue calls IssueToken the way Gin would (a panic is recovered) and
+	// purchase calls Reserve the way Gin would (a panic is recovered) and
 	// fails the test if it does not return within 10s.
-	issue := func(user int64) (o outcome) {
+	purchase := func(user int64) (o outcome) {
 		ch := make(chan outcome, 1)
 		go func() {
 			var o outcome
@@ -198,13 +150,14 @@ func TestPanicInBatchFailsItsCallsAndFreesTheLead(t *testing.T) {
 				o.panicked = recover()
 				ch <- o
 			}()
-			_, _, o.err = s.IssueToken(ctx, item, user, shards)
+			_, o.err = s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1,
+				Token: testenv.TokenID(), OrderID: tid(item, user, shards, 1)})
 		}()
 		select {
 		case o := <-ch:
 			return o
 		case <-time.After(10 * time.Second):
-			t.Errorf("token issue for user %d hangs after a batch panicked", user)
+			t.Errorf("purchase of user %d hangs after a batch panicked", user)
 			o.err = errHung
 			return o
 		}
@@ -212,7 +165,7 @@ func TestPanicInBatchFailsItsCallsAndFreesTheLead(t *testing.T) {
 	var wg sync.WaitGroup
 	outs := make([]outcome, queued+1)
 	for i := range outs {
-		wg.Go(func() { outs[i] = issue(int64(i + 1)) })
+		wg.Go(func() { outs[i] = purchase(int64(i + 1)) })
 	}
 	wg.Wait()
 	if t.Failed() {
@@ -223,9 +176,9 @@ func TestPanicInBatchFailsItsCallsAndFreesTheLead(t *testing.T) {
 			t.Errorf("call %d of a panicked batch: err %v, panic %v; want an error", i, o.err, o.panicked)
 		}
 	}
-	// The batcher is free: a later token issue and purchase run.
-	if o := issue(100); o.err != nil || o.panicked != nil {
-		t.Fatalf("token issue after the panic: %v, panic %v", o.err, o.panicked)
+	// The batcher is free: later purchases run.
+	if o := purchase(100); o.err != nil || o.panicked != nil {
+		t.Fatalf("purchase after the panic: %v, panic %v", o.err, o.panicked)
 	}
 	if id, err := buy(ctx, t, s, item, shards, 1, 101, 1); err != nil || id != tid(item, 101, shards, 1) {
 		t.Fatalf("purchase after the panic: order %d, %v", id, err)

@@ -4,18 +4,21 @@ package stock
 // share, described once. Each script's header refers here; the Go side
 // spells every field with the constants below. Key names are in keys.go.
 //
-// Token hash (Keys.Token, on the buyer's home shard): one purchase token
-// and, once used, its answer. Fields:
+// Token hash (Keys.Token(ID), on the buyer's home shard): the answer of a
+// used purchase token, under the token's ID (TokenString of its nonce;
+// the token itself is signed and verified in process, package
+// order/token). It is written by the token's first use (reserve.lua,
+// answer.lua): a token never used has no key. Fields:
 //
-//	u   buyer's user id (issue.lua); a token of another user is invalid
-//	st  state: n unused, c claimed (home shard empty, a fall-through is
-//	    looking at the other shards), d done (the answer is stored)
+//	u   buyer's user id; another user's answer is not given
+//	st  state: c claimed (home shard empty, a fall-through is looking at
+//	    the other shards), d done (the answer is stored)
 //	c   result code once done (0 accepted, 2 sold out, 3 limit; see stock.go)
 //	o   order id: of the accepted order, or of the claim's order
 //	ct  claim epoch (ms) while claimed: every take is fenced with it
 //
-// An unused token expires after Config.TokenTTL; a used or claimed one
-// keeps its answer for Config.ResultTTL.
+// A used or claimed token keeps its answer for Config.ResultTTL, which
+// outlasts the token's validity: a used token is never used again.
 //
 // Outbox entry (Keys.Outbox, a stream per shard): one accepted purchase,
 // appended by reserve.lua, take.lua and Restore, removed by AckOutbox or
@@ -58,7 +61,6 @@ const (
 	tokOrder = "o"
 	tokEpoch = "ct"
 
-	stateUnused  = "n"
 	stateClaimed = "c"
 	stateDone    = "d"
 )

@@ -5,7 +5,6 @@ package stock
 
 import (
 	"context"
-	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
 	"errors"
@@ -88,8 +87,6 @@ var (
 	retakeLua string
 	//go:embed lua/idle.lua
 	idleLua string
-	//go:embed lua/issue.lua
-	issueLua string
 	//go:embed lua/prune.lua
 	pruneLua string
 
@@ -103,17 +100,19 @@ var (
 	answerScript  = redis.NewScript(answerLua)
 	retakeScript  = redis.NewScript(retakeLua)
 	idleScript    = redis.NewScript(idleLua)
-	issueScript   = redis.NewScript(issueLua)
 	pruneScript   = redis.NewScript(pruneLua)
 )
+
+// DefaultResultTTL is Config.ResultTTL's default: a day.
+const DefaultResultTTL = 24 * time.Hour
 
 // Config tunes a Store.
 type Config struct {
 	// Prefix starts every key, so tests and deployments can share a Redis.
 	Prefix string
-	// TokenTTL is how long an unused purchase token stays valid.
-	TokenTTL time.Duration
-	// ResultTTL is how long a used token keeps its answer for replays.
+	// ResultTTL is how long a used token keeps its answer for replays. It
+	// must outlast the tokens' validity (sale.Config.TokenTTL), so that a
+	// used token can never be used again.
 	ResultTTL time.Duration
 	// ClaimTimeout is how long a fall-through may stay unsettled before a
 	// replay of its token settles it.
@@ -182,11 +181,8 @@ func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "seckill"
 	}
-	if cfg.TokenTTL <= 0 {
-		cfg.TokenTTL = 10 * time.Minute
-	}
 	if cfg.ResultTTL <= 0 {
-		cfg.ResultTTL = 24 * time.Hour
+		cfg.ResultTTL = DefaultResultTTL
 	}
 	if cfg.ClaimTimeout <= 0 {
 		cfg.ClaimTimeout = 30 * time.Second
@@ -196,6 +192,9 @@ func NewStore(rdb redis.UniversalClient, cfg Config) *Store {
 	}
 	return &Store{rdb: rdb, prefix: cfg.Prefix, cfg: cfg, touched: map[Outbox]struct{}{}, touch: make(chan struct{}, 1)}
 }
+
+// ResultTTL is how long a used purchase token keeps its answer.
+func (s *Store) ResultTTL() time.Duration { return s.cfg.ResultTTL }
 
 // Prefix is the key prefix of the store.
 func (s *Store) Prefix() string { return s.prefix }
@@ -284,14 +283,10 @@ func (s *Store) Remaining(ctx context.Context, itemID int64, shards int) ([]int6
 	return out, nil
 }
 
-// MaxTokenLen is the longest purchase token (Idempotency-Key) a purchase
-// takes; a longer one is invalid.
-const MaxTokenLen = 64
-
-// TokenBytes is the 16 bytes a token made by IssueToken stands for (32
-// lowercase hex digits); ok is false for any other string. Two strings
-// that differ are never the same bytes, so the bytes may stand for the
-// token as a map key (one without pointers).
+// TokenBytes is the 16 bytes a token ID in the form TokenString gives
+// (32 lowercase hex digits) stands for; ok is false for any other string.
+// Two strings that differ are never the same bytes, so the bytes may stand
+// for the ID as a map key (one without pointers).
 func TokenBytes(tok string) (b [16]byte, ok bool) {
 	if len(tok) != 2*len(b) {
 		return b, false
@@ -307,26 +302,11 @@ func TokenBytes(tok string) (b [16]byte, ok bool) {
 	return b, err == nil
 }
 
-// TokenString is the token that b stands for: TokenBytes the other way,
-// and the form IssueToken gives out.
+// TokenString is the form of a purchase token's ID (its 16-byte nonce,
+// package order/token) that Redis keys, order index entries and claims
+// members spell: TokenBytes the other way. Nothing is stored under it
+// before the token's first use.
 func TokenString(b [16]byte) string { return hex.EncodeToString(b[:]) }
-
-// IssueToken creates a one-time purchase token for user on item, stored on
-// the user's home shard (so the purchase script finds it in the same slot).
-func (s *Store) IssueToken(ctx context.Context, itemID, userID int64, shards int) (string, time.Time, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", time.Time{}, err
-	}
-	tok := TokenString(b)
-	key := s.keys(itemID, HomeShard(userID, shards), shards).Token(tok)
-	exp := time.Now().Add(s.cfg.TokenTTL)
-	// Batched with the purchases and token issues under way (batch.go).
-	if _, err := s.run(ctx, issueScript, []string{key}, []any{userID, s.cfg.TokenTTL.Milliseconds()}); err != nil {
-		return "", time.Time{}, fmt.Errorf("issue token for item %d: %w", itemID, err)
-	}
-	return tok, exp, nil
-}
 
 // Purchase is one buyer's attempt at one unit.
 type Purchase struct {
@@ -334,7 +314,9 @@ type Purchase struct {
 	UserID int64
 	Shards int
 	Limit  int
-	Token  string
+	// Token is the ID of the purchase token (TokenString), verified by
+	// the caller: the store keeps the token's answer under it.
+	Token string
 	// OrderID is used if this attempt takes a unit; a replay returns the
 	// order id of the first attempt instead.
 	OrderID int64
@@ -367,7 +349,7 @@ func claimMember(itemID int64, home int, token string) string {
 // the token's stored answer (one call), and an unused token is answered sold
 // out, for good, so a retry gets the same answer on every instance.
 func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
-	if p.Token == "" || len(p.Token) > MaxTokenLen {
+	if _, ok := TokenBytes(p.Token); !ok {
 		return 0, ErrTokenInvalid
 	}
 	home := HomeShard(p.UserID, p.Shards)
@@ -410,6 +392,49 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 		s.noteTouched(Outbox{ItemID: p.ItemID, Shard: home, SlotGroup: g})
 	}
 	return orderID, nil
+}
+
+// Answer is what the use of a purchase token got, for a token that can no
+// longer be used a first time (it expired): one read, and nothing taken or
+// stored. A token never used has no answer (ErrTokenInvalid). A claim left
+// open past the claim timeout is settled as Reserve's replay would: the
+// token was used, and its fall-through is finished for it.
+func (s *Store) Answer(ctx context.Context, p Purchase) (int64, error) {
+	if _, ok := TokenBytes(p.Token); !ok {
+		return 0, ErrTokenInvalid
+	}
+	home := HomeShard(p.UserID, p.Shards)
+	v, err := s.rdb.HMGet(ctx, s.keys(p.ItemID, home, p.Shards).Token(p.Token),
+		tokUser, tokState, tokCode, tokOrder, tokEpoch).Result()
+	if err != nil {
+		return 0, fmt.Errorf("answer of item %d: %w", p.ItemID, err)
+	}
+	num := func(f any) int64 {
+		n, _ := strconv.ParseInt(str(f), 10, 64)
+		return n
+	}
+	if str(v[0]) != strconv.FormatInt(p.UserID, 10) {
+		return 0, ErrTokenInvalid
+	}
+	switch str(v[1]) {
+	case stateDone:
+		if err := codeErr(num(v[2])); err != nil {
+			return 0, err
+		}
+		return num(v[3]), nil
+	case stateClaimed:
+		if epoch := num(v[4]); time.Since(time.UnixMilli(epoch)) > s.cfg.ClaimTimeout {
+			return s.settleStale(ctx, p, home, num(v[3]), epoch)
+		}
+		return 0, ErrPurchaseInProgress
+	}
+	return 0, ErrTokenInvalid
+}
+
+// str is a field of an HMGET reply: "" when missing.
+func str(f any) string {
+	v, _ := f.(string)
+	return v
 }
 
 // indexValue is what the order index entry of an order says: where the

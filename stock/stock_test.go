@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,10 +26,7 @@ func newStore(t *testing.T, cfg Config) (*Store, redis.UniversalClient) {
 // buy issues a token for user and spends it.
 func buy(ctx context.Context, t *testing.T, s *Store, item int64, shards, limit int, user, order int64) (int64, error) {
 	t.Helper()
-	tok, _, err := s.IssueToken(ctx, item, user, shards)
-	if err != nil {
-		t.Fatalf("issue token: %v", err)
-	}
+	tok := testenv.TokenID()
 	return s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: limit, Token: tok, OrderID: tid(item, user, shards, order)})
 }
 
@@ -121,45 +119,24 @@ func TestReserveBoundaries(t *testing.T) {
 	}
 }
 
+// TestReserveToken: a token's ID buys once and its replay gets the same
+// answer; a string that is no ID is refused and changes nothing. That the
+// token is the buyer's, for this item and not expired, is checked above
+// the stock (package sale, with the token's signature).
 func TestReserveToken(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t, Config{TokenTTL: time.Second})
-	const item, other, shards = 7, 8, 4
-	for _, id := range []int64{item, other} {
-		if err := s.Warm(ctx, id, 10, shards); err != nil {
-			t.Fatal(err)
-		}
+	s, _ := newStore(t, Config{})
+	const item, shards = 7, 4
+	if err := s.Warm(ctx, item, 10, shards); err != nil {
+		t.Fatal(err)
 	}
 	p := func(user int64, tok string, order int64) Purchase {
 		return Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, order)}
 	}
-
-	tok, _, err := s.IssueToken(ctx, item, 1, shards)
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherItemTok, _, err := s.IssueToken(ctx, other, 2, shards)
-	if err != nil {
-		t.Fatal(err)
-	}
-	user2Tok, _, err := s.IssueToken(ctx, item, 2, shards)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	bad := []struct {
-		name string
-		p    Purchase
-	}{
-		{"missing key", p(1, "", 11)},
-		{"unknown key", p(1, "00112233445566778899aabbccddeeff", 11)},
-		{"another user's key", p(1, user2Tok, 11)},
-		{"key of another item", p(2, otherItemTok, 11)},
-		{"oversized key", p(1, string(make([]byte, 100)), 11)},
-	}
-	for _, b := range bad {
-		if _, err := s.Reserve(ctx, b.p); !errors.Is(err, ErrTokenInvalid) {
-			t.Errorf("%s: got %v, want ErrTokenInvalid", b.name, err)
+	tok := testenv.TokenID()
+	for _, bad := range []string{"", "zz", strings.ToUpper(tok), tok + "0", string(make([]byte, 100))} {
+		if _, err := s.Reserve(ctx, p(1, bad, 11)); !errors.Is(err, ErrTokenInvalid) {
+			t.Errorf("key %q: got %v, want ErrTokenInvalid", bad, err)
 		}
 	}
 	if rem, _ := s.Remaining(ctx, item, shards); sum(rem) != 10 {
@@ -176,7 +153,7 @@ func TestReserveToken(t *testing.T) {
 		t.Fatalf("replay: got %d, %v, want %d, nil", id, err, want)
 	}
 	// A second key of the same user hits the limit; its replay says the same.
-	tok2, _, _ := s.IssueToken(ctx, item, 1, shards)
+	tok2 := testenv.TokenID()
 	for i := 0; i < 2; i++ {
 		if _, err := s.Reserve(ctx, p(1, tok2, 13)); !errors.Is(err, ErrAlreadyPurchased) {
 			t.Fatalf("second key try %d: got %v, want ErrAlreadyPurchased", i, err)
@@ -185,16 +162,44 @@ func TestReserveToken(t *testing.T) {
 	if rem, _ := s.Remaining(ctx, item, shards); sum(rem) != 9 {
 		t.Fatalf("remaining %v, want 9 after one purchase", rem)
 	}
+}
 
-	// An expired token is refused.
-	expired, _, _ := s.IssueToken(ctx, item, 3, shards)
-	key := s.keys(item, HomeShard(3, shards), shards).Token(expired)
-	deadline := time.Now().Add(10 * time.Second)
-	for s.rdb.Exists(ctx, key).Val() == 1 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond) // Redis expires it: wait for that
+// TestAnswer: the read-only answer of a token that can no longer be used a
+// first time is its use's answer, and for a token never used it is
+// ErrTokenInvalid with nothing written.
+func TestAnswer(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{})
+	const item, shards = 9, 2
+	if err := s.Warm(ctx, item, 1, shards); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := s.Reserve(ctx, p(3, expired, 14)); !errors.Is(err, ErrTokenInvalid) {
-		t.Errorf("expired key: got %v, want ErrTokenInvalid", err)
+	p := func(user int64, tok string) Purchase {
+		return Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, user)}
+	}
+	unused := testenv.TokenID()
+	if _, err := s.Answer(ctx, p(1, unused)); !errors.Is(err, ErrTokenInvalid) {
+		t.Fatalf("Answer of an unused key: %v, want ErrTokenInvalid", err)
+	}
+	if keys := testenv.Keys(ctx, rdb, s.Prefix()+":*:tok:*"); len(keys) != 0 {
+		t.Fatalf("Answer of an unused key wrote %v", keys)
+	}
+	won, lost := testenv.TokenID(), testenv.TokenID()
+	id, err := s.Reserve(ctx, p(1, won))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reserve(ctx, p(2, lost)); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("second buyer: %v, want ErrSoldOut", err)
+	}
+	if got, err := s.Answer(ctx, p(1, won)); err != nil || got != id {
+		t.Errorf("Answer of the winner: %d, %v, want %d", got, err, id)
+	}
+	if _, err := s.Answer(ctx, p(2, lost)); !errors.Is(err, ErrSoldOut) {
+		t.Errorf("Answer of the loser: %v, want ErrSoldOut", err)
+	}
+	if _, err := s.Answer(ctx, p(3, won)); !errors.Is(err, ErrTokenInvalid) {
+		t.Errorf("Answer of another user's key: %v, want ErrTokenInvalid", err)
 	}
 }
 
@@ -209,10 +214,7 @@ func TestReserveRace(t *testing.T) {
 	}
 	toks := make([]string, buyers+1)
 	for u := 1; u <= buyers; u++ {
-		tok, _, err := s.IssueToken(ctx, item, int64(u), shards)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tok := testenv.TokenID()
 		toks[u] = tok
 	}
 	var (
@@ -368,7 +370,7 @@ func TestLastUnitRacedFromOtherShard(t *testing.T) {
 	}
 	toks := make([]string, buyers+1)
 	for u := 1; u <= buyers; u++ {
-		toks[u], _, _ = s.IssueToken(ctx, item, int64(u), shards)
+		toks[u] = testenv.TokenID()
 	}
 	var ok, soldOut, other int
 	var mu sync.Mutex
@@ -414,7 +416,7 @@ func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 	if _, err := buy(ctx, t, s, item, shards, 1, 1, 1); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("got %v, want ErrSoldOut", err)
 	}
-	tok, _, _ := s.IssueToken(ctx, item, 2, shards)
+	tok := testenv.TokenID()
 	before := hook.N.Load()
 	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, 2, shards, 2)}); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("flagged item: got %v, want ErrSoldOut", err)
@@ -426,7 +428,7 @@ func TestSoldOutCostsOneCallPerToken(t *testing.T) {
 	defer down.Close()
 	dead := NewStore(down, Config{Prefix: s.prefix})
 	dead.soldOut.Store(int64(item), struct{}{})
-	_, err := dead.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: "x", OrderID: tid(item, 2, shards, 2)})
+	_, err := dead.Reserve(ctx, Purchase{ItemID: item, UserID: 2, Shards: shards, Limit: 1, Token: testenv.TokenID(), OrderID: tid(item, 2, shards, 2)})
 	if err == nil || errors.Is(err, ErrSoldOut) {
 		t.Errorf("flagged item, Redis down: got %v, want a dependency error", err)
 	}
@@ -437,7 +439,7 @@ func TestRedisDownIsNotABusinessAnswer(t *testing.T) {
 	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer down.Close()
 	s := NewStore(down, Config{Prefix: "down"})
-	_, err := s.Reserve(ctx, Purchase{ItemID: 1, UserID: 1, Shards: 4, Limit: 1, Token: "abc", OrderID: tid(1, 1, 4, 1)})
+	_, err := s.Reserve(ctx, Purchase{ItemID: 1, UserID: 1, Shards: 4, Limit: 1, Token: testenv.TokenID(), OrderID: tid(1, 1, 4, 1)})
 	for _, sentinel := range []error{ErrSoldOut, ErrAlreadyPurchased, ErrTokenInvalid} {
 		if errors.Is(err, sentinel) {
 			t.Fatalf("redis down: got %v, a business answer", err)
@@ -518,7 +520,7 @@ func TestStaleClaimIsSettledOnReplay(t *testing.T) {
 	if err := s.SetShards(ctx, item, []int64{0, 1}); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	tok := testenv.TokenID()
 	// A process ran the home script, claimed the slot, then died.
 	order := tid(item, user, shards, 500)
 	code, err := rawReserve(ctx, s, rdb, item, 0, shards, user, tok, order, time.Now().Add(-time.Minute).UnixMilli())
@@ -573,7 +575,7 @@ func TestStaleClaimTakesOneUnit(t *testing.T) {
 	if err := s.SetShards(ctx, item, []int64{0, 0, 1}); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	tok := testenv.TokenID()
 	order := tid(item, user, shards, 700)
 	claim := time.Now().Add(-time.Minute).UnixMilli()
 	if _, err := rawReserve(ctx, s, rdb, item, 0, shards, user, tok, order, claim); err != nil {
@@ -649,7 +651,7 @@ func TestSlowProcessIsFencedAfterReplay(t *testing.T) {
 	if err := s.SetShards(ctx, item, []int64{0, 1, 1}); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	tok := testenv.TokenID()
 	epoch := claimStale(ctx, t, s, rdb, item, 0, shards, user, tok, order)
 	// The buyer's replay settles the stale claim.
 	id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 1001)})
@@ -700,7 +702,7 @@ func TestSoldOutAnswersStoredResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	user := homeOf(0, shards, 1)
-	tok, _, _ := a.IssueToken(ctx, item, user, shards)
+	tok := testenv.TokenID()
 	id, err := a.Reserve(ctx, Purchase{ItemID: item, UserID: user, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, user, shards, 42)})
 	if err != nil || id != tid(item, user, shards, 42) {
 		t.Fatalf("buy: got %d, %v", id, err)
@@ -708,7 +710,7 @@ func TestSoldOutAnswersStoredResult(t *testing.T) {
 	// The answer got lost; meanwhile both instances saw the item sold out.
 	other := homeOf(1, shards, user+1)
 	for _, st := range []*Store{a, b} {
-		tk, _, _ := st.IssueToken(ctx, item, other, shards)
+		tk := testenv.TokenID()
 		if _, err := st.Reserve(ctx, Purchase{ItemID: item, UserID: other, Shards: shards, Limit: 1, Token: tk, OrderID: tid(item, other, shards, 43)}); !errors.Is(err, ErrSoldOut) {
 			t.Fatalf("other buyer: got %v, want sold out", err)
 		}
@@ -725,7 +727,7 @@ func TestSoldOutAnswersStoredResult(t *testing.T) {
 	}
 	// An unused token: sold out, and the same answer once the flag is gone.
 	late := homeOf(0, shards, user+100)
-	tk, _, _ := a.IssueToken(ctx, item, late, shards)
+	tk := testenv.TokenID()
 	if _, err := a.Reserve(ctx, Purchase{ItemID: item, UserID: late, Shards: shards, Limit: 1, Token: tk, OrderID: tid(item, late, shards, 45)}); !errors.Is(err, ErrSoldOut) {
 		t.Fatalf("unused token: got %v, want sold out", err)
 	}
@@ -795,7 +797,7 @@ func TestSettleAbandonedClaim(t *testing.T) {
 	if err := s.SetShards(ctx, item, []int64{0, 0}); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	tok := testenv.TokenID()
 	claimStale(ctx, t, s, rdb, item, 0, shards, user, tok, order)
 	open, err := s.OpenClaims(ctx, item, shards)
 	if err != nil || len(open) != 1 || open[0].UserID != user {
@@ -850,7 +852,7 @@ func TestRetakeAfterRestart(t *testing.T) {
 	shardsOf := func(int64) (int, error) { return shards, nil }
 	var accepted []Restored
 	for u := int64(1); u <= 2; u++ {
-		tok, _, _ := s.IssueToken(ctx, item, u, shards)
+		tok := testenv.TokenID()
 		id, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, u, shards, 100+u)})
 		if err != nil {
 			t.Fatal(err)
@@ -877,7 +879,7 @@ func TestRetakeAfterRestart(t *testing.T) {
 	}
 	// Lost again, and this time its unit is bought by someone else first.
 	loseWrites(ctx, t, s, rdb, item, shards, 1, lost, accepted[0].Token)
-	tok, _, _ := s.IssueToken(ctx, item, 3, shards)
+	tok := testenv.TokenID()
 	if _, err := s.Reserve(ctx, Purchase{ItemID: item, UserID: 3, Shards: shards, Limit: 1, Token: tok, OrderID: tid(item, 3, shards, 103)}); err != nil {
 		t.Fatal(err)
 	}
@@ -948,7 +950,7 @@ func TestSettleAfterAnInterruptedSettle(t *testing.T) {
 	if err := s.SetShards(ctx, item, []int64{0, 0, 1}); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _ := s.IssueToken(ctx, item, user, shards)
+	tok := testenv.TokenID()
 	order := tid(item, user, shards, 2400)
 	epoch := claimStale(ctx, t, s, rdb, item, 0, shards, user, tok, order)
 	// The first replay: reclaims with a new epoch, fences shard 1, dies.

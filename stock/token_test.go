@@ -1,20 +1,16 @@
 package stock
 
 import (
-	"context"
+	"seckill/app/testenv"
 	"strings"
 	"testing"
 )
 
-// TestTokenBytes: the tokens IssueToken makes, and only they, have bytes;
-// two different strings never share them (upper-case hex is another
-// token to Redis, so it must be another key in memory too).
+// TestTokenBytes: token IDs in TokenString's form, and only they, have
+// bytes; two different strings never share them (upper-case hex is another
+// key to Redis, so it must be another key in memory too).
 func TestTokenBytes(t *testing.T) {
-	s, _ := newStore(t, Config{})
-	tok, _, err := s.IssueToken(context.Background(), 5, 7, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := testenv.TokenID()
 	b, ok := TokenBytes(tok)
 	if !ok || TokenString(b) != tok {
 		t.Fatalf("TokenBytes(%q) = %x, %v; want its bytes", tok, b, ok)

@@ -25,6 +25,8 @@ import (
 const (
 	AdminToken = "test-admin-token"
 	JWTSecret  = "test-jwt-secret-0123456789"
+	// PurchaseKey signs purchase tokens.
+	PurchaseKey = "test-purchase-key-0123456789"
 )
 
 // App is a running app.
@@ -76,6 +78,7 @@ func Start(t testing.TB, env map[string]string) *App {
 		"SECKILL_MYSQL_DSN":        dsn,
 		"SECKILL_ADMIN_TOKEN":      AdminToken,
 		"SECKILL_JWT_SECRET":       JWTSecret,
+		"SECKILL_PURCHASE_KEY":     PurchaseKey,
 		"SECKILL_KAFKA_PARTITIONS": "4",
 		"SECKILL_LIMIT_USER_RATE":  "1000",
 		// A fall-through cut short by a slow test Redis is settled soon.

@@ -63,10 +63,7 @@ func reserveAll(t *testing.T, s *stock.Store, item int64, shards int, users []in
 	ctx := context.Background()
 	tokens := map[int64]string{}
 	for _, u := range users {
-		tok, _, err := s.IssueToken(ctx, item, u, shards)
-		if err != nil {
-			t.Fatalf("IssueToken(user %d): %v", u, err)
-		}
+		tok := testenv.TokenID()
 		tokens[u] = tok
 	}
 	var (
@@ -175,11 +172,8 @@ func TestRedisStock(t *testing.T) {
 	t.Run("per-user limit", func(t *testing.T) {
 		other := stock.NewStore(rdb, stock.Config{Prefix: "t"})
 		for u := range ids {
-			tok, _, err := other.IssueToken(ctx, item, u, shards)
-			if err != nil {
-				t.Fatalf("IssueToken: %v", err)
-			}
-			_, err = other.Reserve(ctx, stock.Purchase{
+			tok := testenv.TokenID()
+			_, err := other.Reserve(ctx, stock.Purchase{
 				ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: oid(item, u, shards, 5000+u),
 			})
 			if !errors.Is(err, stock.ErrAlreadyPurchased) {
@@ -306,10 +300,7 @@ func TestRedisFallThrough(t *testing.T) {
 		}
 	}
 	for i, u := range users {
-		tok, _, err := s.IssueToken(ctx, item, u, shards)
-		if err != nil {
-			t.Fatalf("IssueToken: %v", err)
-		}
+		tok := testenv.TokenID()
 		want := oid(item, u, shards, 100+u)
 		id, err := s.Reserve(ctx, stock.Purchase{ItemID: item, UserID: u, Shards: shards, Limit: 1, Token: tok, OrderID: want})
 		if i < 2 {
@@ -339,18 +330,20 @@ func TestRedisFallThrough(t *testing.T) {
 	}
 }
 
-// TestRedisTTL: keys expire by the wall clock, so purchase tokens expire.
+// TestRedisTTL: keys expire by the wall clock, so a used purchase token's
+// answer goes once its time is up.
 func TestRedisTTL(t *testing.T) {
 	ctx := context.Background()
 	rdb := startRedis(t)
 	// go-redis rounds EXPIRE below a second up to one second.
-	s := stock.NewStore(rdb, stock.Config{Prefix: "t", TokenTTL: time.Second})
+	s := stock.NewStore(rdb, stock.Config{Prefix: "t", ResultTTL: time.Second})
 	if err := s.Warm(ctx, 3, 5, 1); err != nil {
 		t.Fatalf("Warm: %v", err)
 	}
-	tok, _, err := s.IssueToken(ctx, 3, 7, 1)
-	if err != nil {
-		t.Fatalf("IssueToken: %v", err)
+	tok := testenv.TokenID()
+	p := stock.Purchase{ItemID: 3, UserID: 7, Shards: 1, Limit: 1, Token: tok, OrderID: oid(3, 7, 1, 1)}
+	if _, err := s.Reserve(ctx, p); err != nil {
+		t.Fatalf("Reserve: %v", err)
 	}
 	// The wall clock running the TTL down is the input: wait for the
 	// token key to go (bounded), not for a fixed time.
@@ -367,9 +360,8 @@ func TestRedisTTL(t *testing.T) {
 			t.Fatalf("token %s still there 10s after a 1s TTL", key)
 		}
 	}
-	_, err = s.Reserve(ctx, stock.Purchase{ItemID: 3, UserID: 7, Shards: 1, Limit: 1, Token: tok, OrderID: oid(3, 7, 1, 1)})
-	if !errors.Is(err, stock.ErrTokenInvalid) {
-		t.Errorf("Reserve with expired token: got %v, want %v", err, stock.ErrTokenInvalid)
+	if _, err := s.Answer(ctx, p); !errors.Is(err, stock.ErrTokenInvalid) {
+		t.Errorf("Answer once the answer expired: got %v, want %v", err, stock.ErrTokenInvalid)
 	}
 }
 

@@ -48,6 +48,15 @@ func ID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// TokenID is a fresh purchase token ID as the stock keys it (the form of
+// stock.TokenString): what the stock tests buy with, the token's signature
+// being checked above the stock (package order/token).
+func TokenID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // RedisAddr is the address of the test Redis server; in cluster mode a
 // comma-separated list of seed nodes.
 func RedisAddr() string {

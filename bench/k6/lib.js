@@ -14,6 +14,10 @@ export const env = {
   rate: parseInt(__ENV.RATE || '1000', 10),
   duration: __ENV.DURATION || '20s',
   jwtSecret: __ENV.SECKILL_JWT_SECRET || 'dev-jwt-secret-change-me',
+  // The purchase-token key, for a crowd that holds tokens from before the
+  // item sold out (signPurchaseToken); only soldout.js needs it.
+  purchaseKey: __ENV.SECKILL_PURCHASE_KEY || '',
+  purchaseKeyID: parseInt(__ENV.SECKILL_PURCHASE_KEY_ID || '1', 10),
   adminToken: __ENV.SECKILL_ADMIN_TOKEN || 'dev-admin-token',
   p99ms: parseFloat(__ENV.P99_MS || '20'),
   summaryJSON: __ENV.SUMMARY_JSON || '',
@@ -92,6 +96,33 @@ export function signJWT(userID, ttlSeconds) {
   const signingInput = `${jwtHeader}.${payload}`;
   const sig = crypto.hmac('sha256', env.jwtSecret, signingInput, 'base64rawurl');
   return `${signingInput}.${sig}`;
+}
+
+// signPurchaseToken makes a purchase token as the service does (package
+// order/token: version, key id, item, user, expiry in ms, 16-byte nonce,
+// HMAC-SHA256 of those 42 bytes; URL-safe base64): what a buyer got before
+// the item sold out, when the service issued tokens for it.
+export function signPurchaseToken(itemID, userID, ttlSeconds) {
+  if (!env.purchaseKey) {
+    throw new Error('signPurchaseToken needs SECKILL_PURCHASE_KEY');
+  }
+  const msg = new Uint8Array(42);
+  const v = new DataView(msg.buffer);
+  v.setUint8(0, 1);
+  v.setUint8(1, env.purchaseKeyID);
+  const put64 = (off, n) => {
+    v.setUint32(off, Math.floor(n / 4294967296));
+    v.setUint32(off + 4, n % 4294967296);
+  };
+  put64(2, itemID);
+  put64(10, userID);
+  put64(18, Date.now() + (ttlSeconds || 3600) * 1000);
+  msg.set(new Uint8Array(crypto.randomBytes(16)), 26);
+  const mac = new Uint8Array(crypto.hmac('sha256', env.purchaseKey, msg.buffer, 'binary'));
+  const tok = new Uint8Array(74);
+  tok.set(msg, 0);
+  tok.set(mac, 42);
+  return encoding.b64encode(tok.buffer, 'rawurl');
 }
 
 function isError(res) {

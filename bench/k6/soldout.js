@@ -1,17 +1,18 @@
 // soldout.js: the crowd that keeps clicking after the sale sold out. The
 // item has no stock (or ITEM_ID names one already sold out). The crowd holds
-// purchase tokens it got before the sell-out: setup() issues POOL of them
-// (default 500) and every iteration clicks with one. The first click that
+// purchase tokens it got before the sell-out: setup() signs POOL of them
+// (default 500) with SECKILL_PURCHASE_KEY, as the service did before the
+// sell-out, and every iteration clicks with one. The first click that
 // walks every shard sets the instance's sold-out flag; after that every
 // purchase must be a fast 409 sold_out that does not touch Redis. (A fresh
 // token is what re-teaches the flag after the instance forgets it, as it
-// does every 30s: a made-up key would be a 403 from Redis instead.)
+// does every 30s: a made-up key would be a 403 instead.)
 //
-//   k6 run -e BASE_URL=... -e RATE=3000 -e DURATION=15s bench/k6/soldout.js
+//   k6 run -e BASE_URL=... -e SECKILL_PURCHASE_KEY=... -e RATE=3000 -e DURATION=15s bench/k6/soldout.js
 import exec from 'k6/execution';
 import { check } from 'k6';
 import {
-  env, arrivalScenario, summaryTrendStats, setupRun, signJWT, issueToken, purchase, countOutcome, summary,
+  env, arrivalScenario, summaryTrendStats, setupRun, signJWT, signPurchaseToken, purchase, countOutcome, summary,
 } from './lib.js';
 
 export const options = {
@@ -33,11 +34,9 @@ export function setup() {
   data.pool = [];
   for (let i = 1; i <= poolSize; i++) {
     const user = data.idBase + i;
-    const token = issueToken(data.itemID, signJWT(user));
-    if (!token) {
-      throw new Error(`setup: no purchase token for user ${user}`);
-    }
-    data.pool.push({ user: user, token: token });
+    // Signed here: the crowd of a sold-out item holds tokens from before
+    // it sold out, and the service issues none for an item it knows sold out.
+    data.pool.push({ user: user, token: signPurchaseToken(data.itemID, user) });
   }
   // One real attempt walks every shard, finds them empty and sets the
   // instance's sold-out flag (behind a load balancer, each instance learns

@@ -18,7 +18,7 @@ local req = nil
 function init(args)
   if args[1] == "headers" then
     local jwt = string.rep("h", 36) .. "." .. string.rep("p", 94) .. "." .. string.rep("s", 43)
-    req = wrk.format("GET", "/hello", { ["Authorization"] = "Bearer " .. jwt, ["Idempotency-Key"] = string.rep("0", 32) })
+    req = wrk.format("GET", "/hello", { ["Authorization"] = "Bearer " .. jwt, ["Idempotency-Key"] = string.rep("0", 99) })
   else
     req = wrk.format("GET", "/hello")
   end

@@ -77,10 +77,7 @@ func TestRebuildCountsOpenClaims(t *testing.T) {
 	// settle never runs. Reserve with shard 1 momentarily missing makes
 	// the fall-through stop with the claim open (ErrNotReady).
 	e.rdb.Del(e.ctx, e.shardKey(t, it.ID, 1, "stock"))
-	tok, _, err := e.st.IssueToken(e.ctx, it.ID, user, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := testenv.TokenID()
 	claimed := e.orderID(it, user)
 	if _, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: claimed}); !errors.Is(err, stock.ErrNotReady) {
 		t.Fatalf("claim: got %v, want ErrNotReady with the claim open", err)
@@ -212,7 +209,7 @@ func TestSweeperSettlesAbandonedClaim(t *testing.T) {
 	// shard 1's key missing stops the fall-through with the claim open.
 	stock1, bought0 := e.shardKey(t, it.ID, 1, "stock"), e.shardKey(t, it.ID, 0, "bought")
 	e.rdb.Del(e.ctx, stock1)
-	tok, _, _ := e.st.IssueToken(e.ctx, it.ID, user, 2)
+	tok := testenv.TokenID()
 	if _, err := e.st.Reserve(e.ctx, stock.Purchase{ItemID: it.ID, UserID: user, Shards: 2, Limit: 1, Token: tok, OrderID: e.orderID(it, user)}); !errors.Is(err, stock.ErrNotReady) {
 		t.Fatalf("claim: got %v", err)
 	}

@@ -24,8 +24,9 @@ type Journal struct {
 	ring []journalEntry
 	next int
 	full bool
-	// other holds, by ring index, the tokens that are not as IssueToken
-	// makes them (none but a caller's mistake); the ring keeps the rest.
+	// other holds, by ring index, the token IDs that are not in
+	// stock.TokenString's form (none but a caller's mistake); the ring
+	// keeps the rest.
 	other map[int]string
 
 	lost prometheus.Counter

@@ -21,7 +21,7 @@ func TestJournalHoldsNoPointers(t *testing.T) {
 }
 
 // TestJournalKeepsWhatItWasGiven: entries come back as they were added,
-// tokens as IssueToken makes them (kept as bytes) and any other (kept
+// token IDs in stock.TokenString's form (kept as bytes) and any other (kept
 // aside) alike, and an overwritten entry's token goes with it.
 func TestJournalKeepsWhatItWasGiven(t *testing.T) {
 	j, err := NewJournal(2, prometheus.NewRegistry())

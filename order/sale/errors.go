@@ -90,6 +90,9 @@ var (
 	ErrSoldOut      = newError(SoldOut, "the item is sold out")
 	ErrLimitReached = newError(LimitReached, "you already bought your limit of this item")
 	ErrTokenInvalid = newError(TokenInvalid, "the Idempotency-Key is not a valid purchase token of yours for this item")
+	// ErrTokenExpired: a token of the buyer's for the item, past its
+	// expiry and never used (a used one gets its stored answer).
+	ErrTokenExpired = newError(TokenInvalid, "the purchase token has expired unused; fetch a new one")
 	ErrInProgress   = retryable(InProgress, "this purchase is still being processed; retry shortly", time.Second)
 	ErrNotStarted   = newError(NotStarted, "the sale has not started yet")
 	ErrEnded        = newError(Ended, "the sale has ended")
@@ -122,7 +125,7 @@ var (
 // Sentinels is every sentinel outcome above, for callers that prepare an
 // answer for each once.
 func Sentinels() []*Error {
-	return []*Error{ErrSoldOut, ErrLimitReached, ErrTokenInvalid, ErrInProgress, ErrNotStarted, ErrEnded,
+	return []*Error{ErrSoldOut, ErrLimitReached, ErrTokenInvalid, ErrTokenExpired, ErrInProgress, ErrNotStarted, ErrEnded,
 		ErrNotFound, ErrInvalidItem, ErrOrderPending, ErrAlreadyPaid, ErrPaymentEnded, ErrCancelled,
 		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts, ErrDependencyDown}
 }

@@ -8,6 +8,7 @@ package sale
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"seckill/limiter"
 	"seckill/order"
 	"seckill/order/lifecycle"
+	"seckill/order/token"
 	"seckill/stock"
 )
 
@@ -47,6 +49,13 @@ type Config struct {
 	// Journal, if set, remembers accepted purchases so that ones Redis
 	// lost with its data are put back or counted.
 	Journal *lifecycle.Journal
+	// Tokens signs and verifies purchase tokens (package order/token);
+	// when nil, a random key of this process's own (tokens then work on
+	// this instance only: tests and single-process tools).
+	Tokens *token.Keys
+	// TokenTTL is how long a purchase token can be used a first time;
+	// DefaultTokenTTL when 0. The stock's ResultTTL must be longer.
+	TokenTTL time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// PageRefresh is how often an item's remaining count is read again
@@ -58,6 +67,9 @@ type Config struct {
 	// DefaultOrderReadBudget when 0.
 	OrderReadBudget time.Duration
 }
+
+// DefaultTokenTTL is Config.TokenTTL's default.
+const DefaultTokenTTL = 10 * time.Minute
 
 // DefaultOrderReadBudget is Config.OrderReadBudget's default: a point read
 // of an order takes a millisecond; one that takes a second is a MySQL that
@@ -84,6 +96,12 @@ type Sale struct {
 func New(cfg Config) *Sale {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = DefaultTokenTTL
+	}
+	if cfg.Tokens == nil {
+		cfg.Tokens = processKeys()
 	}
 	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now),
 		counts: newPageCounts(cfg.PageRefresh), answers: NewRecent[acceptedKey, answer](answerMemory)}
@@ -151,10 +169,24 @@ type Token struct {
 	ExpiresAt time.Time
 }
 
-// IssueToken makes a purchase token of user for item id. It goes through
-// admission like a purchase (a token is a Redis write), and once this
-// instance saw the item sold out it answers so without Redis: a token for a
-// sold-out item could only ever be answered sold out.
+// processKeys is a signing key of this process's own, random.
+func processKeys() *token.Keys {
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	k, err := token.NewKeys(token.Key{ID: 1, Secret: secret})
+	if err != nil {
+		panic(err) // a 32-byte secret with one id is always accepted
+	}
+	return k
+}
+
+// IssueToken makes a purchase token of user for item id: signed in
+// process, nothing stored (Redis learns of a token when it is first used).
+// It goes through admission like a purchase, and an item this instance
+// knows sold out (the product page's count, read from Redis at most once
+// per Config.PageRefresh) gets no token: it could only be answered sold
+// out. A count this instance cannot read does not stop the issue: the
+// purchase is where Redis must answer.
 func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	it, err := s.Item(ctx, id)
 	if err != nil {
@@ -163,7 +195,7 @@ func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	if it.EndsAt != nil && !s.now().Before(*it.EndsAt) {
 		return Token{}, ErrEnded
 	}
-	if s.cfg.Stock.SoldOut(it.ID) {
+	if st, err := s.ItemState(ctx, it.ID); err == nil && st.SoldOut {
 		return Token{}, ErrSoldOut
 	}
 	if s.refusedForEviction() {
@@ -174,11 +206,11 @@ func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 		return Token{}, outcome(err)
 	}
 	defer release()
-	tok, exp, err := s.cfg.Stock.IssueToken(ctx, it.ID, user, it.Shards)
+	tok, c, err := s.cfg.Tokens.Issue(it.ID, user, s.now().Add(s.cfg.TokenTTL))
 	if err != nil {
-		return Token{}, outcome(err)
+		return Token{}, err
 	}
-	return Token{Token: tok, ExpiresAt: exp}, nil
+	return Token{Token: tok, ExpiresAt: c.ExpiresAt()}, nil
 }
 
 // Stats is what an operator sees of an item.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"seckill/app/testenv"
 	"seckill/limiter"
@@ -89,20 +90,23 @@ type env struct {
 	rt     *testenv.RoundTrips
 	item   order.Item
 	prefix string // the test's Redis key prefix
+	rdb    redis.UniversalClient
 }
 
 type idsFunc func(g int) (int64, error)
 
 func (f idsFunc) NextID(g int) (int64, error) { return f(g) }
 
-func newEnv(t testing.TB, units int64, ids IDs) (*env, *Sale) {
+// newEnv makes a sale with an item of units over one shard; opts change
+// the sale's Config before it is made.
+func newEnv(t testing.TB, units int64, ids IDs, opts ...func(*Config)) (*env, *Sale) {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
 	_, db := testenv.MySQL(t)
 	rt := &testenv.RoundTrips{}
 	rdb.AddHook(rt)
 	e := &env{ctx: context.Background(), st: stock.NewStore(rdb, stock.Config{Prefix: prefix}), orders: order.NewStore(db), rt: rt,
-		prefix: prefix}
+		prefix: prefix, rdb: rdb}
 	lim, err := limiter.New(limiter.Config{MaxInFlight: 64, AcquireWait: 50 * time.Millisecond}, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +116,11 @@ func newEnv(t testing.TB, units int64, ids IDs) (*env, *Sale) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Config{Stock: e.st, Orders: e.orders, Limiter: lim, IDs: ids, Journal: journal})
+	cfg := Config{Stock: e.st, Orders: e.orders, Limiter: lim, IDs: ids, Journal: journal}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s := New(cfg)
 	st, err := s.CreateItem(e.ctx, order.Item{Name: "x", Stock: units, Shards: 1, PerUserLimit: 1,
 		StartsAt: time.Now().Add(-time.Minute)})
 	if err != nil {

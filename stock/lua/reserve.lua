@@ -10,10 +10,12 @@
 --       7 seconds to keep the token's result for replays, 8 claims member,
 --       9 order index value (item:home:token:ms), 10 this outbox's member
 -- Returns {code, order id, claim time}; codes are mapped in stock.go.
+-- The token was verified in process (its MAC, user, item and expiry); its
+-- hash exists only once it was used: missing means first use.
 local tok = redis.call('HMGET', KEYS[3], 'u', 'st', 'c', 'o', 'ct')
--- Missing, expired, another user's or another item's token (another item's
--- token lives under another hash tag, so it is simply not found here).
-if not tok[1] or tok[1] ~= ARGV[1] then return {4} end
+-- A stored answer of another user is not this buyer's (a token's ID is
+-- random and signed, so only a forgery could get here).
+if tok[1] and tok[1] ~= ARGV[1] then return {4} end
 -- Replay: the stored answer, whatever it was.
 if tok[2] == 'd' then return {tonumber(tok[3]), tok[4] or '0'} end
 if tok[2] == 'c' then return {6, tok[4], tok[5]} end
@@ -25,7 +27,7 @@ if not s then return {5} end
 -- and a write, in the common case.
 if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) > tonumber(ARGV[4]) then
   redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
-  redis.call('HSET', KEYS[3], 'st', 'd', 'c', 3)
+  redis.call('HSET', KEYS[3], 'u', ARGV[1], 'st', 'd', 'c', 3)
   redis.call('EXPIRE', KEYS[3], ARGV[7])
   return {3}
 end
@@ -33,7 +35,7 @@ if tonumber(s) <= 0 then
   -- Home shard empty: keep the slot claimed while the caller tries the other
   -- shards; finish.lua settles the token (and frees the slot if all are empty).
   -- The claim time is also the claim's epoch: every take is fenced with it.
-  redis.call('HSET', KEYS[3], 'st', 'c', 'o', ARGV[3], 'ct', ARGV[5])
+  redis.call('HSET', KEYS[3], 'u', ARGV[1], 'st', 'c', 'o', ARGV[3], 'ct', ARGV[5])
   redis.call('EXPIRE', KEYS[3], ARGV[7])
   -- Indexed, so the sweeper settles a claim its buyer abandoned and a
   -- rebuild counts the slot it holds.
@@ -48,7 +50,7 @@ redis.call('DECR', KEYS[1])
 redis.call('XADD', KEYS[4], '*', 'o', ARGV[3], 'i', ARGV[2], 'u', ARGV[1], 's', ARGV[6], 'h', ARGV[6], 't', ARGV[5])
 -- The relay visits only outboxes with something in them.
 redis.call('SADD', KEYS[7], ARGV[10])
-redis.call('HSET', KEYS[3], 'st', 'd', 'c', 0, 'o', ARGV[3])
+redis.call('HSET', KEYS[3], 'u', ARGV[1], 'st', 'd', 'c', 0, 'o', ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[7])
 -- The order is found by its id alone (index -> token -> answer).
 redis.call('SET', KEYS[6], ARGV[9], 'EX', ARGV[7])

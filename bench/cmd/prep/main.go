@@ -3,11 +3,17 @@
 // "<jwt> <token>" per user. wrk cannot sign or chain requests cheaply, so the
 // Lua script only walks this file.
 //
+// With -sign it signs the purchase tokens itself with SECKILL_PURCHASE_KEY
+// (SECKILL_PURCHASE_KEY_ID, default 1), as the service would have before
+// the item sold out: the sold-out crowd holds tokens from before, and the
+// service issues none for an item it knows sold out.
+//
 //	SECKILL_JWT_SECRET=... prep -base http://127.0.0.1:18080 -item 5 -n 100000 -out users.txt
 package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +29,7 @@ import (
 	"time"
 
 	"seckill/handler"
+	"seckill/order/token"
 )
 
 func main() {
@@ -89,6 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	workers := fs.Int("workers", 64, "concurrent requests")
 	out := fs.String("out", "users.txt", "output file: one \"<jwt> <token>\" line per user")
 	ttl := fs.Duration("ttl", time.Hour, "JWT validity")
+	sign := fs.Bool("sign", false, "sign the purchase tokens with SECKILL_PURCHASE_KEY instead of asking the API")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,6 +108,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return errors.New("-item must be a positive item id")
 	case *n <= 0 || *workers <= 0:
 		return errors.New("-n and -workers must be positive")
+	}
+	var keys *token.Keys
+	if *sign {
+		id, err := strconv.ParseUint(cmp.Or(getenv("SECKILL_PURCHASE_KEY_ID"), "1"), 10, 8)
+		if err != nil {
+			return fmt.Errorf("SECKILL_PURCHASE_KEY_ID: %w", err)
+		}
+		if keys, err = token.NewKeys(token.Key{ID: uint8(id), Secret: []byte(getenv("SECKILL_PURCHASE_KEY"))}); err != nil {
+			return fmt.Errorf("-sign needs SECKILL_PURCHASE_KEY: %w", err)
+		}
 	}
 	f, err := os.Create(*out)
 	if err != nil {
@@ -124,7 +142,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				uj, err := SignUser([]byte(secret), *idBase+int64(i)+1, now, *ttl)
 				if err == nil {
 					var tok string
-					if tok, err = c.Token(ctx, *item, uj); err == nil {
+					if keys != nil {
+						tok, _, err = keys.Issue(*item, *idBase+int64(i)+1, now.Add(*ttl))
+					} else {
+						tok, err = c.Token(ctx, *item, uj)
+					}
+					if err == nil {
 						lines <- uj + " " + tok
 						continue
 					}

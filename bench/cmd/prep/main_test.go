@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"seckill/app/apptest"
+	"seckill/order/token"
 )
 
 const testSecret = apptest.JWTSecret
@@ -140,5 +141,39 @@ func TestRunRejectsBadFlags(t *testing.T) {
 				t.Errorf("run %v: got an output file, want none", tt.args)
 			}
 		})
+	}
+}
+
+// TestSignedTokens: with -sign the tokens are signed with the purchase key,
+// without asking the API, for the users of the JWTs beside them.
+func TestSignedTokens(t *testing.T) {
+	const key = "prep-test-purchase-key-0123"
+	out := filepath.Join(t.TempDir(), "users.txt")
+	args := []string{"-base", "http://127.0.0.1:1", "-item", "9", "-sign", "-n", "5", "-id-base", "100", "-workers", "2", "-out", out}
+	getenv := func(k string) string {
+		return map[string]string{"SECKILL_JWT_SECRET": testSecret, "SECKILL_PURCHASE_KEY": key}[k]
+	}
+	if err := run(context.Background(), args, getenv, io.Discard); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	keys, err := token.NewKeys(token.Key{ID: 1, Secret: []byte(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[int64]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		fields := strings.Fields(l)
+		c, err := keys.Verify(fields[1])
+		if err != nil || c.ItemID != 9 || c.UserID <= 100 || c.UserID > 105 {
+			t.Fatalf("token %q: %+v, %v; want item 9, a user of 101..105", fields[1], c, err)
+		}
+		users[c.UserID] = true
+	}
+	if len(users) != 5 {
+		t.Errorf("users: got %d distinct, want 5", len(users))
 	}
 }

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,9 @@ type AppEnv struct {
 	KafkaPort   int
 	AdminToken  string
 	JWTSecret   string
+	// PurchaseKey signs purchase tokens; "" derives one from JWTSecret
+	// (every instance of a bench must share it).
+	PurchaseKey string
 	OrderTTL    string // SECKILL_ORDER_TTL, e.g. "6h"
 }
 
@@ -42,6 +46,7 @@ func (e AppEnv) Environ(extra ...string) []string {
 		"SECKILL_KAFKA_BROKERS="+Addr(e.KafkaPort),
 		"SECKILL_ADMIN_TOKEN="+e.AdminToken,
 		"SECKILL_JWT_SECRET="+e.JWTSecret,
+		"SECKILL_PURCHASE_KEY="+cmp.Or(e.PurchaseKey, "purchase-"+e.JWTSecret),
 		"SECKILL_ORDER_TTL="+e.OrderTTL,
 		"SECKILL_LIMIT_USER_RATE=100000",
 		"SECKILL_LIMIT_GLOBAL_RATE=10000000",
