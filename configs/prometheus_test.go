@@ -172,7 +172,7 @@ func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []b
 		ID int64 `json:"id"`
 	}
 	if code := c.do("POST", "/api/v1/admin/items", adminToken, "",
-		fmt.Sprintf(`{"name":"prom test","stock":%d,"shards":4,"per_user_limit":1}`, stockUnits), &item); code != http.StatusCreated {
+		fmt.Sprintf(`{"name":"prom test","price_minor":1000,"currency":"EUR","stock":%d,"shards":4,"per_user_limit":1}`, stockUnits), &item); code != http.StatusCreated {
 		t.Fatalf("create item: got status %d, want %d", code, http.StatusCreated)
 	}
 	path := fmt.Sprintf("/api/v1/items/%d", item.ID)
@@ -266,7 +266,7 @@ func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []b
 	var open struct {
 		ID int64 `json:"id"`
 	}
-	if code := c.do("POST", "/api/v1/admin/items", adminToken, "", `{"name":"still on sale","stock":100}`, &open); code != http.StatusCreated {
+	if code := c.do("POST", "/api/v1/admin/items", adminToken, "", `{"name":"still on sale","price_minor":1000,"currency":"EUR","stock":100}`, &open); code != http.StatusCreated {
 		t.Fatalf("create second item: got status %d, want %d", code, http.StatusCreated)
 	}
 	greedy := userToken(int64(buyers + 2))

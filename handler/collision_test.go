@@ -39,7 +39,7 @@ func TestCollidedOrderReadsRefused(t *testing.T) {
 	}
 	t.Cleanup(lim.Close)
 	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids}), AdminToken: benchAdmin,
-		JWTSecret: benchSecret, Registry: prometheus.NewRegistry()})
+		JWTSecret: benchSecret, Registry: prometheus.NewRegistry(), Payments: Payments{DemoPay: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

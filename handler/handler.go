@@ -31,6 +31,9 @@ type Deps struct {
 	// MetricsElsewhere leaves /metrics out of Routes: it is served
 	// (MetricsHandler) on a listener an operator keeps private.
 	MetricsElsewhere bool
+	// Payments configures the provider's callback and the demo pay route
+	// (payments.go).
+	Payments Payments
 }
 
 // Check is one named readiness check: Func reports whether the dependency
@@ -51,6 +54,8 @@ type Handler struct {
 	// token many times, and HMAC plus JSON decoding is most of the cost of
 	// a refused purchase.
 	users *sale.Recent[tokenDigest, verifiedUser]
+	// pay counts payments and revenue (payments.go).
+	payStats *payMetrics
 }
 
 // New builds the handler and registers its metrics.
@@ -68,6 +73,10 @@ func New(d Deps) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	pm, err := newPayMetrics(d.Registry)
+	if err != nil {
+		return nil, err
+	}
 	return &Handler{
 		Deps:       d,
 		metrics:    m,
@@ -75,6 +84,7 @@ func New(d Deps) (*Handler, error) {
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
 		users:      sale.NewRecent[tokenDigest, verifiedUser](1 << 16),
+		payStats:   pm,
 	}, nil
 }
 

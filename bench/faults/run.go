@@ -114,7 +114,7 @@ func (r *run) main(ctx context.Context) error {
 	}
 	err := harness.WaitFor(ctx, 20*time.Second, 200*time.Millisecond, "create item", func() (bool, error) {
 		_, err := cl.adminJSON(ctx, c.apps[0], "POST", "/api/v1/admin/items",
-			map[string]any{"name": "faults " + r.sc.name, "stock": opt.stock, "shards": 8, "per_user_limit": 1}, &item)
+			map[string]any{"name": "faults " + r.sc.name, "price_minor": 1000, "currency": "EUR", "stock": opt.stock, "shards": 8, "per_user_limit": 1}, &item)
 		return err == nil && item.ID > 0, err
 	})
 	if err != nil {

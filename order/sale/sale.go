@@ -9,6 +9,7 @@ package sale
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,12 @@ type Config struct {
 	// Journal, if set, remembers accepted purchases so that ones Redis
 	// lost with its data are put back or counted.
 	Journal *lifecycle.Journal
+	// Returns gives the unit of an order cancelled by its buyer (or by a
+	// late payment) back at once; nil leaves it to the sweeper's next pass.
+	Returns Returns
+	// Log records what a caller is not told (a unit whose return is left
+	// to the sweeper); slog.Default when nil.
+	Log *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// PageRefresh is how often an item's remaining count is read again
@@ -84,6 +91,9 @@ type Sale struct {
 func New(cfg Config) *Sale {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
 	}
 	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now),
 		counts: newPageCounts(cfg.PageRefresh), answers: NewRecent[acceptedKey, answer](1 << 18)}
