@@ -225,6 +225,9 @@ func (r *run) main(ctx context.Context) error {
 	if r.sc.pay {
 		r.checkPaid(ctx, wave1)
 	}
+	if r.sc.payments {
+		r.paymentsRace(ctx, wave1)
+	}
 	r.checkStall(ctx)
 	r.check(ctx)
 	return nil
@@ -622,7 +625,7 @@ func (r *run) check(ctx context.Context) {
 		if l.Oversold > 0 && res.oversold < l.Oversold {
 			res.oversold = l.Oversold
 		}
-		if !r.sc.expiry && l.Remaining > 0 {
+		if !r.sc.expiry && !r.sc.payments && l.Remaining > 0 {
 			// No unit comes back without expiry: a sold_out answered while
 			// units remain at the end was a wrong business answer.
 			if n := finals["sold_out"]; n > 0 {
