@@ -572,3 +572,26 @@ func TestCreateItemPrice(t *testing.T) {
 		t.Errorf("create with a price: %d %s, want 201 showing it", w.Code, w.Body)
 	}
 }
+
+// TestTransactionIDReused: a transaction id reported for another order or
+// another amount is 409 transaction_reused and changes nothing.
+func TestTransactionIDReused(t *testing.T) {
+	f := newFixture(t, 2, 1)
+	const a, b = 7, 8
+	first := f.bought(t, a, time.Now().Add(time.Hour))
+	second := f.bought(t, b, time.Now().Add(time.Hour))
+	body := callbackBody("tx-reused", first, 1999, "EUR", time.Now())
+	outcomeOf(t, f.callback(body, sign(body)))
+	for _, other := range []string{
+		callbackBody("tx-reused", second, 1999, "EUR", time.Now()),
+		callbackBody("tx-reused", first, 1998, "EUR", time.Now()),
+	} {
+		w := f.callback(other, sign(other))
+		if w.Code != 409 || !strings.Contains(w.Body.String(), CodeTransactionReused) {
+			t.Errorf("%s: got %d %s, want 409 transaction_reused", other, w.Code, w.Body)
+		}
+	}
+	if v := f.orderStatus(t, second, b); v.Status != order.StatusPending {
+		t.Errorf("the other order: %s, want pending", v.Status)
+	}
+}

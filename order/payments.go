@@ -112,10 +112,16 @@ func applyPayment(ctx context.Context, tx *sqlx.Tx, p Payment, now time.Time) (P
 	if err != nil {
 		return PaymentResult{}, err
 	}
-	// A locking read: it sees the latest committed row, not the snapshot.
+	// A plain read, and the transaction's first: its snapshot is taken
+	// now, under the order's lock, so it sees every payment of this order
+	// committed before (they held the same lock). Not a locking read: on a
+	// missing key that would take a gap lock, and concurrent payments
+	// inserting into the same gap deadlock each other. The same id paid
+	// for another order at the same moment is caught by the primary key
+	// (errDupKey: ApplyPayment runs again and finds it here).
 	var prev paymentRow
 	err = tx.GetContext(ctx, &prev,
-		"SELECT tx_id, order_id, amount_minor, currency, outcome, received_at FROM payments WHERE tx_id = ? FOR UPDATE", p.TxID)
+		"SELECT tx_id, order_id, amount_minor, currency, outcome, received_at FROM payments WHERE tx_id = ?", p.TxID)
 	switch {
 	case err == nil:
 		if prev.OrderID != p.OrderID || prev.AmountMinor != p.AmountMinor || prev.Currency != p.Currency {

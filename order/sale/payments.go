@@ -3,6 +3,7 @@ package sale
 import (
 	"context"
 	"errors"
+	"time"
 
 	"seckill/order"
 )
@@ -45,6 +46,9 @@ func (s *Sale) Cancel(ctx context.Context, id, user int64) (Order, error) {
 	return stored(o), nil
 }
 
+// giveBackBudget bounds the return of a cancelled order's unit.
+const giveBackBudget = 5 * time.Second
+
 // giveBack returns the unit of o if it is cancelled and not marked back
 // yet. A failure is only logged: the order is cancelled in MySQL, and the
 // sweeper's next pass finds its unit (Unreturned) and returns it.
@@ -52,7 +56,12 @@ func (s *Sale) giveBack(ctx context.Context, o order.Order) {
 	if o.Status != order.StatusCancelled || o.StockReturned || s.cfg.Returns == nil {
 		return
 	}
-	if _, err := s.cfg.Returns.GiveBack(ctx, o); err != nil {
+	// Not cut short by a client that leaves: the order is cancelled
+	// already, and a return stopped halfway is only finished by the next
+	// sweep. Bounded all the same.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), giveBackBudget)
+	defer cancel()
+	if _, err := s.cfg.Returns.GiveBack(rctx, o); err != nil {
 		s.cfg.Log.WarnContext(ctx, "return unit of cancelled order; left to the sweeper", "order", o.ID, "err", err)
 	}
 }
