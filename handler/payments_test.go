@@ -595,3 +595,57 @@ func TestTransactionIDReused(t *testing.T) {
 		t.Errorf("the other order: %s, want pending", v.Status)
 	}
 }
+
+// TestPaymentsRacingExpiry: payments of orders whose window just closed
+// race two sweeps, released together: each payment is refund_required
+// whoever cancels the order (the sweep or the payment itself), and each
+// unit comes back exactly once. Payments of orders still in their window,
+// in the same race, pay them.
+func TestPaymentsRacingExpiry(t *testing.T) {
+	const n = 16
+	f := newFixture(t, n, 1)
+	ids := make([]int64, n)
+	for i := range n {
+		expires := time.Now().Add(time.Hour)
+		if i%2 == 0 {
+			expires = time.Now().Add(-time.Millisecond)
+		}
+		ids[i] = f.bought(t, int64(100+i), expires)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	pays := make([]*httptest.ResponseRecorder, n)
+	for i := range n {
+		body := callbackBody("tx-exp-"+strconv.Itoa(i), ids[i], 1999, "EUR", time.Now())
+		wg.Go(func() { <-start; pays[i] = f.callback(body, sign(body)) })
+	}
+	for range 2 {
+		wg.Go(func() {
+			<-start
+			if _, err := f.sweeper.Sweep(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, w := range pays {
+		want := order.PaymentPaid
+		if i%2 == 0 {
+			want = order.PaymentRefundRequired
+		}
+		if a := outcomeOf(t, w); a.Outcome != want {
+			t.Errorf("payment %d: %s, want %s", i, a.Outcome, want)
+		}
+	}
+	if _, err := f.sweeper.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.remaining(t); got != n/2 {
+		t.Errorf("remaining: %d, want %d (each expired order's unit back exactly once)", got, n/2)
+	}
+	want := order.Counts{Paid: n / 2, Cancelled: n / 2, Returned: n / 2, Sold: n / 2, Stock: n, RefundRequired: n / 2, Revenue: n / 2 * 1999}
+	if c := f.counts(t); c != want {
+		t.Errorf("counts: got %+v, want %+v", c, want)
+	}
+}
