@@ -323,17 +323,21 @@ func (h *Handler) issueToken(c *gin.Context, user int64) error {
 
 // statsView is what an operator sees of an item.
 type statsView struct {
-	ItemID    int64             `json:"item_id"`
-	Stock     int64             `json:"stock"`
-	Remaining int64             `json:"remaining"`
-	Reserved  int64             `json:"reserved"`
-	Shards    []int64           `json:"shards"`
-	Ledger    *sale.LedgerStats `json:"ledger,omitempty"`
+	ItemID    int64   `json:"item_id"`
+	Stock     int64   `json:"stock"`
+	Remaining int64   `json:"remaining"`
+	Reserved  int64   `json:"reserved"`
+	Shards    []int64 `json:"shards"`
+	// PriceMinor and Currency: the item's price; the ledger's
+	// revenue_minor is in this currency.
+	PriceMinor int64             `json:"price_minor"`
+	Currency   string            `json:"currency"`
+	Ledger     *sale.LedgerStats `json:"ledger,omitempty"`
 }
 
 func viewOfStats(v sale.Stats) statsView {
 	return statsView{ItemID: v.ItemID, Stock: v.Stock, Remaining: v.Remaining, Reserved: v.Reserved,
-		Shards: v.Shards, Ledger: v.Ledger}
+		Shards: v.Shards, PriceMinor: v.PriceMinor, Currency: v.Currency, Ledger: v.Ledger}
 }
 
 func (h *Handler) stats(c *gin.Context) error {

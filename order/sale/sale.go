@@ -192,6 +192,9 @@ type Stats struct {
 	Remaining int64
 	Reserved  int64
 	Shards    []int64
+	// PriceMinor and Currency are the item's price (its orders' amounts).
+	PriceMinor int64
+	Currency   string
 	// Ledger is the reconciliation; nil without a ledger.
 	Ledger *LedgerStats
 }
@@ -210,7 +213,7 @@ func (s *Sale) stats(ctx context.Context, it order.Item) (Stats, error) {
 	if err != nil {
 		return Stats{}, outcome(err)
 	}
-	v := Stats{ItemID: it.ID, Stock: it.Stock, Shards: rem}
+	v := Stats{ItemID: it.ID, Stock: it.Stock, Shards: rem, PriceMinor: it.PriceMinor, Currency: it.Currency}
 	var missing bool
 	v.Remaining, missing = remaining(rem)
 	if !missing {
