@@ -180,7 +180,7 @@ func (a *testApp) waitRows(itemID int64, want int, within time.Duration) {
 
 func TestContract(t *testing.T) {
 	a := startApp(t, nil)
-	it := a.createItem(map[string]any{"name": "phone", "stock": 2, "shards": 2})
+	it := a.createItem(map[string]any{"name": "phone", "price_minor": 1000, "currency": "EUR", "stock": 2, "shards": 2})
 	if it.ID <= 0 || it.Stock != 2 || it.Shards != 2 || it.Remaining != 2 {
 		t.Fatalf("created item %+v, want id>0 stock 2 shards 2 remaining 2", it)
 	}
@@ -285,7 +285,7 @@ func TestContract(t *testing.T) {
 // gets a 4xx problem and neither MySQL nor Redis changes.
 func TestBadInputChangesNothing(t *testing.T) {
 	a := startApp(t, nil)
-	it := a.createItem(map[string]any{"name": "ok", "stock": 5})
+	it := a.createItem(map[string]any{"name": "ok", "price_minor": 1000, "currency": "EUR", "stock": 5})
 	u := userToken(t, 9)
 	count := func() (items, orders int) {
 		a.db.Get(&items, "SELECT COUNT(*) FROM items")
@@ -320,19 +320,19 @@ func TestBadInputChangesNothing(t *testing.T) {
 		code                       string
 	}{
 		{"malformed json", "POST", "/api/v1/admin/items", testAdmin, `{"name":`, 400, handler.CodeInvalidRequest},
-		{"unknown field", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"colour":"red"}`, 400, handler.CodeInvalidRequest},
-		{"negative stock", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":-1}`, 400, handler.CodeInvalidRequest},
-		{"huge stock", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":10000000000}`, 400, handler.CodeInvalidRequest},
+		{"unknown field", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"colour":"red"}`, 400, handler.CodeInvalidRequest},
+		{"negative stock", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":-1}`, 400, handler.CodeInvalidRequest},
+		{"huge stock", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":10000000000}`, 400, handler.CodeInvalidRequest},
 		{"missing stock", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x"}`, 400, handler.CodeInvalidRequest},
-		{"shards 0", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"shards":0}`, 400, handler.CodeInvalidRequest},
-		{"shards 1025", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"shards":1025}`, 400, handler.CodeInvalidRequest},
-		{"limit 0", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"per_user_limit":0}`, 400, handler.CodeInvalidRequest},
-		{"ends before start", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"2030-01-02T00:00:00Z","ends_at":"2030-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
-		{"bad time", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"tomorrow"}`, 400, handler.CodeInvalidRequest},
-		{"zero time", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"0001-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
-		{"year 999", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","stock":1,"starts_at":"0999-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
-		{"no admin token", "POST", "/api/v1/admin/items", "", `{"name":"x","stock":1}`, 401, handler.CodeUnauthorized},
-		{"user as admin", "POST", "/api/v1/admin/items", u, `{"name":"x","stock":1}`, 401, handler.CodeUnauthorized},
+		{"shards 0", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"shards":0}`, 400, handler.CodeInvalidRequest},
+		{"shards 1025", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"shards":1025}`, 400, handler.CodeInvalidRequest},
+		{"limit 0", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"per_user_limit":0}`, 400, handler.CodeInvalidRequest},
+		{"ends before start", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"starts_at":"2030-01-02T00:00:00Z","ends_at":"2030-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
+		{"bad time", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"starts_at":"tomorrow"}`, 400, handler.CodeInvalidRequest},
+		{"zero time", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"starts_at":"0001-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
+		{"year 999", "POST", "/api/v1/admin/items", testAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"starts_at":"0999-01-01T00:00:00Z"}`, 400, handler.CodeInvalidRequest},
+		{"no admin token", "POST", "/api/v1/admin/items", "", `{"name":"x","price_minor":1000,"currency":"EUR","stock":1}`, 401, handler.CodeUnauthorized},
+		{"user as admin", "POST", "/api/v1/admin/items", u, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1}`, 401, handler.CodeUnauthorized},
 		{"unknown item", "GET", "/api/v1/items/424242", "", nil, 404, handler.CodeNotFound},
 		{"non-numeric id", "GET", "/api/v1/items/abc", "", nil, 400, handler.CodeInvalidRequest},
 		{"token for unknown item", "POST", "/api/v1/items/424242/tokens", u, nil, 404, handler.CodeNotFound},
@@ -458,7 +458,7 @@ func TestSaleEndToEnd(t *testing.T) {
 	}
 	a := startApp(t, nil)
 	const stock, buyers = 1000, 5000
-	it := a.createItem(map[string]any{"name": "flash", "stock": stock, "shards": 8})
+	it := a.createItem(map[string]any{"name": "flash", "price_minor": 1000, "currency": "EUR", "stock": stock, "shards": 8})
 	accepted := a.race(it.ID, buyers, 100_000)
 	if len(accepted) != stock {
 		t.Fatalf("accepted %d, want exactly %d", len(accepted), stock)
@@ -477,7 +477,7 @@ func TestKafkaDownPurchasesStillLand(t *testing.T) {
 	ln.Close() // nothing listens there yet: Kafka is down
 	a := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": fmt.Sprintf("127.0.0.1:%d", port)})
 	const stock = 50
-	it := a.createItem(map[string]any{"name": "kafka-down", "stock": stock, "shards": 4})
+	it := a.createItem(map[string]any{"name": "kafka-down", "price_minor": 1000, "currency": "EUR", "stock": stock, "shards": 4})
 	accepted := a.race(it.ID, 80, 500_000)
 	if len(accepted) != stock {
 		t.Fatalf("accepted %d with Kafka down, want %d", len(accepted), stock)
@@ -568,7 +568,7 @@ func TestDevMode(t *testing.T) {
 func TestAcceptedOrdersSurviveRestart(t *testing.T) {
 	first := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": "127.0.0.1:1"})
 	const stock = 20
-	it := first.createItem(map[string]any{"name": "restart", "stock": stock, "shards": 4})
+	it := first.createItem(map[string]any{"name": "restart", "price_minor": 1000, "currency": "EUR", "stock": stock, "shards": 4})
 	accepted := first.race(it.ID, 30, 900_000)
 	if len(accepted) != stock {
 		t.Fatalf("accepted %d, want %d", len(accepted), stock)
@@ -590,7 +590,7 @@ func TestRedisLostRebuildsAtStart(t *testing.T) {
 	brokers := strings.Join(testenv.Kafka(t), ",")
 	first := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": brokers})
 	const stock = 20
-	it := first.createItem(map[string]any{"name": "redis-lost", "stock": stock, "shards": 4})
+	it := first.createItem(map[string]any{"name": "redis-lost", "price_minor": 1000, "currency": "EUR", "stock": stock, "shards": 4})
 	accepted := first.race(it.ID, 12, 1_000_000)
 	if len(accepted) != 12 {
 		t.Fatalf("accepted %d, want 12", len(accepted))
@@ -646,7 +646,7 @@ func TestRedisLostWithOrdersInFlight(t *testing.T) {
 	ln.Close() // Kafka down: reservations stay in the outbox
 	a := startApp(t, map[string]string{"SECKILL_KAFKA_BROKERS": fmt.Sprintf("127.0.0.1:%d", port)})
 	const stock = 10
-	it := a.createItem(map[string]any{"name": "lost-in-flight", "stock": stock, "shards": 2})
+	it := a.createItem(map[string]any{"name": "lost-in-flight", "price_minor": 1000, "currency": "EUR", "stock": stock, "shards": 2})
 	type bought struct{ key, order string }
 	accepted := map[int64]bought{}
 	for u := int64(3_000_000); u < 3_000_000+stock; u++ {

@@ -46,7 +46,7 @@ func TestRedisStallFailsFastAndRecovers(t *testing.T) {
 	}
 	mark0 := mark()
 
-	it := a.createItem(map[string]any{"name": "stall", "stock": 100, "shards": 2})
+	it := a.createItem(map[string]any{"name": "stall", "price_minor": 1000, "currency": "EUR", "stock": 100, "shards": 2})
 	const buyers = 40
 	keys := make([]string, buyers)
 	jwts := make([]string, buyers)

@@ -155,6 +155,18 @@ type Config struct {
 	Log struct {
 		Level string `yaml:"level"`
 	} `yaml:"log"`
+	// Payments configures the payment provider's callback and the demo
+	// pay route (handler.Payments).
+	Payments struct {
+		// CallbackSecret is the HMAC-SHA256 key shared with the provider;
+		// "" turns the callback off (404).
+		CallbackSecret string `yaml:"callback_secret"`
+		// CallbackWindow is how far a callback's timestamp may lie from
+		// now, either way.
+		CallbackWindow time.Duration `yaml:"callback_window"`
+		// DemoPay turns on the buyer's pay button (dev turns it on).
+		DemoPay bool `yaml:"demo_pay"`
+	} `yaml:"payments"`
 }
 
 // RedisAddrs is where Redis is: the one address of single mode, or the
@@ -254,6 +266,17 @@ var overrides = []override{
 	{"SECKILL_BREAKER_FAILURES", "breaker.failures", integer(func(c *Config) *int { return &c.Breaker.Failures })},
 	{"SECKILL_BREAKER_OPEN_FOR", "breaker.open_for", dur(func(c *Config) *time.Duration { return &c.Breaker.OpenFor })},
 	{"SECKILL_LOG_LEVEL", "log.level", str(func(c *Config) *string { return &c.Log.Level })},
+	{"SECKILL_PAYMENTS_CALLBACK_SECRET", "payments.callback_secret", str(func(c *Config) *string { return &c.Payments.CallbackSecret })},
+	{"SECKILL_PAYMENTS_CALLBACK_WINDOW", "payments.callback_window", dur(func(c *Config) *time.Duration { return &c.Payments.CallbackWindow })},
+	{"SECKILL_PAYMENTS_DEMO_PAY", "payments.demo_pay", boolean(func(c *Config) *bool { return &c.Payments.DemoPay })},
+}
+
+func boolean(p func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		*p(c) = b
+		return err
+	}
 }
 
 // setting names a yaml key for an error message, with the variable that
@@ -510,7 +533,19 @@ func (c Config) validateOrders() error {
 		atLeast("sweeper.batch", c.Sweeper.Batch, 1),
 		positive("sweeper.lease", c.Sweeper.Lease),
 		positive("reconciler.interval", c.Reconciler.Interval),
+		positive("payments.callback_window", c.Payments.CallbackWindow),
+		minSecret("payments.callback_secret", c.Payments.CallbackSecret),
 	)
+}
+
+// minSecret: a payment callback secret, when set, is at least
+// minJWTSecret bytes (an HMAC key as short as a password is guessed
+// offline from one signed callback).
+func minSecret(key, s string) error {
+	if s != "" && len(s) < minJWTSecret {
+		return fmt.Errorf("%s is %d bytes, want at least %d (or empty: callbacks off)", setting(key), len(s), minJWTSecret)
+	}
+	return nil
 }
 
 // validateLimiter allows 0, which turns a limit off (see limiter.Config),
@@ -646,6 +681,7 @@ func (c Config) String() string {
 			c.Auth.PurchaseOldKeys[i] = mask(v)
 		}
 	}
+	c.Payments.CallbackSecret = mask(c.Payments.CallbackSecret)
 	c.MySQL.DSN = maskDSN(c.MySQL.DSN)
 	b, _ := yaml.Marshal(c)
 	return string(b)

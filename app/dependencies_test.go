@@ -80,7 +80,7 @@ func TestEvictionPolicyChangedAtRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := startApp(t, map[string]string{"SECKILL_REDIS_ADDR": srv.Addr, "SECKILL_REDIS_MODE": "single", "SECKILL_CONFIG": file})
-	it := a.createItem(map[string]any{"name": "evict", "stock": 10, "shards": 2, "per_user_limit": 1})
+	it := a.createItem(map[string]any{"name": "evict", "price_minor": 1000, "currency": "EUR", "stock": 10, "shards": 2, "per_user_limit": 1})
 	buyer := userToken(t, 1)
 	key := a.purchaseToken(it.ID, buyer)
 	c := srv.Client()
@@ -159,7 +159,7 @@ func TestStartWaitsForLoadingRedis(t *testing.T) {
 	if !strings.Contains(a.Log.String(), "waiting for redis: loading") {
 		t.Errorf("the log does not say it waited for a loading Redis:\n%s", a.Log)
 	}
-	it := a.createItem(map[string]any{"name": "after-load", "stock": 1, "shards": 1, "per_user_limit": 1})
+	it := a.createItem(map[string]any{"name": "after-load", "price_minor": 1000, "currency": "EUR", "stock": 1, "shards": 1, "per_user_limit": 1})
 	buyer := userToken(t, 1)
 	if code, ans := a.purchase(it.ID, buyer, a.purchaseToken(it.ID, buyer)); code != http.StatusAccepted {
 		t.Errorf("purchase: %d %+v, want 202", code, ans)
@@ -294,7 +294,7 @@ func TestOrderStatusWhileMySQLIsDown(t *testing.T) {
 	ln.Close()
 	cut := forward(t, mc.Addr, target)
 	a := startApp(t, map[string]string{"SECKILL_MYSQL_DSN": mc.FormatDSN()})
-	it := a.createItem(map[string]any{"name": "stale", "stock": 5, "shards": 1, "per_user_limit": 1})
+	it := a.createItem(map[string]any{"name": "stale", "price_minor": 1000, "currency": "EUR", "stock": 5, "shards": 1, "per_user_limit": 1})
 	buyer := userToken(t, 1)
 	code, ans := a.purchase(it.ID, buyer, a.purchaseToken(it.ID, buyer))
 	if code != http.StatusAccepted {

@@ -49,6 +49,9 @@ func dev(ctx context.Context, cfg Config, getenv func(string) string, stdout io.
 		cfg.Kafka.Partitions = 2
 	}
 	cfg.Kafka.SessionTimeout = 2 * time.Second
+	if getenv("SECKILL_PAYMENTS_DEMO_PAY") == "" {
+		cfg.Payments.DemoPay = true // the pay button of the walk-through below
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -81,7 +84,8 @@ func devBase(addr string) (base, note string) {
 
 func devWelcome(ctx context.Context, s *Server, cfg Config, w io.Writer) error {
 	base, note := devBase(s.Addr)
-	body, _ := json.Marshal(map[string]any{"name": "demo phone", "stock": 100, "shards": 8, "per_user_limit": 1})
+	body, _ := json.Marshal(map[string]any{"name": "demo phone", "stock": 100, "shards": 8, "per_user_limit": 1,
+		"price_minor": 19900, "currency": "EUR"})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/admin/items", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+cfg.Auth.AdminToken)
 	req.Header.Set("Content-Type", "application/json")

@@ -14,7 +14,10 @@ import (
 // and the reconciler, each under its own leader lease, and the recovery
 // from a Redis loss (its decisions are sale.Recovery's).
 type parts struct {
-	ledger  sale.Ledger
+	ledger sale.Ledger
+	// returns gives a cancelled order's unit back at once (the sweeper's
+	// path).
+	returns sale.Returns
 	runners []func(ctx context.Context) error
 }
 
@@ -46,7 +49,8 @@ func (s *Server) lifecycle(reg prometheus.Registerer) (*parts, error) {
 	}
 	rec.Rebuild = ledger.RebuildAll
 	return &parts{
-		ledger: ledger,
+		ledger:  ledger,
+		returns: sweeper,
 		runners: []func(context.Context) error{
 			rec.Run,
 			sweeper.Run,

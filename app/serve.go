@@ -402,7 +402,8 @@ func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.R
 	}
 	sl := sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: ids,
 		Ledger: parts.ledger, Journal: journal, PageRefresh: cfg.Item.PageRefresh,
-		Tokens: tokens, TokenTTL: cfg.Order.TokenTTL})
+		Tokens: tokens, TokenTTL: cfg.Order.TokenTTL,
+		Returns: parts.returns, Log: s.log})
 	// Purchases stop while Redis may evict keys (checked at start too).
 	parts.runners = append(parts.runners, func(ctx context.Context) error {
 		return sl.WatchEviction(ctx, cfg.Redis.PolicyCheck, s.log)
@@ -411,6 +412,8 @@ func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.R
 		Sale:       sl,
 		AdminToken: cfg.Auth.AdminToken, JWTSecret: cfg.Auth.JWTSecret, Log: s.log, Registry: reg,
 		MetricsElsewhere: cfg.Metrics.Addr != "",
+		Payments: handler.Payments{CallbackSecret: cfg.Payments.CallbackSecret,
+			CallbackWindow: cfg.Payments.CallbackWindow, DemoPay: cfg.Payments.DemoPay},
 		// /readyz: one named check per dependency.
 		Checks: []handler.Check{
 			{Name: "redis", Func: s.Stock.Ping},

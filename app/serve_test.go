@@ -62,7 +62,7 @@ func TestKafkaBlipAfterTheProducerKeepsServing(t *testing.T) {
 	if refused.Load() <= refusals {
 		t.Fatalf("kafka refused %d metadata requests in 30s, want > %d", refused.Load(), refusals)
 	}
-	it := a.createItem(map[string]any{"name": "kafka-blip", "stock": 5, "shards": 2})
+	it := a.createItem(map[string]any{"name": "kafka-blip", "price_minor": 1000, "currency": "EUR", "stock": 5, "shards": 2})
 	accepted := a.race(it.ID, 5, 700_000)
 	if len(accepted) != 5 {
 		t.Fatalf("accepted %d after a kafka blip, want 5", len(accepted))

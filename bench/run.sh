@@ -229,7 +229,7 @@ done
 create_item() { # create_item NAME STOCK -> id
   curl -fsS -X POST "$BASE/api/v1/admin/items" -H "Authorization: Bearer $ADMIN_TOKEN" \
     -H 'Content-Type: application/json' \
-    -d "{\"name\":\"$1\",\"stock\":$2,\"shards\":8,\"per_user_limit\":1}" | jq -er .id
+    -d "{\"name\":\"$1\",\"stock\":$2,\"shards\":8,\"per_user_limit\":1,\"price_minor\":1000,\"currency\":\"EUR\"}" | jq -er .id
 }
 metric_sum() { # metric_sum PREFIX: sum of the /metrics samples whose name{labels} starts with PREFIX
   curl -fsS "$BASE/metrics" >"$WORK/metrics.txt"

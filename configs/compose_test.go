@@ -82,6 +82,10 @@ var exported = map[string]metricDef{
 	"seckill_stock_returned_total":             {counter, nil},
 	"seckill_breaker_state":                    {gauge, []string{"dependency"}},
 	"seckill_breaker_transitions_total":        {counter, []string{"dependency", "to"}},
+	// Payments (handler/payments.go).
+	"seckill_payment_callbacks_total": {counter, []string{"result"}},
+	"seckill_refunds_required_total":  {counter, nil},
+	"seckill_revenue_minor_total":     {counter, []string{"currency"}},
 }
 
 // builtin are series Prometheus itself adds to every scrape.

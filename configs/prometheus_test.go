@@ -172,7 +172,7 @@ func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []b
 		ID int64 `json:"id"`
 	}
 	if code := c.do("POST", "/api/v1/admin/items", adminToken, "",
-		fmt.Sprintf(`{"name":"prom test","stock":%d,"shards":4,"per_user_limit":1}`, stockUnits), &item); code != http.StatusCreated {
+		fmt.Sprintf(`{"name":"prom test","price_minor":1000,"currency":"EUR","stock":%d,"shards":4,"per_user_limit":1}`, stockUnits), &item); code != http.StatusCreated {
 		t.Fatalf("create item: got status %d, want %d", code, http.StatusCreated)
 	}
 	path := fmt.Sprintf("/api/v1/items/%d", item.ID)
@@ -253,6 +253,7 @@ func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []b
 		{"unknown route", func() int { return c.do("GET", "/api/v1/nope", "", "", "", nil) }, http.StatusNotFound},
 		{"create item with malformed JSON", func() int { return c.do("POST", "/api/v1/admin/items", adminToken, "", `{"name":`, nil) }, http.StatusBadRequest},
 		{"create item without admin token", func() int { return c.do("POST", "/api/v1/admin/items", "", "", `{}`, nil) }, http.StatusUnauthorized},
+		{"unsigned payment callback", func() int { return c.do("POST", "/api/v1/payments/callback", "", "", `{}`, nil) }, http.StatusUnauthorized},
 	}
 	for _, tt := range extra {
 		if got := tt.do(); got < 400 || got >= 500 {
@@ -266,7 +267,7 @@ func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []b
 	var open struct {
 		ID int64 `json:"id"`
 	}
-	if code := c.do("POST", "/api/v1/admin/items", adminToken, "", `{"name":"still on sale","stock":100}`, &open); code != http.StatusCreated {
+	if code := c.do("POST", "/api/v1/admin/items", adminToken, "", `{"name":"still on sale","price_minor":1000,"currency":"EUR","stock":100}`, &open); code != http.StatusCreated {
 		t.Fatalf("create second item: got status %d, want %d", code, http.StatusCreated)
 	}
 	greedy := userToken(int64(buyers + 2))
@@ -277,7 +278,39 @@ func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []b
 	if greedyCodes[http.StatusTooManyRequests] == 0 {
 		t.Errorf("greedy user statuses: got %v, want some %d", greedyCodes, http.StatusTooManyRequests)
 	}
+	payOne(t, c, open.ID, userToken(int64(buyers+3)))
 	return item.ID
+}
+
+// payOne buys a unit of item for bearer and pays it (the demo route, on in
+// the test app) once its order is stored: the revenue panel's series.
+func payOne(t *testing.T, c *apiClient, item int64, bearer string) {
+	t.Helper()
+	var tok struct {
+		Token string `json:"token"`
+	}
+	var pv struct {
+		OrderID string `json:"order_id"`
+	}
+	if code := c.do("POST", fmt.Sprintf("/api/v1/items/%d/tokens", item), bearer, "", "", &tok); code != http.StatusCreated {
+		t.Errorf("payer's token: got status %d, want %d", code, http.StatusCreated)
+		return
+	}
+	if code := c.do("POST", fmt.Sprintf("/api/v1/items/%d/purchase", item), bearer, tok.Token, "", &pv); code != http.StatusAccepted {
+		t.Errorf("payer's purchase: got status %d, want %d", code, http.StatusAccepted)
+		return
+	}
+	// 409 order_pending until the writer stored the order.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		code := c.do("POST", "/api/v1/orders/"+pv.OrderID+"/pay", bearer, "", "", nil)
+		if code == http.StatusOK {
+			return
+		}
+		if code != http.StatusConflict || time.Now().After(deadline) {
+			t.Errorf("pay: got status %d, want %d once the order is stored", code, http.StatusOK)
+			return
+		}
+	}
 }
 
 // apiClient calls the app's HTTP API.

@@ -44,7 +44,7 @@ func TestCollidedOrderReadsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids, Tokens: tokens}), AdminToken: benchAdmin,
-		JWTSecret: benchSecret, Registry: prometheus.NewRegistry()})
+		JWTSecret: benchSecret, Registry: prometheus.NewRegistry(), Payments: Payments{DemoPay: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

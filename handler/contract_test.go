@@ -66,7 +66,7 @@ func TestContractRoutes(t *testing.T) {
 	}{
 		{"item", "GET", item, "", "", 200},
 		{"item, trailing slash", "GET", item + "/", "", "", 404},
-		{"create, trailing slash", "POST", "/api/v1/admin/items/", benchAdmin, `{"name":"x","stock":1}`, 404},
+		{"create, trailing slash", "POST", "/api/v1/admin/items/", benchAdmin, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1}`, 404},
 		{"item, doubled slash", "GET", "/api/v1//items/1", "", "", 404},
 		{"item, bad id", "GET", "/api/v1/items/abc", "", "", 400},
 		{"item, unknown", "GET", "/api/v1/items/987654321", "", "", 404},
@@ -76,8 +76,13 @@ func TestContractRoutes(t *testing.T) {
 		{"purchase, no key", "POST", item + "/purchase", user, "", 403},
 		{"order, unknown", "GET", "/api/v1/orders/123", user, "", 404},
 		{"pay, unknown", "POST", "/api/v1/orders/123/pay", user, "", 404},
-		{"create", "POST", "/api/v1/admin/items", benchAdmin, `{"name":"phone","stock":5,"shards":2,"starts_at":"2030-01-01T10:00:00+02:00","ends_at":"2030-01-01T11:00:00Z"}`, 201},
-		{"create, user token", "POST", "/api/v1/admin/items", user, `{"name":"x","stock":1}`, 401},
+		{"cancel, unknown", "POST", "/api/v1/orders/123/cancel", user, "", 404},
+		{"cancel, no bearer", "POST", "/api/v1/orders/123/cancel", "", "", 401},
+		{"cancel, bad id", "POST", "/api/v1/orders/0x1/cancel", user, "", 400},
+		{"callback, unsigned", "POST", "/api/v1/payments/callback", "", `{}`, 401},
+		{"callback, not JSON", "POST", "/api/v1/payments/callback", "", "", 415},
+		{"create", "POST", "/api/v1/admin/items", benchAdmin, `{"name":"phone","price_minor":1000,"currency":"EUR","stock":5,"shards":2,"starts_at":"2030-01-01T10:00:00+02:00","ends_at":"2030-01-01T11:00:00Z"}`, 201},
+		{"create, user token", "POST", "/api/v1/admin/items", user, `{"name":"x","price_minor":1000,"currency":"EUR","stock":1}`, 401},
 		{"stats", "GET", fmt.Sprintf("/api/v1/admin/items/%d/stats", f.item.ID), benchAdmin, "", 200},
 		{"rebuild, no reconciler", "POST", fmt.Sprintf("/api/v1/admin/items/%d/rebuild", f.item.ID), benchAdmin, "", 503},
 		{"known path, other method", "GET", "/api/v1/admin/items", benchAdmin, "", 404},
@@ -98,7 +103,7 @@ func TestContractRoutes(t *testing.T) {
 // that address answers with the same item.
 func TestCreatedItemLocation(t *testing.T) {
 	f := newFixture(t, 1, 1)
-	w := f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"located","stock":4}`, nil)
+	w := f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"located","price_minor":1000,"currency":"EUR","stock":4}`, nil)
 	if w.Code != http.StatusCreated {
 		t.Fatalf("create: got %d %s, want 201", w.Code, w.Body)
 	}
@@ -186,21 +191,21 @@ func fieldsOf(t *testing.T, v any) []string {
 func TestDecodeDetails(t *testing.T) {
 	f := newFixture(t, 1, 1)
 	tests := []struct{ body, detail string }{
-		{`{"name":"x","stock":"5"}`, "stock must be an integer"},
-		{`{"name":"x","stock":1.5}`, "stock must be an integer"},
-		{`{"name":"x","stock":1e30}`, "stock must be an integer"},
-		{`{"name":"x","stock":1,"shards":true}`, "shards must be an integer"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":"5"}`, "stock must be an integer"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1.5}`, "stock must be an integer"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1e30}`, "stock must be an integer"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"shards":true}`, "shards must be an integer"},
 		{`{"name":5,"stock":1}`, "name must be a string"},
-		{`{"name":"x","stock":1,"starts_at":"tomorrow"}`, "starts_at must be an RFC 3339 date-time"},
-		{`{"name":"x","stock":1,"ends_at":17}`, "ends_at must be an RFC 3339 date-time"},
-		{`{"name":"x","stock":1,"starts_at":"10000-01-01T00:00:00Z"}`, "starts_at must be an RFC 3339 date-time"},
-		{`{"name":"x","stock":1,"colour":"red"}`, `unknown field "colour"`},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"starts_at":"tomorrow"}`, "starts_at must be an RFC 3339 date-time"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"ends_at":17}`, "ends_at must be an RFC 3339 date-time"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"starts_at":"10000-01-01T00:00:00Z"}`, "starts_at must be an RFC 3339 date-time"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"colour":"red"}`, `unknown field "colour"`},
 		{`{"name":"x","Stock":1}`, `unknown field "Stock"`},
-		{`{"name":"x","stock":1,"` + strings.Repeat("k", 100) + `":1}`, `unknown field "` + strings.Repeat("k", 64) + `…"`},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"` + strings.Repeat("k", 100) + `":1}`, `unknown field "` + strings.Repeat("k", 64) + `…"`},
 		{`{"name":`, "body is not valid JSON"},
-		{`{"name":"x","stock":1}}`, "body is not valid JSON"},
-		{`{"name":"x","stock":1} {"name":"y"}`, "body is not valid JSON"},
-		{`[{"name":"x","stock":1}]`, "body must be a JSON object"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1}}`, "body is not valid JSON"},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1} {"name":"y"}`, "body is not valid JSON"},
+		{`[{"name":"x","price_minor":1000,"currency":"EUR","stock":1}]`, "body must be a JSON object"},
 		{`"x"`, "body must be a JSON object"},
 		{`null`, "body must be a JSON object"},
 		{" \n", "body is required"},
@@ -233,7 +238,7 @@ func TestCreateItemContentType(t *testing.T) {
 		{[]string{"Application/JSON; charset=utf-8"}, http.StatusCreated},
 	}
 	for _, tt := range tests {
-		req := httptest.NewRequest("POST", "/api/v1/admin/items", strings.NewReader(`{"name":"typed","stock":1}`))
+		req := httptest.NewRequest("POST", "/api/v1/admin/items", strings.NewReader(`{"name":"typed","price_minor":1000,"currency":"EUR","stock":1}`))
 		req.Header.Set("Authorization", "Bearer "+benchAdmin)
 		if tt.contentType != nil {
 			req.Header["Content-Type"] = tt.contentType
@@ -252,7 +257,7 @@ func TestCreateItemContentType(t *testing.T) {
 func TestSaleTimeBounds(t *testing.T) {
 	f := newFixture(t, 1, 1)
 	create := func(times string) *httptest.ResponseRecorder {
-		return f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"window","stock":1`+times+`}`, nil)
+		return f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"window","price_minor":1000,"currency":"EUR","stock":1`+times+`}`, nil)
 	}
 	tests := []struct {
 		name, times string

@@ -31,6 +31,9 @@ type Deps struct {
 	// MetricsElsewhere leaves /metrics out of Routes: it is served
 	// (MetricsHandler) on a listener an operator keeps private.
 	MetricsElsewhere bool
+	// Payments configures the provider's callback and the demo pay route
+	// (payments.go).
+	Payments Payments
 }
 
 // Check is one named readiness check: Func reports whether the dependency
@@ -51,6 +54,8 @@ type Handler struct {
 	// token many times, and HMAC plus JSON decoding is most of the cost of
 	// a refused purchase.
 	users *sale.Recent[tokenDigest, verifiedUser]
+	// pay counts payments and revenue (payments.go).
+	payStats *payMetrics
 }
 
 // verifiedUserMemory is the generation size of the memory of verified user
@@ -73,6 +78,10 @@ func New(d Deps) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	pm, err := newPayMetrics(d.Registry)
+	if err != nil {
+		return nil, err
+	}
 	return &Handler{
 		Deps:       d,
 		metrics:    m,
@@ -80,6 +89,7 @@ func New(d Deps) (*Handler, error) {
 		jwtSecret:  []byte(d.JWTSecret),
 		adminToken: []byte(d.AdminToken),
 		users:      sale.NewRecent[tokenDigest, verifiedUser](verifiedUserMemory),
+		payStats:   pm,
 	}, nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"seckill/handler/contract"
 	"seckill/limiter"
 	"seckill/order"
+	"seckill/order/lifecycle"
 	"seckill/order/sale"
 	"seckill/order/token"
 	"seckill/stock"
@@ -31,6 +32,8 @@ import (
 const (
 	benchAdmin  = "admin"
 	benchSecret = "bench-secret-0123456789"
+	// benchPaySecret signs payment callbacks (payments_test.go).
+	benchPaySecret = "bench-pay-secret-0123456789"
 )
 
 // countHook counts commands sent to Redis.
@@ -66,6 +69,10 @@ type fixture struct {
 	tokens *token.Keys
 	hook   *countHook
 	item   order.Item
+	// sweeper expires orders and returns units (Sweep); it also returns
+	// cancelled orders' units for the sale.
+	sweeper *lifecycle.Sweeper
+	reg     *prometheus.Registry
 }
 
 func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
@@ -88,14 +95,19 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids, Tokens: tokens}),
-		AdminToken: benchAdmin, JWTSecret: benchSecret, Registry: reg})
+	sw, err := lifecycle.NewSweeper(st, orders, lifecycle.SweeperConfig{}, reg, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h, err := New(Deps{Sale: sale.New(sale.Config{Stock: st, Orders: orders, Limiter: lim, IDs: ids, Tokens: tokens, Returns: sw}),
+		AdminToken: benchAdmin, JWTSecret: benchSecret, Registry: reg,
+		Payments: Payments{CallbackSecret: benchPaySecret, DemoPay: true}})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx := context.Background()
 	it, err := orders.CreateItem(ctx, order.Item{Name: "bench", Stock: stockUnits, Shards: shards, PerUserLimit: 1,
-		StartsAt: time.Now().Add(-time.Minute)})
+		StartsAt: time.Now().Add(-time.Minute), PriceMinor: 1999, Currency: "EUR"})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -107,7 +119,7 @@ func newFixture(tb testing.TB, stockUnits int64, shards int) *fixture {
 	if t, ok := tb.(*testing.T); ok {
 		serve = contract.Handler(t, engine)
 	}
-	return &fixture{engine: engine, serve: serve, stock: st, orders: orders, tokens: tokens, hook: hook, item: it}
+	return &fixture{engine: engine, serve: serve, stock: st, orders: orders, tokens: tokens, hook: hook, item: it, sweeper: sw, reg: reg}
 }
 
 // buyer is a user with a signed JWT and a purchase token.
@@ -347,7 +359,7 @@ func TestOtherUsersOrderIsAMissingOne(t *testing.T) {
 // out in the 201 as in a GET (the probe saw sold_out false in the 201).
 func TestCreatedItemWithNoStockIsSoldOut(t *testing.T) {
 	f := newFixture(t, 1, 1)
-	w := f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"none","stock":0}`, nil)
+	w := f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"none","price_minor":1000,"currency":"EUR","stock":0}`, nil)
 	if w.Code != http.StatusCreated {
 		t.Fatalf("create: got %d %s, want 201", w.Code, w.Body)
 	}

@@ -41,13 +41,28 @@ func decode(c *gin.Context, v any) error {
 	if mt, _, err := mime.ParseMediaType(header(c, "Content-Type")); err != nil || mt != "application/json" {
 		return errNotJSON
 	}
-	body, err := io.ReadAll(io.LimitReader(c.Request.Body, maxBody+1))
+	body, err := readBody(c, maxBody)
 	if err != nil {
-		return invalid("cannot read body")
+		return err
 	}
-	if len(body) > maxBody {
-		return invalid("body too large")
+	return decodeBody(body, v)
+}
+
+// readBody reads the request body, refusing one longer than limit bytes.
+func readBody(c *gin.Context, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(c.Request.Body, limit+1))
+	if err != nil {
+		return nil, invalid("cannot read body")
 	}
+	if int64(len(body)) > limit {
+		return nil, invalid("body too large")
+	}
+	return body, nil
+}
+
+// decodeBody is decode of a body already read (a signed one is checked
+// before it is parsed).
+func decodeBody(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return invalid("body is required")
 	}
@@ -151,6 +166,10 @@ type createItemRequest struct {
 	PerUserLimit *int       `json:"per_user_limit"`
 	StartsAt     *timestamp `json:"starts_at"`
 	EndsAt       *timestamp `json:"ends_at"`
+	// PriceMinor and Currency are required: a unit's price in minor units
+	// of an ISO 4217 currency (order.CheckPrice).
+	PriceMinor *int64 `json:"price_minor"`
+	Currency   string `json:"currency"`
 }
 
 // timestamp is an RFC 3339 time whose parse error names its field:
@@ -190,6 +209,15 @@ func (r createItemRequest) item(now time.Time) (order.Item, error) {
 		return it, invalid("stock must be between 0 and 10000000")
 	}
 	it.Stock = *r.Stock
+	switch {
+	case r.PriceMinor == nil:
+		return it, invalid("price_minor is required")
+	case *r.PriceMinor < 1 || *r.PriceMinor > order.MaxPriceMinor:
+		return it, invalid("price_minor must be between 1 and " + strconv.FormatInt(order.MaxPriceMinor, 10))
+	case order.CheckCurrency(r.Currency) != nil:
+		return it, invalid("currency must be an ISO 4217 code in upper case, such as EUR or USD")
+	}
+	it.PriceMinor, it.Currency = *r.PriceMinor, r.Currency
 	if r.Shards != nil {
 		if *r.Shards < 1 || *r.Shards > maxShards {
 			return it, invalid("shards must be between 1 and 1024")
@@ -303,17 +331,21 @@ func (h *Handler) issueToken(c *gin.Context, user int64) error {
 
 // statsView is what an operator sees of an item.
 type statsView struct {
-	ItemID    int64             `json:"item_id"`
-	Stock     int64             `json:"stock"`
-	Remaining int64             `json:"remaining"`
-	Reserved  int64             `json:"reserved"`
-	Shards    []int64           `json:"shards"`
-	Ledger    *sale.LedgerStats `json:"ledger,omitempty"`
+	ItemID    int64   `json:"item_id"`
+	Stock     int64   `json:"stock"`
+	Remaining int64   `json:"remaining"`
+	Reserved  int64   `json:"reserved"`
+	Shards    []int64 `json:"shards"`
+	// PriceMinor and Currency: the item's price; the ledger's
+	// revenue_minor is in this currency.
+	PriceMinor int64             `json:"price_minor"`
+	Currency   string            `json:"currency"`
+	Ledger     *sale.LedgerStats `json:"ledger,omitempty"`
 }
 
 func viewOfStats(v sale.Stats) statsView {
 	return statsView{ItemID: v.ItemID, Stock: v.Stock, Remaining: v.Remaining, Reserved: v.Reserved,
-		Shards: v.Shards, Ledger: v.Ledger}
+		Shards: v.Shards, PriceMinor: v.PriceMinor, Currency: v.Currency, Ledger: v.Ledger}
 }
 
 func (h *Handler) stats(c *gin.Context) error {

@@ -21,6 +21,12 @@ type orderView struct {
 	CreatedAt time.Time    `json:"created_at"`
 	ExpiresAt *time.Time   `json:"expires_at,omitempty"`
 	PaidAt    *time.Time   `json:"paid_at,omitempty"`
+	// CancelledAt: when it was cancelled (expired, or by its buyer).
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+	// AmountMinor and Currency: what the order costs, the item's price when
+	// it was accepted (absent for an item without a price).
+	AmountMinor int64  `json:"amount_minor,omitempty"`
+	Currency    string `json:"currency,omitempty"`
 	// InOutbox: accepted, not yet written to MySQL (in the outbox or in
 	// Kafka).
 	InOutbox bool `json:"in_outbox,omitempty"`
@@ -30,7 +36,8 @@ type orderView struct {
 
 func viewOf(o sale.Order) orderView {
 	return orderView{OrderID: strconv.FormatInt(o.ID, 10), ItemID: o.ItemID, Status: o.Status,
-		CreatedAt: o.CreatedAt, ExpiresAt: o.ExpiresAt, PaidAt: o.PaidAt, InOutbox: o.InOutbox, Stale: o.Stale}
+		CreatedAt: o.CreatedAt, ExpiresAt: o.ExpiresAt, PaidAt: o.PaidAt, CancelledAt: o.CancelledAt,
+		AmountMinor: o.AmountMinor, Currency: o.Currency, InOutbox: o.InOutbox, Stale: o.Stale}
 }
 
 func (h *Handler) getOrder(c *gin.Context, user int64) error {
@@ -46,7 +53,13 @@ func (h *Handler) getOrder(c *gin.Context, user int64) error {
 	return nil
 }
 
+// pay is the demo's pay button (payments.demo_pay): off, it answers
+// errDemoPayOff, a 404, for any order. Payments arrive by the provider's
+// callback (payments.go).
 func (h *Handler) pay(c *gin.Context, user int64) error {
+	if !h.Payments.DemoPay {
+		return errDemoPayOff
+	}
 	id, err := pathID(c)
 	if err != nil {
 		return err
@@ -55,6 +68,7 @@ func (h *Handler) pay(c *gin.Context, user int64) error {
 	if err != nil {
 		return err
 	}
+	h.payStats.revenue(o.Currency).Add(float64(o.AmountMinor))
 	c.JSON(http.StatusOK, viewOf(o))
 	return nil
 }

@@ -52,6 +52,13 @@ const (
 	CodeAlreadyPaid          = "already_paid"
 	CodeOrderCancelled       = "order_cancelled"
 	CodeInternal             = "internal"
+
+	// Payments and cancels (payments.go).
+	CodeBadSignature      = "bad_signature"
+	CodeStaleCallback     = "stale_callback"
+	CodeAmountMismatch    = "amount_mismatch"
+	CodeTransactionReused = "transaction_reused"
+	CodeNotPayable        = "not_payable"
 )
 
 func newProblem(status int, code, detail string) *Problem {
@@ -126,6 +133,10 @@ var kindTable = [sale.NumKinds]struct {
 	sale.RateLimited:    {http.StatusTooManyRequests, CodeRateLimited},
 	sale.Overloaded:     {http.StatusServiceUnavailable, CodeOverloaded},
 	sale.Unavailable:    {http.StatusServiceUnavailable, CodeUnavailable},
+
+	sale.AmountMismatch: {http.StatusUnprocessableEntity, CodeAmountMismatch},
+	sale.TxReused:       {http.StatusConflict, CodeTransactionReused},
+	sale.NotPayable:     {http.StatusConflict, CodeNotPayable},
 }
 
 // saleProblem is the problem of a sale outcome.

@@ -41,6 +41,11 @@ func (h *Handler) Routes() *gin.Engine {
 	v1.GET("/orders/:id", h.handle(h.asUser(h.getOrder)))
 	v1.POST("/orders/:id/pay", h.handle(h.asUser(h.pay)))
 
+	// Payments and cancels (payments.go): the provider's callback is
+	// authenticated by its signature, not a user token.
+	v1.POST("/orders/:id/cancel", h.handle(h.asUser(h.cancelOrder)))
+	v1.POST("/payments/callback", h.handle(h.paymentCallback))
+
 	admin := v1.Group("/admin", h.requireAdmin)
 	admin.POST("/items", h.handle(h.createItem))
 	admin.GET("/items/:id/stats", h.handle(h.stats))

@@ -78,10 +78,10 @@ func TestPositiveID(t *testing.T) {
 func TestDuplicateJSONKeys(t *testing.T) {
 	f := newFixture(t, 1, 1)
 	tests := []struct{ body, detail string }{
-		{`{"name":"x","stock":1,"stock":2}`, `duplicate field "stock"`},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"stock":2}`, `duplicate field "stock"`},
 		{`{"name":"x","name":"y","stock":1}`, `duplicate field "name"`},
-		{`{"name":"x","stock":1,"st\u006fck":2}`, `duplicate field "stock"`},
-		{`{"name":"x","stock":1,"colour":1,"colour":2}`, `duplicate field "colour"`},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"st\u006fck":2}`, `duplicate field "stock"`},
+		{`{"name":"x","price_minor":1000,"currency":"EUR","stock":1,"colour":1,"colour":2}`, `duplicate field "colour"`},
 	}
 	for _, tt := range tests {
 		w := f.do("POST", "/api/v1/admin/items", benchAdmin, tt.body, nil)
@@ -94,7 +94,7 @@ func TestDuplicateJSONKeys(t *testing.T) {
 		}
 	}
 	// Nothing was created: the next item is the fixture's successor.
-	w := f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"after","stock":1}`, nil)
+	w := f.do("POST", "/api/v1/admin/items", benchAdmin, `{"name":"after","price_minor":1000,"currency":"EUR","stock":1}`, nil)
 	if w.Code != http.StatusCreated || !strings.Contains(w.Body.String(), fmt.Sprintf(`"id":%d,`, f.item.ID+1)) {
 		t.Errorf("create after refusals: got %d %s, want 201 with id %d", w.Code, w.Body, f.item.ID+1)
 	}

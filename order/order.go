@@ -33,6 +33,14 @@ var (
 	ErrCancelled = errors.New("order cancelled")
 	// ErrInvalidItem: an item to create is missing a required field.
 	ErrInvalidItem = errors.New("invalid item")
+	// ErrAmountMismatch: a payment's amount or currency is not the order's.
+	ErrAmountMismatch = errors.New("payment amount or currency differs from the order's")
+	// ErrTxReused: a payment transaction id already paid another order or
+	// another amount: not a repeat of that callback.
+	ErrTxReused = errors.New("payment transaction id reused with other content")
+	// ErrNotPayable: the order has no price (an item created before
+	// prices existed), so no payment can match it.
+	ErrNotPayable = errors.New("order has no price")
 )
 
 // Item is one sale item. Sold counts its active (pending + paid) orders in
@@ -47,6 +55,10 @@ type Item struct {
 	StartsAt     time.Time  `db:"starts_at" json:"starts_at"`
 	EndsAt       *time.Time `db:"ends_at" json:"ends_at,omitempty"`
 	CreatedAt    time.Time  `db:"created_at" json:"created_at"`
+	// PriceMinor is the price of one unit in minor units of Currency (cents
+	// for EUR, yen for JPY), set when the item is created (prices.go).
+	PriceMinor int64  `db:"price_minor" json:"price_minor"`
+	Currency   string `db:"currency" json:"currency"`
 }
 
 // Order is one accepted purchase of one unit of an item.
@@ -64,4 +76,12 @@ type Order struct {
 	CancelledAt *time.Time `db:"cancelled_at" json:"cancelled_at,omitempty"`
 	// StockReturned says a cancelled order's unit is back in Redis.
 	StockReturned bool `db:"stock_returned" json:"stock_returned"`
+	// AmountMinor and Currency are what the order costs: the item's price
+	// when the order was accepted, copied into the row when it is stored.
+	AmountMinor int64  `db:"amount_minor" json:"amount_minor"`
+	Currency    string `db:"currency" json:"currency"`
+	// RefundRequired: a payment arrived after the order was cancelled
+	// (payments.go). The order stays cancelled; its buyer and the operator
+	// see it as StatusRefundRequired.
+	RefundRequired bool `db:"refund_required" json:"refund_required"`
 }

@@ -31,8 +31,8 @@ const (
 )
 
 const (
-	itemCols  = "id, name, stock, shards, per_user_limit, sold, starts_at, ends_at, created_at"
-	orderCols = "order_id, item_id, user_id, shard, status, created_at, expires_at, paid_at, cancelled_at, stock_returned"
+	itemCols  = "id, name, stock, shards, per_user_limit, sold, starts_at, ends_at, created_at, price_minor, currency"
+	orderCols = "order_id, item_id, user_id, shard, status, created_at, expires_at, paid_at, cancelled_at, stock_returned, amount_minor, currency, refund_required"
 )
 
 // errRedo makes InsertBatch roll back a transaction in which a stock guard
@@ -89,12 +89,19 @@ func (s *Store) CreateItem(ctx context.Context, it Item) (Item, error) {
 	case it.EndsAt != nil && !it.EndsAt.After(it.StartsAt):
 		return Item{}, fmt.Errorf("create item: %w: ends before it starts", ErrInvalidItem)
 	}
+	// No price at all (0, "") is an item without a price, as the rows
+	// made before prices existed; the API always asks for one.
+	if it.PriceMinor != 0 || it.Currency != "" {
+		if err := CheckPrice(it.PriceMinor, it.Currency); err != nil {
+			return Item{}, fmt.Errorf("create item: %w: %w", ErrInvalidItem, err)
+		}
+	}
 	it.Sold = 0
 	it.StartsAt, it.EndsAt, it.CreatedAt = ms(it.StartsAt), msPtr(it.EndsAt), ms(time.Now())
 	res, err := s.db.ExecContext(ctx,
-		`INSERT INTO items (name, stock, shards, per_user_limit, sold, starts_at, ends_at, created_at)
-		 VALUES (?, ?, ?, ?, 0, ?, ?, ?)`,
-		it.Name, it.Stock, it.Shards, it.PerUserLimit, it.StartsAt, it.EndsAt, it.CreatedAt)
+		`INSERT INTO items (name, stock, shards, per_user_limit, sold, starts_at, ends_at, created_at, price_minor, currency)
+		 VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)`,
+		it.Name, it.Stock, it.Shards, it.PerUserLimit, it.StartsAt, it.EndsAt, it.CreatedAt, it.PriceMinor, it.Currency)
 	if err != nil {
 		return Item{}, fmt.Errorf("create item: %w", err)
 	}
@@ -346,6 +353,13 @@ func (b batch) write(ctx context.Context, tx *sqlx.Tx, excluded map[int64]bool) 
 			res.Refused = append(res.Refused, fresh[room:]...)
 			fresh = fresh[:room]
 		}
+		// The price is the item's, read under its row lock. An item's price
+		// is fixed when it is created (no route changes it), so this is the
+		// price the order was accepted at; a future price change must carry
+		// the price in the reservation instead (DESIGN "Prices").
+		for i := range fresh {
+			fresh[i].AmountMinor, fresh[i].Currency = st.PriceMinor, st.Currency
+		}
 		ok, err := insertGuarded(ctx, tx, id, fresh)
 		if err != nil {
 			return BatchResult{}, nil, err
@@ -391,16 +405,19 @@ func insertGuarded(ctx context.Context, tx *sqlx.Tx, item int64, fresh []Order) 
 	return ok, nil
 }
 
-// itemState is what the stock guard needs of an item.
+// itemState is what the stock guard needs of an item, and the price its
+// new orders are stored at.
 type itemState struct {
-	Sold  int64 `db:"sold"`
-	Stock int64 `db:"stock"`
+	Sold       int64  `db:"sold"`
+	Stock      int64  `db:"stock"`
+	PriceMinor int64  `db:"price_minor"`
+	Currency   string `db:"currency"`
 }
 
 // lockItems locks the rows of the given items (ascending ids) until the
 // transaction ends and returns their state; unknown items are absent.
 func lockItems(ctx context.Context, tx *sqlx.Tx, ids []int64) (map[int64]itemState, error) {
-	q, args, err := sqlx.In("SELECT id, sold, stock FROM items WHERE id IN (?) ORDER BY id FOR UPDATE", ids)
+	q, args, err := sqlx.In("SELECT id, sold, stock, price_minor, currency FROM items WHERE id IN (?) ORDER BY id FOR UPDATE", ids)
 	if err != nil {
 		return nil, fmt.Errorf("lock items: %w", err)
 	}
@@ -424,14 +441,14 @@ func insertOrders(ctx context.Context, tx *sqlx.Tx, rows []Order) (int64, error)
 	var total int64
 	for chunk := range slices.Chunk(rows, insertChunk) {
 		var q strings.Builder
-		q.WriteString("INSERT IGNORE INTO orders (order_id, item_id, user_id, shard, status, created_at, expires_at) VALUES ")
-		args := make([]any, 0, len(chunk)*6)
+		q.WriteString("INSERT IGNORE INTO orders (order_id, item_id, user_id, shard, status, created_at, expires_at, amount_minor, currency) VALUES ")
+		args := make([]any, 0, len(chunk)*8)
 		for i, o := range chunk {
 			if i > 0 {
 				q.WriteString(", ")
 			}
-			q.WriteString("(?, ?, ?, ?, 'pending', ?, ?)")
-			args = append(args, o.ID, o.ItemID, o.UserID, o.Shard, ms(o.CreatedAt), ms(o.ExpiresAt))
+			q.WriteString("(?, ?, ?, ?, 'pending', ?, ?, ?, ?)")
+			args = append(args, o.ID, o.ItemID, o.UserID, o.Shard, ms(o.CreatedAt), ms(o.ExpiresAt), o.AmountMinor, o.Currency)
 		}
 		res, err := tx.ExecContext(ctx, q.String(), args...)
 		if err != nil {
@@ -672,6 +689,10 @@ type Counts struct {
 	// Sold is items.sold, Stock is items.stock.
 	Sold  int64
 	Stock int64
+	// RefundRequired counts the cancelled orders paid late (payments.go);
+	// Revenue sums the amounts of the paid orders, in the item's currency.
+	RefundRequired int64
+	Revenue        int64
 }
 
 // Counts returns the item's order counts, all read from one snapshot, or
@@ -692,11 +713,13 @@ func (s *Store) Counts(ctx context.Context, itemID int64) (Counts, error) {
 		var rows []struct {
 			Status   Status `db:"status"`
 			Returned bool   `db:"stock_returned"`
+			Refund   bool   `db:"refund_required"`
 			N        int64  `db:"n"`
+			Amount   int64  `db:"amount"`
 		}
 		err = tx.SelectContext(ctx, &rows,
-			`SELECT status, stock_returned, COUNT(*) AS n FROM orders WHERE item_id = ?
-			 GROUP BY status, stock_returned`, itemID)
+			`SELECT status, stock_returned, refund_required, COUNT(*) AS n, COALESCE(SUM(amount_minor), 0) AS amount
+			 FROM orders WHERE item_id = ? GROUP BY status, stock_returned, refund_required`, itemID)
 		if err != nil {
 			return err
 		}
@@ -706,10 +729,14 @@ func (s *Store) Counts(ctx context.Context, itemID int64) (Counts, error) {
 				c.Pending += r.N
 			case StatusPaid:
 				c.Paid += r.N
+				c.Revenue += r.Amount
 			case StatusCancelled:
 				c.Cancelled += r.N
 				if r.Returned {
 					c.Returned += r.N
+				}
+				if r.Refund {
+					c.RefundRequired += r.N
 				}
 			}
 		}

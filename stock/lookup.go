@@ -214,3 +214,15 @@ func (s *Store) SettleClaim(ctx context.Context, c Claim, shards int) (int64, er
 	p := Purchase{ItemID: c.ItemID, UserID: c.UserID, Shards: shards, Token: c.Token, OrderID: c.OrderID}
 	return s.settleStale(ctx, p, c.Home, c.OrderID, c.Epoch)
 }
+
+// OrderKnown reports whether Redis accepted an order under orderID (its
+// order index entry exists), whoever bought it: one read. A payment
+// provider's callback names no buyer; this tells an order accepted but not
+// stored yet (retry) from an id never made.
+func (s *Store) OrderKnown(ctx context.Context, orderID int64) (bool, error) {
+	n, err := s.rdb.Exists(ctx, s.orderKey(orderID)).Result()
+	if err != nil {
+		return false, fmt.Errorf("look up order %d: %w", orderID, err)
+	}
+	return n > 0, nil
+}

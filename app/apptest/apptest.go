@@ -27,6 +27,8 @@ const (
 	JWTSecret  = "test-jwt-secret-0123456789"
 	// PurchaseKey signs purchase tokens.
 	PurchaseKey = "test-purchase-key-0123456789"
+	// PaymentSecret signs payment callbacks (SECKILL_PAYMENTS_CALLBACK_SECRET).
+	PaymentSecret = "test-payment-secret-0123456789"
 )
 
 // App is a running app.
@@ -73,14 +75,17 @@ func Start(t testing.TB, env map[string]string) *App {
 		t.Cleanup(func() { db.Close() })
 	}
 	vars := map[string]string{
-		"SECKILL_HTTP_ADDR":        "127.0.0.1:0",
-		"SECKILL_REDIS_PREFIX":     prefix,
-		"SECKILL_MYSQL_DSN":        dsn,
-		"SECKILL_ADMIN_TOKEN":      AdminToken,
-		"SECKILL_JWT_SECRET":       JWTSecret,
-		"SECKILL_PURCHASE_KEY":     PurchaseKey,
-		"SECKILL_KAFKA_PARTITIONS": "4",
-		"SECKILL_LIMIT_USER_RATE":  "1000",
+		"SECKILL_HTTP_ADDR":    "127.0.0.1:0",
+		"SECKILL_REDIS_PREFIX": prefix,
+		"SECKILL_MYSQL_DSN":    dsn,
+		"SECKILL_ADMIN_TOKEN":  AdminToken,
+		"SECKILL_JWT_SECRET":   JWTSecret,
+		"SECKILL_PURCHASE_KEY": PurchaseKey,
+		// The demo pay button, as the tests of payments by the buyer use it.
+		"SECKILL_PAYMENTS_DEMO_PAY":        "true",
+		"SECKILL_PAYMENTS_CALLBACK_SECRET": PaymentSecret,
+		"SECKILL_KAFKA_PARTITIONS":         "4",
+		"SECKILL_LIMIT_USER_RATE":          "1000",
 		// A fall-through cut short by a slow test Redis is settled soon.
 		"SECKILL_CLAIM_TIMEOUT":       "1s",
 		"SECKILL_LIMIT_GLOBAL_RATE":   "1000000",

@@ -114,7 +114,7 @@ func (r *run) main(ctx context.Context) error {
 	}
 	err := harness.WaitFor(ctx, 20*time.Second, 200*time.Millisecond, "create item", func() (bool, error) {
 		_, err := cl.adminJSON(ctx, c.apps[0], "POST", "/api/v1/admin/items",
-			map[string]any{"name": "faults " + r.sc.name, "stock": opt.stock, "shards": 8, "per_user_limit": 1}, &item)
+			map[string]any{"name": "faults " + r.sc.name, "price_minor": 1000, "currency": "EUR", "stock": opt.stock, "shards": 8, "per_user_limit": 1}, &item)
 		return err == nil && item.ID > 0, err
 	})
 	if err != nil {
@@ -224,6 +224,9 @@ func (r *run) main(ctx context.Context) error {
 	}
 	if r.sc.pay {
 		r.checkPaid(ctx, wave1)
+	}
+	if r.sc.payments {
+		r.paymentsRace(ctx, wave1)
 	}
 	r.checkStall(ctx)
 	r.check(ctx)
@@ -622,7 +625,7 @@ func (r *run) check(ctx context.Context) {
 		if l.Oversold > 0 && res.oversold < l.Oversold {
 			res.oversold = l.Oversold
 		}
-		if !r.sc.expiry && l.Remaining > 0 {
+		if !r.sc.expiry && !r.sc.payments && l.Remaining > 0 {
 			// No unit comes back without expiry: a sold_out answered while
 			// units remain at the end was a wrong business answer.
 			if n := finals["sold_out"]; n > 0 {

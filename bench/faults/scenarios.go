@@ -27,7 +27,10 @@ type scenario struct {
 	orderTTL    time.Duration // 0: 1h
 	env         map[string]string
 	pay         bool // buyers pay right after the 202 (none-pay)
-	expiry      bool // nobody pays; second wave after the returns
+	// payments: after the sale, payment callbacks and cancels race the
+	// orders' expiry and a SIGKILL (payments.go).
+	payments bool
+	expiry   bool // nobody pays; second wave after the returns
 	// users picks the user ids of the buyers (nil: 1..n).
 	users func(n int) []int64
 	// stall > 0: a stall scenario (stall.go) whose fault lasts this long:
@@ -95,6 +98,7 @@ func (r *run) bounceApp(ctx context.Context, a *app, sig syscall.Signal) error {
 func scenarios() []*scenario {
 	return append([]*scenario{
 		{name: "none-pay", apps: 1, pay: true},
+		paymentsScenario(),
 		{name: "app-kill9", apps: 1, fault: appKill(syscall.SIGKILL)},
 		{name: "app-sigterm", apps: 1, fault: appKill(syscall.SIGTERM)},
 		{name: "redis-kill9-aof", apps: 1, fsyncAlways: true, fault: func(ctx context.Context, r *run) error {

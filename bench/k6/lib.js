@@ -64,7 +64,7 @@ export function arrivalScenario(rate, duration) {
 export function setupRun(name, spec) {
   let itemID = env.itemID;
   if (!itemID) {
-    itemID = createItem(Object.assign({ name: name }, spec));
+    itemID = createItem(Object.assign({ name: name, price_minor: 1000, currency: 'EUR' }, spec));
     console.log(`${name}: created item ${itemID} (${JSON.stringify(spec)})`);
   }
   const idBase = env.idBase || (Date.now() % 100000000) * 1000;

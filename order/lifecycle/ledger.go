@@ -80,6 +80,11 @@ type LedgerStats struct {
 	Cancelled  int64 `json:"cancelled"`
 	Returned   int64 `json:"returned"`
 	Unreturned int64 `json:"unreturned"`
+	// RefundRequired counts the cancelled orders paid late (their money
+	// must go back); RevenueMinor sums the paid orders' amounts in the
+	// item's currency.
+	RefundRequired int64 `json:"refund_required"`
+	RevenueMinor   int64 `json:"revenue_minor"`
 	// Active is Pending + Paid.
 	Active int64 `json:"active"`
 	// InFlight is the estimate of reservations in Kafka: Drift when positive.
@@ -191,6 +196,8 @@ func (l *Ledger) Reconcile(ctx context.Context, it order.Item) (LedgerStats, err
 		Pending: c.Pending, Paid: c.Paid, Cancelled: c.Cancelled, Returned: c.Returned,
 		Unreturned: c.Cancelled - c.Returned,
 		Active:     c.Pending + c.Paid,
+
+		RefundRequired: c.RefundRequired, RevenueMinor: c.Revenue,
 	}
 	s.Drift = s.Stock - s.Remaining - s.Outbox - s.Active - s.Unreturned
 	s.InFlight = max(s.Drift, 0)

@@ -277,6 +277,19 @@ func (s *Sweeper) settleClaims(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// GiveBack returns the units of orders cancelled outside a pass (a buyer's
+// cancel, a late payment that found its order expired) at once, by the
+// pass's own path: restock.lua's per-order guard puts a unit back once
+// however many callers return it, and the buyer's slot is freed as for an
+// expiry. It needs no lease, as Sweep does not: a rebuild drops the item's
+// shard keys while it counts, so a return meanwhile fails (ErrNotReady)
+// and is settled by the rebuild or the next pass (Unreturned). An order
+// that fails here is left to the next pass the same way.
+func (s *Sweeper) GiveBack(ctx context.Context, orders ...order.Order) (returned int, err error) {
+	returned, _, err = s.giveBack(ctx, orders)
+	return returned, err
+}
+
 // giveBack returns the units of cancelled orders to Redis, marks them
 // returned in MySQL, and tells every instance about the items that got
 // units back. It reports the units this call put back and the orders it

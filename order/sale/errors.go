@@ -53,6 +53,14 @@ const (
 	// rebuilt, a lease held elsewhere, no order id can be made); retry.
 	Unavailable
 
+	// Payments (payments.go).
+	// AmountMismatch: a payment's amount or currency is not the order's.
+	AmountMismatch
+	// TxReused: a payment transaction id was applied with other content.
+	TxReused
+	// NotPayable: the order has no price.
+	NotPayable
+
 	// NumKinds is the number of kinds, for tables indexed by Kind.
 	NumKinds
 )
@@ -120,6 +128,11 @@ var (
 	// did not answer lately), so the call was not sent. An open breaker
 	// answers with this message and its own remaining open time.
 	ErrDependencyDown = retryable(Unavailable, "a dependency does not answer; retry shortly", time.Second)
+
+	// Payments and cancels (payments.go).
+	ErrAmountMismatch = newError(AmountMismatch, "the payment's amount or currency is not the order's")
+	ErrTxReused       = newError(TxReused, "this transaction_id was already reported for another order or amount")
+	ErrNotPayable     = newError(NotPayable, "the order has no price and cannot be paid")
 )
 
 // Sentinels is every sentinel outcome above, for callers that prepare an
@@ -127,7 +140,8 @@ var (
 func Sentinels() []*Error {
 	return []*Error{ErrSoldOut, ErrLimitReached, ErrTokenInvalid, ErrTokenExpired, ErrInProgress, ErrNotStarted, ErrEnded,
 		ErrNotFound, ErrInvalidItem, ErrOrderPending, ErrAlreadyPaid, ErrPaymentEnded, ErrCancelled,
-		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts, ErrDependencyDown}
+		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts, ErrDependencyDown,
+		ErrAmountMismatch, ErrTxReused, ErrNotPayable}
 }
 
 // translations are the stores' expected outcomes as the sale's: the one
@@ -151,6 +165,9 @@ var translations = []struct {
 	{order.ErrPaymentExpired, ErrPaymentEnded},
 	{order.ErrCancelled, ErrCancelled},
 	{lifecycle.ErrNotSettled, ErrNotSettled},
+	{order.ErrAmountMismatch, ErrAmountMismatch},
+	{order.ErrTxReused, ErrTxReused},
+	{order.ErrNotPayable, ErrNotPayable},
 }
 
 // ErrorOf is the sale's outcome that err is or wraps, a store's expected

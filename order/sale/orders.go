@@ -16,9 +16,15 @@ type Order struct {
 	ItemID    int64
 	Status    order.Status
 	CreatedAt time.Time
-	// ExpiresAt and PaidAt are known once the order is in MySQL.
-	ExpiresAt *time.Time
-	PaidAt    *time.Time
+	// ExpiresAt, PaidAt and CancelledAt are known once the order is in
+	// MySQL.
+	ExpiresAt   *time.Time
+	PaidAt      *time.Time
+	CancelledAt *time.Time
+	// AmountMinor and Currency are what the order costs (the item's price
+	// when it was accepted); 0 and "" for an item without a price.
+	AmountMinor int64
+	Currency    string
 	// InOutbox: accepted, not yet written to MySQL (in the outbox or in
 	// Kafka).
 	InOutbox bool
@@ -30,7 +36,12 @@ type Order struct {
 
 func stored(o order.Order) Order {
 	exp := o.ExpiresAt
-	return Order{ID: o.ID, ItemID: o.ItemID, Status: o.Status, CreatedAt: o.CreatedAt, ExpiresAt: &exp, PaidAt: o.PaidAt}
+	st := o.Status
+	if o.RefundRequired && st == order.StatusCancelled {
+		st = order.StatusRefundRequired
+	}
+	return Order{ID: o.ID, ItemID: o.ItemID, Status: st, CreatedAt: o.CreatedAt, ExpiresAt: &exp, PaidAt: o.PaidAt,
+		CancelledAt: o.CancelledAt, AmountMinor: o.AmountMinor, Currency: o.Currency}
 }
 
 // findPending looks for an accepted purchase of user not in MySQL yet, in
@@ -46,6 +57,11 @@ func (s *Sale) findPending(ctx context.Context, orderID, user int64) (Order, boo
 		return Order{}, false, err
 	}
 	v := Order{ID: orderID, ItemID: a.ItemID, Status: order.StatusPending, CreatedAt: a.At, InOutbox: true}
+	// The price it is stored at: the item's, fixed at its creation (from
+	// memory once read).
+	if it, err := s.items.get(ctx, a.ItemID); err == nil {
+		v.AmountMinor, v.Currency = it.PriceMinor, it.Currency
+	}
 	d, err := s.cfg.Orders.DeadLetterFor(ctx, orderID, user)
 	switch {
 	case err == nil:

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,12 @@ type Config struct {
 	// TokenTTL is how long a purchase token can be used a first time;
 	// DefaultTokenTTL when 0. The stock's ResultTTL must be longer.
 	TokenTTL time.Duration
+	// Returns gives the unit of an order cancelled by its buyer (or by a
+	// late payment) back at once; nil leaves it to the sweeper's next pass.
+	Returns Returns
+	// Log records what a caller is not told (a unit whose return is left
+	// to the sweeper); slog.Default when nil.
+	Log *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// PageRefresh is how often an item's remaining count is read again
@@ -102,6 +109,9 @@ func New(cfg Config) *Sale {
 	}
 	if cfg.Tokens == nil {
 		cfg.Tokens = processKeys()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
 	}
 	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now),
 		counts: newPageCounts(cfg.PageRefresh), answers: NewRecent[acceptedKey, answer](answerMemory)}
@@ -220,6 +230,9 @@ type Stats struct {
 	Remaining int64
 	Reserved  int64
 	Shards    []int64
+	// PriceMinor and Currency are the item's price (its orders' amounts).
+	PriceMinor int64
+	Currency   string
 	// Ledger is the reconciliation; nil without a ledger.
 	Ledger *LedgerStats
 }
@@ -238,7 +251,7 @@ func (s *Sale) stats(ctx context.Context, it order.Item) (Stats, error) {
 	if err != nil {
 		return Stats{}, outcome(err)
 	}
-	v := Stats{ItemID: it.ID, Stock: it.Stock, Shards: rem}
+	v := Stats{ItemID: it.ID, Stock: it.Stock, Shards: rem, PriceMinor: it.PriceMinor, Currency: it.Currency}
 	var missing bool
 	v.Remaining, missing = remaining(rem)
 	if !missing {

@@ -149,7 +149,7 @@ func (c *cluster) createItem(ctx context.Context, name string, stock int64, shar
 		ID int64 `json:"id"`
 	}
 	err := c.adminJSON(ctx, c.apps[0], "POST", "/api/v1/admin/items",
-		map[string]any{"name": name, "stock": stock, "shards": shards, "per_user_limit": 1}, &v)
+		map[string]any{"name": name, "price_minor": 1000, "currency": "EUR", "stock": stock, "shards": shards, "per_user_limit": 1}, &v)
 	if err == nil && v.ID <= 0 {
 		err = errors.New("create item: no id in the answer")
 	}

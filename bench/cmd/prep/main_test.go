@@ -60,7 +60,7 @@ func TestRunAgainstApp(t *testing.T) {
 	base := a.Base
 
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/admin/items",
-		strings.NewReader(`{"name":"prep test","stock":10,"shards":4,"per_user_limit":1}`))
+		strings.NewReader(`{"name":"prep test","price_minor":1000,"currency":"EUR","stock":10,"shards":4,"per_user_limit":1}`))
 	req.Header.Set("Authorization", "Bearer "+apptest.AdminToken)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

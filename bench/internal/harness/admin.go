@@ -16,6 +16,8 @@ type Ledger struct {
 	InFlight   int64   `json:"in_flight"`
 	Drift      int64   `json:"drift"`
 	Oversold   int64   `json:"oversold"`
+	// RefundRequired counts cancelled orders paid late.
+	RefundRequired int64 `json:"refund_required"`
 }
 
 // ItemStats is the answer of GET /api/v1/admin/items/{id}/stats.

@@ -51,6 +51,8 @@ func (e AppEnv) Environ(extra ...string) []string {
 		"SECKILL_LIMIT_USER_RATE=100000",
 		"SECKILL_LIMIT_GLOBAL_RATE=10000000",
 		"SECKILL_LOG_LEVEL=info",
+		// The buyers of the benches pay with the demo's pay button.
+		"SECKILL_PAYMENTS_DEMO_PAY=true",
 	)
 	return append(env, extra...)
 }
