@@ -2,8 +2,10 @@
 // 100 per unit) arriving in a burst of BURST_S seconds; each loads the
 // product page, asks for a purchase token and purchases with it, retrying
 // with the same token after Retry-After; a winner polls its order until
-// MySQL holds it, then pays. The same scenario as bench/cmd/wholesale in
-// `make bench`; this one is for firing at a deployment (compose):
+// MySQL holds it, then pays (the buyer's pay button: start compose with
+// SECKILL_PAYMENTS_DEMO_PAY=true, else every winner's payment is counted
+// failed). The same scenario as bench/cmd/wholesale in `make bench`; this
+// one is for firing at a deployment (compose):
 //
 //   K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_PERIOD=1s K6_WEB_DASHBOARD_EXPORT=wholesale.html \
 //   k6 run -e BASE_URL=http://127.0.0.1:8080 -e UNITS=100 -e BUYERS=10000 \

@@ -58,7 +58,7 @@ func TestWholeSaleAgainstApp(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer front.Close()
-	body := `{"name":"whole sale test","stock":` + strconv.Itoa(units) + `,"shards":2,"per_user_limit":1}`
+	body := `{"name":"whole sale test","price_minor":1000,"currency":"EUR","stock":` + strconv.Itoa(units) + `,"shards":2,"per_user_limit":1}`
 	req, _ := http.NewRequest(http.MethodPost, a.Base+"/api/v1/admin/items", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+apptest.AdminToken)
 	req.Header.Set("Content-Type", "application/json")
