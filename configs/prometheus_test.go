@@ -261,8 +261,9 @@ func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []b
 		}
 	}
 
-	// One greedy user fires more purchases than the per-user bucket holds
-	// at an item still on sale (a sold-out item is refused before
+	// One greedy user asks for more purchase tokens than the per-user
+	// bucket holds at an item still on sale (a sold-out item, or a
+	// purchase with a token that is not ours, is refused before
 	// admission): some must be rate limited (429), none may be a 5xx.
 	var open struct {
 		ID int64 `json:"id"`
@@ -272,8 +273,8 @@ func runSale(t *testing.T, prom *prometheus, base, adminToken string, secret []b
 	}
 	greedy := userToken(int64(buyers + 2))
 	greedyCodes := map[int]int{}
-	for i := range 40 {
-		greedyCodes[c.do("POST", fmt.Sprintf("/api/v1/items/%d/purchase", open.ID), greedy, "greedy-"+strconv.Itoa(i), "", nil)]++
+	for range 40 {
+		greedyCodes[c.do("POST", fmt.Sprintf("/api/v1/items/%d/tokens", open.ID), greedy, "", "", nil)]++
 	}
 	if greedyCodes[http.StatusTooManyRequests] == 0 {
 		t.Errorf("greedy user statuses: got %v, want some %d", greedyCodes, http.StatusTooManyRequests)
