@@ -397,7 +397,7 @@ func (s *Server) build(rdb redis.UniversalClient, db *sqlx.DB, reg *prometheus.R
 		return nil, nil, err
 	}
 	sl := sale.New(sale.Config{Stock: s.Stock, Orders: s.Orders, Limiter: lim, IDs: ids,
-		Ledger: parts.ledger, Journal: journal, PageRefresh: cfg.Item.PageRefresh})
+		Ledger: parts.ledger, Journal: journal, PageRefresh: cfg.Item.PageRefresh, Log: s.log})
 	// Purchases stop while Redis may evict keys (checked at start too).
 	parts.runners = append(parts.runners, func(ctx context.Context) error {
 		return sl.WatchEviction(ctx, cfg.Redis.PolicyCheck, s.log)

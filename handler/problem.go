@@ -52,6 +52,9 @@ const (
 	CodeAlreadyPaid          = "already_paid"
 	CodeOrderCancelled       = "order_cancelled"
 	CodeInternal             = "internal"
+	// The operator's controls.
+	CodeSalePaused  = "sale_paused"
+	CodeSaleStarted = "sale_started"
 )
 
 func newProblem(status int, code, detail string) *Problem {
@@ -126,6 +129,8 @@ var kindTable = [sale.NumKinds]struct {
 	sale.RateLimited:    {http.StatusTooManyRequests, CodeRateLimited},
 	sale.Overloaded:     {http.StatusServiceUnavailable, CodeOverloaded},
 	sale.Unavailable:    {http.StatusServiceUnavailable, CodeUnavailable},
+	sale.Paused:         {http.StatusConflict, CodeSalePaused},
+	sale.Started:        {http.StatusConflict, CodeSaleStarted},
 }
 
 // saleProblem is the problem of a sale outcome.

@@ -47,6 +47,9 @@ type Item struct {
 	StartsAt     time.Time  `db:"starts_at" json:"starts_at"`
 	EndsAt       *time.Time `db:"ends_at" json:"ends_at,omitempty"`
 	CreatedAt    time.Time  `db:"created_at" json:"created_at"`
+	// Paused: the operator paused the sale (purchases and token issues
+	// answer sale_paused until resumed).
+	Paused bool `db:"paused" json:"paused"`
 }
 
 // Order is one accepted purchase of one unit of an item.

@@ -34,6 +34,10 @@ var (
 	// ErrOrderGroup: the purchase's order id was not made for the slot
 	// group of the buyer's home shard (see HomeGroup); a caller's bug.
 	ErrOrderGroup = errors.New("order id made for another slot group")
+	// ErrPaused: the operator paused the item's sale (control.go).
+	ErrPaused = errors.New("sale paused")
+	// ErrEnded: the operator ended the item's sale (control.go).
+	ErrEnded = errors.New("sale ended")
 )
 
 // Script result codes, shared with the Lua scripts in lua/.
@@ -46,6 +50,8 @@ const (
 	codeNotReady     = 5
 	codeInProgress   = 6
 	codeFenced       = 7
+	codePaused       = 8
+	codeEnded        = 9
 )
 
 // codeErr maps a script result code to its sentinel; the one place that does.
@@ -63,6 +69,10 @@ func codeErr(code int64) error {
 		return ErrNotReady
 	case codeInProgress, codeFenced:
 		return ErrPurchaseInProgress
+	case codePaused:
+		return ErrPaused
+	case codeEnded:
+		return ErrEnded
 	}
 	return fmt.Errorf("unexpected script code %d", code)
 }
@@ -319,11 +329,17 @@ func (s *Store) IssueToken(ctx context.Context, itemID, userID int64, shards int
 		return "", time.Time{}, err
 	}
 	tok := TokenString(b)
-	key := s.keys(itemID, HomeShard(userID, shards), shards).Token(tok)
+	k := s.keys(itemID, HomeShard(userID, shards), shards)
 	exp := time.Now().Add(s.cfg.TokenTTL)
 	// Batched with the purchases and token issues under way (batch.go).
-	if _, err := s.run(ctx, issueScript, []string{key}, []any{userID, s.cfg.TokenTTL.Milliseconds()}); err != nil {
+	res, err := s.run(ctx, issueScript, []string{k.Token(tok), k.State()}, []any{userID, s.cfg.TokenTTL.Milliseconds()})
+	if err != nil {
 		return "", time.Time{}, fmt.Errorf("issue token for item %d: %w", itemID, err)
+	}
+	if len(res) > 0 {
+		if err := codeErr(res[0]); err != nil {
+			return "", time.Time{}, err
+		}
 	}
 	return tok, exp, nil
 }
@@ -373,7 +389,7 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	home := HomeShard(p.UserID, p.Shards)
 	g := ShardGroup(p.ItemID, home, p.Shards)
 	k := s.keysIn(g, p.ItemID, home)
-	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(g), s.orderKey(p.OrderID), s.activeKey(g)}
+	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(g), s.orderKey(p.OrderID), s.activeKey(g), k.State()}
 	args := []any{p.UserID, p.ItemID, p.OrderID, p.Limit, time.Now().UnixMilli(), home, s.ttlSeconds(),
 		claimMember(p.ItemID, home, p.Token), indexValue(p.ItemID, home, p.Token), outboxMember(p.ItemID, home)}
 	if s.SoldOut(p.ItemID) {

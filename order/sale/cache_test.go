@@ -36,7 +36,7 @@ func TestUnknownItemIDsSkipMySQL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newItemCache(st, time.Now)
+	c := newItemCache(st, time.Now, 0)
 	before := comSelect(t, one)
 	const n = 2000
 	for i := int64(1); i <= n; i++ {
@@ -81,7 +81,7 @@ func TestHighestIDReadOnTheInjectedClock(t *testing.T) {
 	// A clock far from the wall clock: on the wall clock the last read is
 	// always old enough, on this one only when the test moves it.
 	now := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
-	c := newItemCache(st, func() time.Time { return now })
+	c := newItemCache(st, func() time.Time { return now }, 0)
 	if _, err := c.get(ctx, it.ID+1); !errors.Is(err, order.ErrNotFound) {
 		t.Fatalf("id above the highest: got %v, want not found", err)
 	}

@@ -53,6 +53,12 @@ const (
 	// rebuilt, a lease held elsewhere, no order id can be made); retry.
 	Unavailable
 
+	// The operator's controls (admin.go).
+	// Paused: the operator paused the item's sale; retry after it resumes.
+	Paused
+	// Started: the item's window or limit cannot change, its sale started.
+	Started
+
 	// NumKinds is the number of kinds, for tables indexed by Kind.
 	NumKinds
 )
@@ -119,12 +125,21 @@ var (
 	ErrDependencyDown = retryable(Unavailable, "a dependency does not answer; retry shortly", time.Second)
 )
 
+// Outcomes of the operator's controls (admin.go).
+var (
+	ErrPaused       = newError(Paused, "the sale of this item is paused; retry later")
+	ErrSaleStarted  = newError(Started, "the sale has started (or starts within a second); its window and per-user limit can no longer change")
+	ErrUnconfirmed  = retryable(Unavailable, "the item's sale window could not be confirmed; retry shortly", time.Second)
+	ErrStockPartial = retryable(Unavailable, "the units are recorded but not all in the stock yet; retry the same request", time.Second)
+)
+
 // Sentinels is every sentinel outcome above, for callers that prepare an
 // answer for each once.
 func Sentinels() []*Error {
 	return []*Error{ErrSoldOut, ErrLimitReached, ErrTokenInvalid, ErrInProgress, ErrNotStarted, ErrEnded,
 		ErrNotFound, ErrInvalidItem, ErrOrderPending, ErrAlreadyPaid, ErrPaymentEnded, ErrCancelled,
-		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts, ErrDependencyDown}
+		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts, ErrDependencyDown,
+		ErrPaused, ErrSaleStarted, ErrUnconfirmed, ErrStockPartial}
 }
 
 // translations are the stores' expected outcomes as the sale's: the one
@@ -148,6 +163,11 @@ var translations = []struct {
 	{order.ErrPaymentExpired, ErrPaymentEnded},
 	{order.ErrCancelled, ErrCancelled},
 	{lifecycle.ErrNotSettled, ErrNotSettled},
+	// The operator's controls.
+	{stock.ErrPaused, ErrPaused},
+	{stock.ErrEnded, ErrEnded},
+	{order.ErrSaleStarted, ErrSaleStarted},
+	{order.ErrSaleEnded, ErrEnded},
 }
 
 // ErrorOf is the sale's outcome that err is or wraps, a store's expected

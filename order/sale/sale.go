@@ -9,6 +9,7 @@ package sale
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,12 @@ type Config struct {
 	// waiting for the driver's read timeout while MySQL does not answer;
 	// DefaultOrderReadBudget when 0.
 	OrderReadBudget time.Duration
+	// ItemRefresh is how old a held item definition may get before it is
+	// read again (cache.go), and so how long before its start an item's
+	// window and limit stop being editable; DefaultItemRefresh when 0.
+	ItemRefresh time.Duration
+	// Log receives the operator's changes (admin.go); slog.Default when nil.
+	Log *slog.Logger
 }
 
 // DefaultOrderReadBudget is Config.OrderReadBudget's default: a point read
@@ -85,7 +92,10 @@ func New(cfg Config) *Sale {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now),
+	if cfg.ItemRefresh <= 0 {
+		cfg.ItemRefresh = DefaultItemRefresh
+	}
+	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now, cfg.ItemRefresh),
 		counts: newPageCounts(cfg.PageRefresh), answers: NewRecent[acceptedKey, answer](1 << 18)}
 }
 
@@ -157,6 +167,9 @@ func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	if it.EndsAt != nil && !s.now().Before(*it.EndsAt) {
 		return Token{}, ErrEnded
 	}
+	if it.Paused {
+		return Token{}, ErrPaused
+	}
 	if s.cfg.Stock.SoldOut(it.ID) {
 		return Token{}, ErrSoldOut
 	}
@@ -170,6 +183,8 @@ func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	defer release()
 	tok, exp, err := s.cfg.Stock.IssueToken(ctx, it.ID, user, it.Shards)
 	if err != nil {
+		// stock.ErrPaused/ErrEnded: the operator's state in Redis, seen
+		// before this instance's copy of the item is refreshed.
 		return Token{}, outcome(err)
 	}
 	return Token{Token: tok, ExpiresAt: exp}, nil
