@@ -82,6 +82,8 @@ var exported = map[string]metricDef{
 	"seckill_stock_returned_total":             {counter, nil},
 	"seckill_breaker_state":                    {gauge, []string{"dependency"}},
 	"seckill_breaker_transitions_total":        {counter, []string{"dependency", "to"}},
+	// The operator's controls.
+	"seckill_items_paused": {gauge, nil},
 }
 
 // builtin are series Prometheus itself adds to every scrape.

@@ -291,4 +291,3 @@ func (h *Handler) userOrders(c *gin.Context) error {
 	}
 	return h.orderList(c, user)
 }
-

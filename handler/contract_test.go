@@ -80,7 +80,7 @@ func TestContractRoutes(t *testing.T) {
 		{"create, user token", "POST", "/api/v1/admin/items", user, `{"name":"x","stock":1}`, 401},
 		{"stats", "GET", fmt.Sprintf("/api/v1/admin/items/%d/stats", f.item.ID), benchAdmin, "", 200},
 		{"rebuild, no reconciler", "POST", fmt.Sprintf("/api/v1/admin/items/%d/rebuild", f.item.ID), benchAdmin, "", 503},
-		{"known path, other method", "GET", "/api/v1/admin/items", benchAdmin, "", 404},
+		{"known path, other method", "DELETE", "/api/v1/admin/items", benchAdmin, "", 404},
 		{"unknown path", "GET", "/nope", "", "", 404},
 		{"healthz", "GET", "/healthz", "", "", 200},
 		{"readyz", "GET", "/readyz", "", "", 200},

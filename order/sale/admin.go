@@ -268,4 +268,3 @@ func (s *Sale) UserOrders(ctx context.Context, user, item, before int64, limit i
 	}
 	return out, nil
 }
-
