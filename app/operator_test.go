@@ -72,7 +72,7 @@ func TestPauseHonouredOnEveryInstance(t *testing.T) {
 	for u := int64(2); u < 20; u++ {
 		keys[u] = b.purchaseToken(it.ID, userToken(t, u))
 	}
-	if code := a.adminCall("POST", item+"/pause", "alice", nil, nil, nil); code != http.StatusOK {
+	if code := a.adminCall("POST", fmt.Sprintf("/api/v1/admin/items/%d/pause", it.ID), "alice", nil, nil, nil); code != http.StatusOK {
 		t.Fatalf("pause: got %d, want 200", code)
 	}
 	for u, k := range keys {
@@ -96,7 +96,7 @@ func TestPauseHonouredOnEveryInstance(t *testing.T) {
 	if code := b.adminCall("GET", "/api/v1/admin/items", "", nil, nil, &list); code != http.StatusOK || len(list.Items) != 1 || list.Items[0].State != "paused" {
 		t.Errorf("list while paused: got %d %+v, want the item paused", code, list)
 	}
-	if code := a.adminCall("POST", item+"/resume", "", nil, nil, nil); code != http.StatusOK {
+	if code := a.adminCall("POST", fmt.Sprintf("/api/v1/admin/items/%d/resume", it.ID), "", nil, nil, nil); code != http.StatusOK {
 		t.Fatalf("resume: got %d, want 200", code)
 	}
 	if code, p := b.purchase(it.ID, userToken(t, 2), keys[2]); code != http.StatusAccepted {
