@@ -340,8 +340,9 @@ func live(s LedgerStats) bool {
 	return s.Outbox > 0 || s.Pending > 0 || s.Unreturned > 0 || s.Drift != 0 || s.Oversold != 0
 }
 
-// refreshItems adds the items created since the last call (items never
-// change after creation, except their sold count, which Reconcile reads).
+// refreshItems adds the items created since the last call. Of an item the
+// ledger uses its id and shard count, which never change; its stock (an
+// operator may add units) and sold count are read fresh by Reconcile.
 func (l *Ledger) refreshItems(ctx context.Context) error {
 	l.mu.Lock()
 	after := l.maxItem
