@@ -36,6 +36,9 @@ type itemCache struct {
 	mu    sync.RWMutex
 	items map[int64]cachedItem
 	miss  map[int64]time.Time // unknown id -> until
+	// refreshing holds the ids a soft refresh is reading: the other
+	// requests that find the copy due meanwhile use it without waiting.
+	refreshing map[int64]bool
 
 	maxMu sync.Mutex
 	maxID int64
@@ -83,7 +86,8 @@ func newItemCache(s *order.Store, now func() time.Time, refresh time.Duration) *
 	if refresh <= 0 {
 		refresh = DefaultItemRefresh
 	}
-	return &itemCache{store: s, now: now, refresh: refresh, items: map[int64]cachedItem{}, miss: map[int64]time.Time{}}
+	return &itemCache{store: s, now: now, refresh: refresh, items: map[int64]cachedItem{}, miss: map[int64]time.Time{},
+		refreshing: map[int64]bool{}}
 }
 
 func (c *itemCache) get(ctx context.Context, id int64) (order.Item, error) {
@@ -120,10 +124,26 @@ func (c *itemCache) get(ctx context.Context, id int64) (order.Item, error) {
 	return it, nil
 }
 
-// again reads a due copy again. Concurrent callers share one read
-// (singleflight); a soft refresh that fails keeps the copy.
+// again reads a due copy again. A soft refresh is made by one request
+// while the others use the copy held, and keeps the copy if it fails;
+// requests that need the copy confirmed wait for one shared read
+// (singleflight).
 func (c *itemCache) again(ctx context.Context, id int64, e cachedItem, now time.Time) (order.Item, error) {
 	strict := !now.Before(e.it.StartsAt) && e.readAt.Before(e.it.StartsAt.Add(-c.refresh))
+	if !strict {
+		c.mu.Lock()
+		busy := c.refreshing[id]
+		c.refreshing[id] = true
+		c.mu.Unlock()
+		if busy {
+			return e.it, nil
+		}
+		defer func() {
+			c.mu.Lock()
+			delete(c.refreshing, id)
+			c.mu.Unlock()
+		}()
+	}
 	v, err, _ := c.flight.Do(strconv.FormatInt(id, 10), func() (any, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), itemReadBudget)
 		defer cancel()
