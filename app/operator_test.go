@@ -192,9 +192,9 @@ func TestEditBeforeStartOnly(t *testing.T) {
 	}
 }
 
-// TestAddStockRacingPurchases: units added to a sold-out... no: to a
-// nearly sold sale while a crowd buys, released together; then a second
-// crowd buys what is left. Every unit of the new stock is sold exactly
+// TestAddStockRacingPurchases: units are added to a small sale while a
+// crowd larger than it buys, released together; then a second crowd buys
+// what is left. Every unit of the new stock is sold exactly
 // once (rows = stock, never more), the retried addition adds nothing, and
 // the reconciler's drift settles at 0.
 func TestAddStockRacingPurchases(t *testing.T) {
