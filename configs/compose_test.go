@@ -86,6 +86,8 @@ var exported = map[string]metricDef{
 	"seckill_payment_callbacks_total": {counter, []string{"result"}},
 	"seckill_refunds_required_total":  {counter, nil},
 	"seckill_revenue_minor_total":     {counter, []string{"currency"}},
+	// The operator's controls.
+	"seckill_items_paused": {gauge, nil},
 }
 
 // builtin are series Prometheus itself adds to every scrape.

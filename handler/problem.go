@@ -59,6 +59,10 @@ const (
 	CodeAmountMismatch    = "amount_mismatch"
 	CodeTransactionReused = "transaction_reused"
 	CodeNotPayable        = "not_payable"
+
+	// The operator's controls.
+	CodeSalePaused  = "sale_paused"
+	CodeSaleStarted = "sale_started"
 )
 
 func newProblem(status int, code, detail string) *Problem {
@@ -137,6 +141,8 @@ var kindTable = [sale.NumKinds]struct {
 	sale.AmountMismatch: {http.StatusUnprocessableEntity, CodeAmountMismatch},
 	sale.TxReused:       {http.StatusConflict, CodeTransactionReused},
 	sale.NotPayable:     {http.StatusConflict, CodeNotPayable},
+	sale.Paused:         {http.StatusConflict, CodeSalePaused},
+	sale.Started:        {http.StatusConflict, CodeSaleStarted},
 }
 
 // saleProblem is the problem of a sale outcome.

@@ -50,6 +50,16 @@ func (h *Handler) Routes() *gin.Engine {
 	admin.POST("/items", h.handle(h.createItem))
 	admin.GET("/items/:id/stats", h.handle(h.stats))
 	admin.POST("/items/:id/rebuild", h.handle(h.rebuild))
+
+	// The operator's controls and the order lists (admin.go).
+	v1.GET("/orders", h.handle(h.asUser(h.myOrders)))
+	admin.GET("/items", h.handle(h.listItems))
+	admin.PATCH("/items/:id", h.handle(h.itemChange(h.editItem)))
+	admin.POST("/items/:id/pause", h.handle(h.itemChange(h.pauseItem)))
+	admin.POST("/items/:id/resume", h.handle(h.itemChange(h.resumeItem)))
+	admin.POST("/items/:id/end", h.handle(h.itemChange(h.endItem)))
+	admin.POST("/items/:id/stock", h.handle(h.addStock))
+	admin.GET("/users/:id/orders", h.handle(h.userOrders))
 	return r
 }
 

@@ -59,6 +59,9 @@ type Item struct {
 	// for EUR, yen for JPY), set when the item is created (prices.go).
 	PriceMinor int64  `db:"price_minor" json:"price_minor"`
 	Currency   string `db:"currency" json:"currency"`
+	// Paused: the operator paused the sale (purchases and token issues
+	// answer sale_paused until resumed).
+	Paused bool `db:"paused" json:"paused"`
 }
 
 // Order is one accepted purchase of one unit of an item.

@@ -31,7 +31,7 @@ const (
 )
 
 const (
-	itemCols  = "id, name, stock, shards, per_user_limit, sold, starts_at, ends_at, created_at, price_minor, currency"
+	itemCols  = "id, name, stock, shards, per_user_limit, sold, starts_at, ends_at, created_at, price_minor, currency, paused"
 	orderCols = "order_id, item_id, user_id, shard, status, created_at, expires_at, paid_at, cancelled_at, stock_returned, amount_minor, currency, refund_required"
 )
 

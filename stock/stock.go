@@ -33,6 +33,10 @@ var (
 	// ErrOrderGroup: the purchase's order id was not made for the slot
 	// group of the buyer's home shard (see HomeGroup); a caller's bug.
 	ErrOrderGroup = errors.New("order id made for another slot group")
+	// ErrPaused: the operator paused the item's sale (control.go).
+	ErrPaused = errors.New("sale paused")
+	// ErrEnded: the operator ended the item's sale (control.go).
+	ErrEnded = errors.New("sale ended")
 )
 
 // Script result codes, shared with the Lua scripts in lua/.
@@ -45,6 +49,8 @@ const (
 	codeNotReady     = 5
 	codeInProgress   = 6
 	codeFenced       = 7
+	codePaused       = 8
+	codeEnded        = 9
 )
 
 // codeErr maps a script result code to its sentinel; the one place that does.
@@ -62,6 +68,10 @@ func codeErr(code int64) error {
 		return ErrNotReady
 	case codeInProgress, codeFenced:
 		return ErrPurchaseInProgress
+	case codePaused:
+		return ErrPaused
+	case codeEnded:
+		return ErrEnded
 	}
 	return fmt.Errorf("unexpected script code %d", code)
 }
@@ -355,7 +365,7 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	home := HomeShard(p.UserID, p.Shards)
 	g := ShardGroup(p.ItemID, home, p.Shards)
 	k := s.keysIn(g, p.ItemID, home)
-	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(g), s.orderKey(p.OrderID), s.activeKey(g)}
+	script, keys := reserveScript, []string{k.Stock(), k.Bought(), k.Token(p.Token), k.Outbox(), s.claimsKey(g), s.orderKey(p.OrderID), s.activeKey(g), k.State()}
 	args := []any{p.UserID, p.ItemID, p.OrderID, p.Limit, time.Now().UnixMilli(), home, s.ttlSeconds(),
 		claimMember(p.ItemID, home, p.Token), indexValue(p.ItemID, home, p.Token), outboxMember(p.ItemID, home)}
 	if s.SoldOut(p.ItemID) {

@@ -923,7 +923,7 @@ func tid(item, user int64, shards int, n int64) int64 {
 func rawReserve(ctx context.Context, s *Store, rdb redis.UniversalClient, item int64, home, shards int, user int64, tok string, order, at int64) ([]int64, error) {
 	g := ShardGroup(item, home, shards)
 	k := s.keysIn(g, item, home)
-	return reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(g), s.orderKey(order), s.activeKey(g)},
+	return reserveScript.Run(ctx, rdb, []string{k.Stock(), k.Bought(), k.Token(tok), k.Outbox(), s.claimsKey(g), s.orderKey(order), s.activeKey(g), k.State()},
 		user, item, order, 1, at, home, 3600, claimMember(item, home, tok), indexValue(item, home, tok), outboxMember(item, home)).Int64Slice()
 }
 

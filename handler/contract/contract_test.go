@@ -18,7 +18,7 @@ func TestCheckCatchesDrift(t *testing.T) {
 	}
 	problemHdr := http.Header{"Content-Type": {"application/problem+json"}, "Cache-Control": {"no-store"}}
 	jsonHdr := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
-	item := `{"id":1,"name":"x","stock":1,"shards":1,"per_user_limit":1,"starts_at":"2030-01-01T00:00:00Z","created_at":"2030-01-01T00:00:00Z","remaining":1,"sold_out":false,"stale":false}`
+	item := `{"id":1,"name":"x","stock":1,"shards":1,"per_user_limit":1,"starts_at":"2030-01-01T00:00:00Z","created_at":"2030-01-01T00:00:00Z","paused":false,"remaining":1,"sold_out":false,"stale":false}`
 	tests := []struct {
 		name, method, target, bearer string
 		status                       int

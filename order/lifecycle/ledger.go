@@ -108,6 +108,9 @@ type Ledger struct {
 	oversold  *prometheus.GaugeVec
 	remaining *prometheus.GaugeVec
 	missing   *prometheus.GaugeVec
+	// paused is the number of paused items (no labels: a vec so that
+	// forget can drop it when the lease goes).
+	paused *prometheus.GaugeVec
 
 	mu   sync.Mutex
 	last map[int64]LedgerStats // previous reconciliation per item
@@ -167,6 +170,12 @@ func NewLedger(st *stock.Store, orders *order.Store, reg prometheus.Registerer, 
 		Name: "seckill_stock_shards_missing",
 		Help: "An item's stock shards whose Redis key is missing (purchases on them answer 503 until a rebuild).",
 	}, []string{"item"})); err != nil {
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	if l.paused, err = registerShared(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "seckill_items_paused",
+		Help: "Items whose sale an operator paused (purchases and token issues answer 409 sale_paused).",
+	}, nil)); err != nil {
 		return nil, fmt.Errorf("new ledger: %w", err)
 	}
 	return l, nil
@@ -260,6 +269,12 @@ func (l *Ledger) reconcileAll(ctx context.Context) {
 		}
 		return
 	}
+	// One indexed count (idx_items_paused), whatever the number of items.
+	if n, err := l.orders.PausedItems(ctx); err == nil {
+		l.paused.WithLabelValues().Set(float64(n))
+	} else if ctx.Err() == nil {
+		l.log.Error("ledger: count paused items", "err", err)
+	}
 	active := map[int64]bool{}
 	if os, err := l.stock.ActiveOutboxes(ctx); err == nil {
 		for _, o := range os {
@@ -332,8 +347,9 @@ func live(s LedgerStats) bool {
 	return s.Outbox > 0 || s.Pending > 0 || s.Unreturned > 0 || s.Drift != 0 || s.Oversold != 0
 }
 
-// refreshItems adds the items created since the last call (items never
-// change after creation, except their sold count, which Reconcile reads).
+// refreshItems adds the items created since the last call. Of an item the
+// ledger uses its id and shard count, which never change; its stock (an
+// operator may add units) and sold count are read fresh by Reconcile.
 func (l *Ledger) refreshItems(ctx context.Context) error {
 	l.mu.Lock()
 	after := l.maxItem
@@ -391,6 +407,7 @@ func (l *Ledger) forget() {
 	l.oversold.Reset()
 	l.remaining.Reset()
 	l.missing.Reset()
+	l.paused.Reset()
 	l.mu.Lock()
 	l.last = map[int64]LedgerStats{}
 	l.mu.Unlock()
@@ -528,6 +545,11 @@ func (l *Ledger) rebuildApply(ctx context.Context, it order.Item, n rebuildCount
 		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
 	}
 	if err := l.stock.SetBought(ctx, it.ID, it.Shards, byUser); err != nil {
+		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
+	}
+	// The operator's sale state (pause, end) back on the shards before
+	// they sell again: Redis may have lost it with the data.
+	if err := l.restoreState(ctx, it.ID); err != nil {
 		return fmt.Errorf("rebuild item %d: %w", it.ID, err)
 	}
 	if err := l.stock.SetShards(ctx, it.ID, stock.Split(remaining, it.Shards)); err != nil {
@@ -784,4 +806,31 @@ func (l *Ledger) rebuildRetrying(ctx context.Context, it order.Item) error {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// restoreState writes the item's sale state (paused, ended) from MySQL onto
+// its shards, holding the item's change lease so that an operator's change
+// made meanwhile is not overwritten with the state read before it.
+func (l *Ledger) restoreState(ctx context.Context, itemID int64) error {
+	lock, err := l.stock.Lease(ctx, stock.ItemLease(itemID), 10*time.Second, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = lock.Release(rctx) // expires by itself otherwise
+	}()
+	it, err := l.orders.Item(ctx, itemID)
+	if err != nil {
+		return err
+	}
+	state := stock.StateOnSale
+	switch {
+	case it.EndsAt != nil && !time.Now().Before(*it.EndsAt):
+		state = stock.StateEnded
+	case it.Paused:
+		state = stock.StatePaused
+	}
+	return l.stock.SetState(ctx, it.ID, it.Shards, state)
 }

@@ -36,7 +36,7 @@ func TestUnknownItemIDsSkipMySQL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newItemCache(st, time.Now)
+	c := newItemCache(st, time.Now, 0)
 	before := comSelect(t, one)
 	const n = 2000
 	for i := int64(1); i <= n; i++ {
@@ -81,7 +81,7 @@ func TestHighestIDReadOnTheInjectedClock(t *testing.T) {
 	// A clock far from the wall clock: on the wall clock the last read is
 	// always old enough, on this one only when the test moves it.
 	now := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
-	c := newItemCache(st, func() time.Time { return now })
+	c := newItemCache(st, func() time.Time { return now }, 0)
 	if _, err := c.get(ctx, it.ID+1); !errors.Is(err, order.ErrNotFound) {
 		t.Fatalf("id above the highest: got %v, want not found", err)
 	}
@@ -99,5 +99,46 @@ func TestHighestIDReadOnTheInjectedClock(t *testing.T) {
 	now = now.Add(maxIDEvery)
 	if got, err := c.get(ctx, later.ID); err != nil || got.ID != later.ID {
 		t.Errorf("after maxIDEvery passed on the clock: got %v, %v; want item %d", got.ID, err, later.ID)
+	}
+}
+
+// TestItemCopyFollowsEditsAndIsConfirmedAtStart: an item edited on another
+// instance is seen once the copy is ItemRefresh old; while MySQL fails the
+// held copy is used before the start, but a copy read before
+// StartsAt-ItemRefresh is never used at or after the start (an edit may
+// have moved the window it does not know of): ErrUnconfirmed instead.
+func TestItemCopyFollowsEditsAndIsConfirmedAtStart(t *testing.T) {
+	ctx := context.Background()
+	dsn, db := testenv.MySQL(t)
+	one := testenv.OneConn(t, dsn)
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	now := t0
+	c := newItemCache(order.NewStore(one), func() time.Time { return now }, time.Second)
+	other := order.NewStore(db)
+	it, err := other.CreateItem(ctx, order.Item{Name: "edited", Stock: 1, Shards: 1, PerUserLimit: 1, StartsAt: t0.Add(10 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.get(ctx, it.ID); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(20 * time.Second)
+	limit := 3
+	if _, err := other.EditItem(ctx, it.ID, order.ItemEdit{StartsAt: &later, PerUserLimit: &limit}, time.Now(), order.Audit{Actor: "test", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	now = t0.Add(2 * time.Second)
+	got, err := c.get(ctx, it.ID)
+	if err != nil || !got.StartsAt.Equal(later) || got.PerUserLimit != 3 {
+		t.Fatalf("copy after ItemRefresh: got %v, %d, %v; want starts %v, limit 3", got.StartsAt, got.PerUserLimit, err, later)
+	}
+	one.Close() // MySQL fails from here on, for this cache
+	now = t0.Add(5 * time.Second)
+	if got, err := c.get(ctx, it.ID); err != nil || !got.StartsAt.Equal(later) {
+		t.Errorf("before the start, MySQL failing: got %v, %v; want the held copy", got.StartsAt, err)
+	}
+	now = later
+	if _, err := c.get(ctx, it.ID); ErrorOf(err) == nil || ErrorOf(err).Kind != Unavailable {
+		t.Errorf("at the start, copy read long before, MySQL failing: got %v, want ErrUnconfirmed", err)
 	}
 }

@@ -61,6 +61,12 @@ const (
 	// NotPayable: the order has no price.
 	NotPayable
 
+	// The operator's controls (admin.go).
+	// Paused: the operator paused the item's sale; retry after it resumes.
+	Paused
+	// Started: the item's window or limit cannot change, its sale started.
+	Started
+
 	// NumKinds is the number of kinds, for tables indexed by Kind.
 	NumKinds
 )
@@ -135,13 +141,22 @@ var (
 	ErrNotPayable     = newError(NotPayable, "the order has no price and cannot be paid")
 )
 
+// Outcomes of the operator's controls (admin.go).
+var (
+	ErrPaused       = newError(Paused, "the sale of this item is paused; retry later")
+	ErrSaleStarted  = newError(Started, "the sale has started (or starts within a second); its window and per-user limit can no longer change")
+	ErrUnconfirmed  = retryable(Unavailable, "the item's sale window could not be confirmed; retry shortly", time.Second)
+	ErrStockPartial = retryable(Unavailable, "the units are recorded but not all in the stock yet; retry the same request", time.Second)
+)
+
 // Sentinels is every sentinel outcome above, for callers that prepare an
 // answer for each once.
 func Sentinels() []*Error {
 	return []*Error{ErrSoldOut, ErrLimitReached, ErrTokenInvalid, ErrTokenExpired, ErrInProgress, ErrNotStarted, ErrEnded,
 		ErrNotFound, ErrInvalidItem, ErrOrderPending, ErrAlreadyPaid, ErrPaymentEnded, ErrCancelled,
 		ErrRateLimited, ErrOverloaded, ErrNotReady, ErrNotSettled, ErrLeaseHeld, ErrNoOrderID, ErrRedisEvicts, ErrDependencyDown,
-		ErrAmountMismatch, ErrTxReused, ErrNotPayable}
+		ErrAmountMismatch, ErrTxReused, ErrNotPayable,
+		ErrPaused, ErrSaleStarted, ErrUnconfirmed, ErrStockPartial}
 }
 
 // translations are the stores' expected outcomes as the sale's: the one
@@ -168,6 +183,11 @@ var translations = []struct {
 	{order.ErrAmountMismatch, ErrAmountMismatch},
 	{order.ErrTxReused, ErrTxReused},
 	{order.ErrNotPayable, ErrNotPayable},
+	// The operator's controls.
+	{stock.ErrPaused, ErrPaused},
+	{stock.ErrEnded, ErrEnded},
+	{order.ErrSaleStarted, ErrSaleStarted},
+	{order.ErrSaleEnded, ErrEnded},
 }
 
 // ErrorOf is the sale's outcome that err is or wraps, a store's expected

@@ -61,7 +61,8 @@ type Config struct {
 	// late payment) back at once; nil leaves it to the sweeper's next pass.
 	Returns Returns
 	// Log records what a caller is not told (a unit whose return is left
-	// to the sweeper); slog.Default when nil.
+	// to the sweeper) and the operator's changes (admin.go); slog.Default
+	// when nil.
 	Log *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
@@ -73,6 +74,10 @@ type Config struct {
 	// waiting for the driver's read timeout while MySQL does not answer;
 	// DefaultOrderReadBudget when 0.
 	OrderReadBudget time.Duration
+	// ItemRefresh is how old a held item definition may get before it is
+	// read again (cache.go), and so how long before its start an item's
+	// window and limit stop being editable; DefaultItemRefresh when 0.
+	ItemRefresh time.Duration
 }
 
 // DefaultTokenTTL is Config.TokenTTL's default.
@@ -113,7 +118,10 @@ func New(cfg Config) *Sale {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now),
+	if cfg.ItemRefresh <= 0 {
+		cfg.ItemRefresh = DefaultItemRefresh
+	}
+	return &Sale{cfg: cfg, now: cfg.Now, items: newItemCache(cfg.Orders, cfg.Now, cfg.ItemRefresh),
 		counts: newPageCounts(cfg.PageRefresh), answers: NewRecent[acceptedKey, answer](answerMemory)}
 }
 
@@ -204,6 +212,9 @@ func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	}
 	if it.EndsAt != nil && !s.now().Before(*it.EndsAt) {
 		return Token{}, ErrEnded
+	}
+	if it.Paused {
+		return Token{}, ErrPaused
 	}
 	if st, err := s.ItemState(ctx, it.ID); err == nil && st.SoldOut {
 		return Token{}, ErrSoldOut

@@ -5,7 +5,9 @@
 -- and active-outbox set, and the order index entry (the order id is made
 -- for this group).
 -- KEYS: 1 stock, 2 bought, 3 token, 4 outbox, 5 open-claims index,
---       6 order index entry of the order id, 7 set of active outboxes
+--       6 order index entry of the order id, 7 set of active outboxes,
+--       8 the shard's sale state (control.go: absent on sale, 'p' paused,
+--       'e' ended by the operator)
 -- ARGV: 1 user, 2 item, 3 order id, 4 per-user limit, 5 now (ms), 6 shard,
 --       7 seconds to keep the token's result for replays, 8 claims member,
 --       9 order index value (item:home:token:ms), 10 this outbox's member
@@ -19,6 +21,11 @@ if tok[1] and tok[1] ~= ARGV[1] then return {4} end
 -- Replay: the stored answer, whatever it was.
 if tok[2] == 'd' then return {tonumber(tok[3]), tok[4] or '0'} end
 if tok[2] == 'c' then return {6, tok[4], tok[5]} end
+-- The operator's pause or end, read in the same call that would take the
+-- unit: once every shard carries the flag, no new purchase passes anywhere.
+local st = redis.call('GET', KEYS[8])
+if st == 'p' then return {8} end
+if st == 'e' then return {9} end
 local s = redis.call('GET', KEYS[1])
 if not s then return {5} end
 -- The user's slot is counted here, on the home shard, before any unit is
