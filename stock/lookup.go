@@ -212,7 +212,7 @@ func (s *Store) StaleClaims(ctx context.Context, limit int64) ([]Claim, error) {
 // it right now.
 func (s *Store) SettleClaim(ctx context.Context, c Claim, shards int) (int64, error) {
 	p := Purchase{ItemID: c.ItemID, UserID: c.UserID, Shards: shards, Token: c.Token, OrderID: c.OrderID}
-	return s.settleStale(ctx, p, c.Home, c.OrderID, c.Epoch)
+	return s.settleStale(ctx, p, c.Home, c.OrderID, c.Epoch, s.restocks.Load())
 }
 
 // OrderKnown reports whether Redis accepted an order under orderID (its

@@ -96,4 +96,7 @@ func (s *Store) watchRestock(ctx context.Context, resync time.Duration) error {
 }
 
 // clearAllSoldOut forgets every local sold-out flag.
-func (s *Store) clearAllSoldOut() { s.soldOut.Clear() }
+func (s *Store) clearAllSoldOut() {
+	s.restocks.Add(1)
+	s.soldOut.Clear()
+}

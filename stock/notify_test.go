@@ -499,3 +499,36 @@ func subscriber(line string) bool {
 	}
 	return false
 }
+
+// TestSoldOutNotSetAfterARestock: a purchase that found the item sold out
+// but began before a restock notice was handled (units added or returned
+// meanwhile) must not set the local sold-out flag after the notice cleared
+// it: this process would answer sold out from memory, with units there,
+// until the next resync (30 s).
+func TestSoldOutNotSetAfterARestock(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t, Config{})
+	const item, shards = 43, 1
+	if err := s.Warm(ctx, item, 1, shards); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buy(ctx, t, s, item, shards, 1, 1, 1); err != nil {
+		t.Fatalf("the only unit: %v", err)
+	}
+	// The notice is handled while the next purchase is under way: after
+	// it began, before its script found the shards empty.
+	rdb.AddHook(&holdHook{hold: func() { s.ClearSoldOut(item) }})
+	if _, err := buy(ctx, t, s, item, shards, 1, 2, 2); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("second buyer: got %v, want ErrSoldOut", err)
+	}
+	if s.SoldOut(item) {
+		t.Error("sold-out flag set by a purchase that began before the restock notice")
+	}
+	// A purchase that began after it sets the flag as before.
+	if _, err := buy(ctx, t, s, item, shards, 1, 3, 3); !errors.Is(err, ErrSoldOut) {
+		t.Fatalf("third buyer: got %v, want ErrSoldOut", err)
+	}
+	if !s.SoldOut(item) {
+		t.Error("sold-out flag not set by a purchase that found every shard empty")
+	}
+}

@@ -145,6 +145,13 @@ type Store struct {
 	cfg    Config
 
 	soldOut sync.Map // item id -> struct{}: every shard was empty
+	// restocks counts the clearings of sold-out flags (ClearSoldOut,
+	// clearAllSoldOut): a purchase that found the item sold out sets the
+	// flag only if none happened since it began, else a purchase that ran
+	// before units came back (added, returned) would set it after their
+	// notice cleared it, and this process would answer sold out from
+	// memory while units are there, until the next resync.
+	restocks atomic.Uint64
 
 	// touched holds the outboxes this process appended to since the relay
 	// last asked (TakeTouched); touch signals that there are some.
@@ -339,7 +346,22 @@ func (s *Store) SoldOut(itemID int64) bool {
 }
 
 // ClearSoldOut forgets the local sold-out flag, after stock came back.
-func (s *Store) ClearSoldOut(itemID int64) { s.soldOut.Delete(itemID) }
+func (s *Store) ClearSoldOut(itemID int64) {
+	s.restocks.Add(1)
+	s.soldOut.Delete(itemID)
+}
+
+// markSoldOut sets the item's sold-out flag for a purchase that began when
+// restocks was at gen, unless stock came back since.
+func (s *Store) markSoldOut(itemID int64, gen uint64) {
+	if s.restocks.Load() != gen {
+		return
+	}
+	s.soldOut.Store(itemID, struct{}{})
+	if s.restocks.Load() != gen { // cleared between the check and the store
+		s.soldOut.Delete(itemID)
+	}
+}
 
 // ttlSeconds is how long a used token keeps its answer, in whole seconds.
 func (s *Store) ttlSeconds() int64 { return int64(s.cfg.ResultTTL / time.Second) }
@@ -362,6 +384,7 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	if _, ok := TokenBytes(p.Token); !ok {
 		return 0, ErrTokenInvalid
 	}
+	gen := s.restocks.Load()
 	home := HomeShard(p.UserID, p.Shards)
 	g := ShardGroup(p.ItemID, home, p.Shards)
 	k := s.keysIn(g, p.ItemID, home)
@@ -385,12 +408,12 @@ func (s *Store) Reserve(ctx context.Context, p Purchase) (int64, error) {
 	}
 	switch code {
 	case codeHomeEmpty:
-		return s.fallThrough(ctx, p, home, orderID, res[2])
+		return s.fallThrough(ctx, p, home, orderID, res[2], gen)
 	case codeInProgress:
 		if len(res) > 2 && time.Since(time.UnixMilli(res[2])) > s.cfg.ClaimTimeout {
 			// The process that claimed died or stalls mid fall-through:
 			// settle the claim, fencing that process out.
-			return s.settleStale(ctx, p, home, orderID, res[2])
+			return s.settleStale(ctx, p, home, orderID, res[2], gen)
 		}
 	case codeSoldOut:
 		return 0, ErrSoldOut
@@ -434,7 +457,7 @@ func (s *Store) Answer(ctx context.Context, p Purchase) (int64, error) {
 		return num(v[3]), nil
 	case stateClaimed:
 		if epoch := num(v[4]); time.Since(time.UnixMilli(epoch)) > s.cfg.ClaimTimeout {
-			return s.settleStale(ctx, p, home, num(v[3]), epoch)
+			return s.settleStale(ctx, p, home, num(v[3]), epoch, s.restocks.Load())
 		}
 		return 0, ErrPurchaseInProgress
 	}
@@ -458,7 +481,7 @@ func indexValue(itemID int64, home int, token string) string {
 // before it looks: if some epoch of the claim already took a unit somewhere,
 // that unit is the order's and no second one is taken, and the old epoch's
 // process can take nothing from here on (take.lua refuses it).
-func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, claimedAt int64) (int64, error) {
+func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, claimedAt int64, gen uint64) (int64, error) {
 	hg := ShardGroup(p.ItemID, home, p.Shards)
 	hk := s.keysIn(hg, p.ItemID, home)
 	epoch := time.Now().UnixMilli()
@@ -487,7 +510,7 @@ func (s *Store) settleStale(ctx context.Context, p Purchase, home int, orderID, 
 			return orderID, nil
 		}
 	}
-	return s.fallThrough(ctx, p, home, orderID, epoch)
+	return s.fallThrough(ctx, p, home, orderID, epoch, gen)
 }
 
 // fence runs fence.lua on every shard but home in one round trip, loading
@@ -517,7 +540,7 @@ func (s *Store) fence(ctx context.Context, p Purchase, home int, orderID, epoch 
 // claim's epoch: run again for the same epoch it is a no-op, and once a
 // replay took the claim over it takes nothing (ErrPurchaseInProgress: the
 // buyer's retry gets the replay's answer).
-func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, epoch int64) (int64, error) {
+func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, epoch int64, gen uint64) (int64, error) {
 	now := time.Now().UnixMilli()
 	ttl := s.ttlSeconds()
 	code := int64(codeSoldOut)
@@ -567,7 +590,7 @@ func (s *Store) fallThrough(ctx context.Context, p Purchase, home int, orderID, 
 		return 0, ErrPurchaseInProgress
 	}
 	if code != codeOK {
-		s.soldOut.Store(p.ItemID, struct{}{})
+		s.markSoldOut(p.ItemID, gen)
 		return 0, ErrSoldOut
 	}
 	return orderID, nil
