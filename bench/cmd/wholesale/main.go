@@ -31,7 +31,7 @@ import (
 	"syscall"
 	"time"
 
-	"seckill/handler"
+	"seckill/bench/internal/harness"
 )
 
 func main() {
@@ -81,10 +81,12 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	c.secret = []byte(getenv("SECKILL_JWT_SECRET"))
+	secret, err := harness.UserSecret(getenv)
+	if err != nil {
+		return c, err
+	}
+	c.secret = secret
 	switch {
-	case len(c.secret) < 16:
-		return c, errors.New("SECKILL_JWT_SECRET must be set (at least 16 bytes)")
 	case c.item <= 0:
 		return c, errors.New("-item must be a positive item id")
 	case c.buyers <= 0 || c.conns <= 0 || c.maxAttempts <= 0:
@@ -103,9 +105,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	now := time.Now()
 	for i := range buyers {
 		user := c.idBase + int64(i) + 1
-		jwt, err := handler.SignUserTokenAt(c.secret, user, now, time.Hour)
+		jwt, err := harness.SignUser(c.secret, user, now, time.Hour)
 		if err != nil {
-			return fmt.Errorf("sign user %d: %w", user, err)
+			return err
 		}
 		buyers[i] = &buyer{index: i, user: user, auth: "Bearer " + jwt}
 	}
