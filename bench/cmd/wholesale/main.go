@@ -327,11 +327,7 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 			b.token = v.Token
 			b.next(stepPurchase)
 			return 0
-		case st == http.StatusConflict && v.Code == "sold_out":
-			b.final(soldOut)
-			return 0
-		case st == http.StatusGone:
-			b.final(ended)
+		case b.saleOver(st, v.Code):
 			return 0
 		}
 	case stepPurchase:
@@ -343,14 +339,10 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 				b.step, b.attempts = stepPoll, 0
 			}
 			return 0
-		case st == http.StatusConflict && v.Code == "sold_out":
-			b.final(soldOut)
-			return 0
 		case st == http.StatusConflict && v.Code == "purchase_limit":
 			b.final(limited)
 			return 0
-		case st == http.StatusGone:
-			b.final(ended)
+		case b.saleOver(st, v.Code):
 			return 0
 		}
 	case stepPoll:
@@ -385,6 +377,21 @@ func (b *buyer) next(s step) { b.step, b.attempts = s, 0 }
 func (b *buyer) final(o outcome) {
 	b.outcome, b.answered = o, time.Now()
 	b.step = stepDone
+}
+
+// saleOver ends b if the answer (status st, problem code) says the sale is
+// over for every buyer: sold out (409 sold_out) or ended (410). The token
+// and the purchase steps both read these the same way.
+func (b *buyer) saleOver(st int, code string) bool {
+	switch {
+	case st == http.StatusConflict && code == "sold_out":
+		b.final(soldOut)
+	case st == http.StatusGone:
+		b.final(ended)
+	default:
+		return false
+	}
+	return true
 }
 
 func (b *buyer) fail(why string) {
