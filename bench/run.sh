@@ -289,6 +289,17 @@ run_wrk() {
   grep '^WRK ' "$WORK/wrk-$name.txt" >&2
 }
 wrkv() { grep '^WRK ' "$WORK/wrk-$1.txt" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+# run_ceiling NAME VAR ARGS...: a hello.lua run against the ceiling server
+# (the floor every ratio is taken against), adding the ceiling's CPU ticks
+# to VAR_TICKS and its requests to VAR_REQS.
+run_ceiling() {
+  local name=$1 var=$2 a
+  shift 2
+  a=$(cpu_ticks "$CEILING_PID")
+  run_wrk "$name" "http://127.0.0.1:$CEILING_PORT" hello.lua "$@"
+  eval "${var}_TICKS=\$(( ${var}_TICKS + $(cpu_ticks "$CEILING_PID") - a ))"
+  eval "${var}_REQS=\$(( ${var}_REQS + $(wrkv "$name" requests) ))"
+}
 
 start_ceiling() { # the bare-Gin hello server, beside seckill
   GOMAXPROCS=$SERVER_GOMAXPROCS "$BIN/bench-ceiling" -addr "127.0.0.1:$CEILING_PORT" >"$WORK/ceiling.log" 2>&1 &
@@ -443,10 +454,7 @@ soldout_sum() { local t=0 r; for r in $(seq 1 "$ROUNDS"); do t=$((t + $(wrkv "so
 if [[ $BENCH_ONLY == wholesale ]]; then
   start_ceiling
   for r in 1 2; do # the floor: a hello's CPU
-    a=$(cpu_ticks "$CEILING_PID")
-    WRK_DURATION=${PAGE_ROUND_SECONDS:-6} run_wrk "ceiling-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
-    CEIL_TICKS=$((CEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
-    CEIL_REQS=$((CEIL_REQS + $(wrkv "ceiling-$r" requests)))
+    WRK_DURATION=${PAGE_ROUND_SECONDS:-6} run_ceiling "ceiling-$r" CEIL
   done
   stop_pid "$CEILING_PID" ceiling
   CEILING_PID=""
@@ -566,10 +574,7 @@ for r in $(seq 1 "$MAX_ROUNDS"); do
   for c in "${MAX_CONN_LIST[@]}"; do
     WRK_CONNS=$c run_wrk "max-$c-$r" "$BASE" purchase.lua "$WORK/max-users-$(printf %03d "$part")" "$ITEM_MAX" 0 "$WRK_THREADS"
     part=$((part + 1))
-    a=$(cpu_ticks "$CEILING_PID")
-    WRK_CONNS=$c run_wrk "maxceil-$c-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
-    CEIL_TICKS=$((CEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
-    CEIL_REQS=$((CEIL_REQS + $(wrkv "maxceil-$c-$r" requests)))
+    WRK_CONNS=$c run_ceiling "maxceil-$c-$r" CEIL
   done
 done
 WRK_DURATION=$SAVED_DURATION
@@ -637,15 +642,9 @@ for r in $(seq 1 "$ROUNDS"); do
   cpu_snap "so${r}a"
   run_wrk "soldout-$r" "$BASE" soldout.lua "$WORK/soldout-users.txt" "$ITEM_SOLDOUT" "$WRK_THREADS"
   cpu_snap "so${r}b"
-  a=$(cpu_ticks "$CEILING_PID")
-  run_wrk "ceiling-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
-  CEIL_TICKS=$((CEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
-  CEIL_REQS=$((CEIL_REQS + $(wrkv "ceiling-$r" requests)))
+  run_ceiling "ceiling-$r" CEIL
   # The same hello, with a sold-out purchase's headers.
-  a=$(cpu_ticks "$CEILING_PID")
-  run_wrk "ceilhdr-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua headers
-  CEILHDR_TICKS=$((CEILHDR_TICKS + $(cpu_ticks "$CEILING_PID") - a))
-  CEILHDR_REQS=$((CEILHDR_REQS + $(wrkv "ceilhdr-$r" requests)))
+  run_ceiling "ceilhdr-$r" CEILHDR headers
 done
 HDR_RATIOS=$(for r in $(seq 1 "$ROUNDS"); do
   awk -v a="$(wrkv "soldout-$r" rps)" -v b="$(wrkv "ceilhdr-$r" rps)" 'BEGIN { printf "%.2f\n", a / b }'
@@ -670,10 +669,7 @@ for r in $(seq 1 "$ROUNDS"); do
     eval "TOKEN_TICKS=\$(( TOKEN_TICKS + CPU_tw${r}b_$p - CPU_tw${r}a_$p ))"
   done
   TOKEN_N=$((TOKEN_N + $(wrkv "token-$r" s2xx)))
-  a=$(cpu_ticks "$CEILING_PID")
-  run_wrk "tokceil-$r" "http://127.0.0.1:$CEILING_PORT" hello.lua
-  TOKCEIL_TICKS=$((TOKCEIL_TICKS + $(cpu_ticks "$CEILING_PID") - a))
-  TOKCEIL_REQS=$((TOKCEIL_REQS + $(wrkv "tokceil-$r" requests)))
+  run_ceiling "tokceil-$r" TOKCEIL
 done
 TOKEN_KEYS=$(rcli --scan --pattern "$RUN_ID:*:$ITEM_TOKEN:*:tok:*" | wc -l)
 WRK_DURATION=$SAVED_DURATION

@@ -2,7 +2,6 @@ package handler
 
 import (
 	"encoding/binary"
-	"runtime"
 	"testing"
 
 	"seckill/app/testenv"
@@ -14,25 +13,23 @@ import (
 func BenchmarkCrowdMemory(b *testing.B) {
 	const crowd = 1_000_000
 	b.Run("verified-users", func(b *testing.B) {
-		for range b.N {
-			before := testenv.MemNow()
+		testenv.CrowdMemory(b, crowd, func() func() int {
 			m := sale.NewRecent[tokenDigest, verifiedUser](verifiedUserMemory)
 			var d tokenDigest
 			for i := range crowd {
 				binary.LittleEndian.PutUint64(d[:], uint64(i)+1)
 				m.Add(d, verifiedUser{id: int64(i) + 1, exp: 1})
 			}
-			after := testenv.MemNow()
-			testenv.ReportGrowth(b, before, after, crowd)
-			held := 0
-			for i := range crowd {
-				binary.LittleEndian.PutUint64(d[:], uint64(i)+1)
-				if _, ok := m.Get(d); ok {
-					held++
+			return func() int {
+				held := 0
+				for i := range crowd {
+					binary.LittleEndian.PutUint64(d[:], uint64(i)+1)
+					if _, ok := m.Get(d); ok {
+						held++
+					}
 				}
+				return held
 			}
-			b.ReportMetric(float64(held), "entries")
-			runtime.KeepAlive(m)
-		}
+		})
 	})
 }

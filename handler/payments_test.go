@@ -44,6 +44,19 @@ func userJWT(user int64) string {
 	return jwt
 }
 
+// sweepsAt starts n sweeper passes on wg, each waiting for start: the
+// expiry path released together with the requests it races.
+func (f *fixture) sweepsAt(t *testing.T, wg *sync.WaitGroup, start <-chan struct{}, n int) {
+	for range n {
+		wg.Go(func() {
+			<-start
+			if _, err := f.sweeper.Sweep(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
 // bought buys one unit for user through the API and stores the order as
 // the writer would, expiring at expires; it returns the order id.
 func (f *fixture) bought(t *testing.T, user int64, expires time.Time) int64 {
@@ -459,14 +472,7 @@ func TestCancelRacingExpiry(t *testing.T) {
 			answers[i] = f.do("POST", "/api/v1/orders/"+strconv.FormatInt(ids[i], 10)+"/cancel", userJWT(int64(100+i)), "", nil)
 		})
 	}
-	for range 2 {
-		wg.Go(func() {
-			<-start
-			if _, err := f.sweeper.Sweep(context.Background()); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	f.sweepsAt(t, &wg, start, 2)
 	close(start)
 	wg.Wait()
 	for i, w := range answers {
@@ -619,14 +625,7 @@ func TestPaymentsRacingExpiry(t *testing.T) {
 		body := callbackBody("tx-exp-"+strconv.Itoa(i), ids[i], 1999, "EUR", time.Now())
 		wg.Go(func() { <-start; pays[i] = f.callback(body, sign(body)) })
 	}
-	for range 2 {
-		wg.Go(func() {
-			<-start
-			if _, err := f.sweeper.Sweep(context.Background()); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+	f.sweepsAt(t, &wg, start, 2)
 	close(start)
 	wg.Wait()
 	for i, w := range pays {

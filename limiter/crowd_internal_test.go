@@ -16,8 +16,7 @@ import (
 func BenchmarkCrowdMemory(b *testing.B) {
 	const crowd = 1_000_000
 	b.Run("user-buckets", func(b *testing.B) {
-		for range b.N {
-			before := testenv.MemNow()
+		testenv.CrowdMemory(b, crowd, func() func() int {
 			l, err := New(Config{GlobalRate: 1e9, GlobalBurst: 1e9, UserRate: 5, UserBurst: 5}, prometheus.NewRegistry())
 			if err != nil {
 				b.Fatal(err)
@@ -29,10 +28,10 @@ func BenchmarkCrowdMemory(b *testing.B) {
 				}
 				release()
 			}
-			after := testenv.MemNow()
-			testenv.ReportGrowth(b, before, after, crowd)
-			b.ReportMetric(float64(l.users.len()), "entries")
-			l.Close()
-		}
+			return func() int {
+				defer l.Close()
+				return l.users.len()
+			}
+		})
 	})
 }

@@ -187,18 +187,7 @@ func cancelLocked(ctx context.Context, tx *sqlx.Tx, o Order, now time.Time, refu
 		}
 		return err
 	}
-	res, err = tx.ExecContext(ctx, "UPDATE items SET sold = sold - 1 WHERE id = ? AND sold > 0", o.ItemID)
-	if err != nil {
-		return err
-	}
-	ok, err := oneRow(res)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("item %d missing or sold already 0", o.ItemID)
-	}
-	return nil
+	return unsell(ctx, tx, o.ItemID)
 }
 
 // Cancel cancels a pending order of userID at its buyer's request, at now,

@@ -608,16 +608,8 @@ func (s *Store) CancelExpired(ctx context.Context, now time.Time, limit int) ([]
 			}
 			// Same transaction: the order stops counting as sold exactly
 			// when it is cancelled, never twice.
-			res, err = tx.ExecContext(ctx, "UPDATE items SET sold = sold - 1 WHERE id = ? AND sold > 0", o.ItemID)
-			if err != nil {
+			if err := unsell(ctx, tx, o.ItemID); err != nil {
 				return err
-			}
-			ok, err := oneRow(res)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("item %d missing or sold already 0", o.ItemID)
 			}
 			won = true
 			return nil
@@ -779,6 +771,25 @@ func activeBy[K int | int64](ctx context.Context, s *Store, itemID int64, column
 		out[r.K] = r.N
 	}
 	return out, nil
+}
+
+// unsell takes back one sold unit of item in tx: the step of every
+// cancellation (by expiry, by the buyer, or a late payment's refund) that
+// has to happen in the transaction that cancels the order, so the unit
+// stops counting as sold exactly once.
+func unsell(ctx context.Context, tx *sqlx.Tx, item int64) error {
+	res, err := tx.ExecContext(ctx, "UPDATE items SET sold = sold - 1 WHERE id = ? AND sold > 0", item)
+	if err != nil {
+		return err
+	}
+	ok, err := oneRow(res)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("item %d missing or sold already 0", item)
+	}
+	return nil
 }
 
 // oneRow reports whether a statement changed a row.

@@ -7,6 +7,7 @@ package apptest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -138,6 +139,30 @@ func Start(t testing.TB, env map[string]string) *App {
 	client := &http.Client{Timeout: 30 * time.Second,
 		Transport: contract.Transport(t, &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512})}
 	return &App{Server: srv, Base: "http://" + srv.Addr, DB: db, Prefix: vars["SECKILL_REDIS_PREFIX"], DSN: vars["SECKILL_MYSQL_DSN"], Log: logs, Client: client, stop: stop}
+}
+
+// CreateItem creates an item through the admin API (POST
+// /api/v1/admin/items with body, the item's JSON) and returns its id; the
+// test fails unless the app answers 201. It sends with
+// http.DefaultClient, so a body the contract does not allow reaches the app.
+func (a *App) CreateItem(t testing.TB, body string) int64 {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, a.Base+"/api/v1/admin/items", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+AdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var item struct {
+		ID int64 `json:"id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&item)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create item: got status %d, want 201", resp.StatusCode)
+	}
+	return item.ID
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writers.

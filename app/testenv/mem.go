@@ -48,3 +48,19 @@ func ReportGrowth(b *testing.B, before, after Mem, n int) {
 	b.ReportMetric(float64(after.RSS-before.RSS)/(1<<20), "RSS-MB")
 	b.ReportMetric(0, "ns/op") // one pass over the crowd: the time is not the figure
 }
+
+// CrowdMemory is the body of a crowd memory benchmark: b.N times, fill
+// builds a structure holding n buyers between two readings of MemNow, and
+// the growth is reported with ReportGrowth. entries, which fill returns,
+// is called after the second reading (so the structure is live at it) and
+// gives the entries the structure holds, reported as "entries"; it also
+// releases what fill started.
+func CrowdMemory(b *testing.B, n int, fill func() (entries func() int)) {
+	for range b.N {
+		before := MemNow()
+		entries := fill()
+		after := MemNow()
+		ReportGrowth(b, before, after, n)
+		b.ReportMetric(float64(entries()), "entries")
+	}
+}

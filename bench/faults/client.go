@@ -531,6 +531,26 @@ func (cl *client) stats(ctx context.Context) (harness.ItemStats, error) {
 // ok is false when no instance exported it.
 func (cl *client) metric(name string) (max float64, ok bool) {
 	label := fmt.Sprintf(`item="%d"`, cl.item)
+	cl.metricLines(func(line string) {
+		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
+			return
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return
+		}
+		if !ok || abs(v) > abs(max) {
+			max = v
+		}
+		ok = true
+	})
+	return max, ok
+}
+
+// metricLines calls each with every line of /metrics of each live instance;
+// an instance that does not answer is skipped.
+func (cl *client) metricLines(each func(line string)) {
 	for _, a := range cl.c.liveApps() {
 		resp, err := probe.Get(a.url + "/metrics")
 		if err != nil {
@@ -539,21 +559,9 @@ func (cl *client) metric(name string) (max float64, ok bool) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		for _, line := range strings.Split(string(b), "\n") {
-			if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
-				continue
-			}
-			f := strings.Fields(line)
-			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil {
-				continue
-			}
-			if !ok || abs(v) > abs(max) {
-				max = v
-			}
-			ok = true
+			each(line)
 		}
 	}
-	return max, ok
 }
 
 func abs(f float64) float64 {

@@ -285,19 +285,11 @@ func (r *run) checkPayments(ctx context.Context, fates []*fate) {
 
 // counter sums an unlabelled counter over the live instances.
 func (cl *client) counter(name string) (sum float64, ok bool) {
-	for _, a := range cl.c.liveApps() {
-		resp, err := probe.Get(a.url + "/metrics")
-		if err != nil {
-			continue
+	cl.metricLines(func(line string) {
+		var v float64
+		if _, err := fmt.Sscanf(line, name+" %g", &v); err == nil {
+			sum, ok = sum+v, true
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, line := range strings.Split(string(b), "\n") {
-			var v float64
-			if _, err := fmt.Sscanf(line, name+" %g", &v); err == nil {
-				sum, ok = sum+v, true
-			}
-		}
-	}
+	})
 	return sum, ok
 }

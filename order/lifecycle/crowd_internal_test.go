@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"encoding/binary"
-	"runtime"
 	"testing"
 	"time"
 
@@ -17,8 +16,7 @@ import (
 func BenchmarkCrowdMemory(b *testing.B) {
 	const crowd = 1_000_000
 	b.Run("journal", func(b *testing.B) {
-		for range b.N {
-			before := testenv.MemNow()
+		testenv.CrowdMemory(b, crowd, func() func() int {
 			j, err := NewJournal(1<<18, prometheus.NewRegistry())
 			if err != nil {
 				b.Fatal(err)
@@ -30,10 +28,7 @@ func BenchmarkCrowdMemory(b *testing.B) {
 				j.Add(stock.Restored{OrderID: int64(i) + 1, ItemID: 1, UserID: int64(i) + 1, Shards: 8,
 					Token: stock.TokenString(tok), At: at})
 			}
-			after := testenv.MemNow()
-			testenv.ReportGrowth(b, before, after, crowd)
-			b.ReportMetric(float64(len(j.ring)+len(j.other)), "entries")
-			runtime.KeepAlive(j)
-		}
+			return func() int { return len(j.ring) + len(j.other) }
+		})
 	})
 }

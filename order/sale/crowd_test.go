@@ -2,7 +2,6 @@ package sale
 
 import (
 	"encoding/binary"
-	"runtime"
 	"testing"
 
 	"seckill/app/testenv"
@@ -26,17 +25,13 @@ func crowdKey(i int) acceptedKey {
 // included. Run with -benchtime 1x (bench/README.md).
 func BenchmarkCrowdMemory(b *testing.B) {
 	b.Run("answers", func(b *testing.B) {
-		for range b.N {
-			before := testenv.MemNow()
+		testenv.CrowdMemory(b, crowd, func() func() int {
 			m := NewRecent[acceptedKey, answer](answerMemory)
 			for i := range crowd {
 				m.Add(crowdKey(i), answer{refusal: refusedSoldOut})
 			}
-			after := testenv.MemNow()
-			testenv.ReportGrowth(b, before, after, crowd)
-			b.ReportMetric(float64(len(m.cur)+len(m.prev)), "entries")
-			runtime.KeepAlive(m)
-		}
+			return func() int { return len(m.cur) + len(m.prev) }
+		})
 	})
 	// A retry whose answer fell out of memory: what it costs in Redis,
 	// for a 202 and for a sold-out answer, and that it is remembered again.

@@ -72,6 +72,24 @@ func (s *Sale) findPending(ctx context.Context, orderID, user int64) (Order, boo
 	return v, true, nil
 }
 
+// notStored answers for an order id that MySQL does not hold for user, as
+// the buyer's changes (pay, cancel) see it: a purchase accepted but not
+// stored yet is ErrOrderPending (retry, it can be changed once stored), one
+// the MySQL stock guard refused is returned with a nil error (each change
+// answers it its own way), and anything else is ErrNotFound.
+func (s *Sale) notStored(ctx context.Context, id, user int64) (Order, error) {
+	v, ok, err := s.findPending(ctx, id, user)
+	switch {
+	case err != nil:
+		return Order{}, err
+	case ok && v.Status == order.StatusRefused:
+		return v, nil
+	case ok:
+		return Order{}, ErrOrderPending
+	}
+	return Order{}, ErrNotFound
+}
+
 // Order is the buyer's order: from MySQL, else as accepted upstream.
 // MySQL is read first: an order moves from Redis to MySQL, and Redis keeps
 // its answer after that, so no moment falls between the two reads. Another
@@ -158,15 +176,10 @@ func (s *Sale) collided(ctx context.Context, id, user int64) (Order, error) {
 func (s *Sale) Pay(ctx context.Context, id, user int64) (Order, error) {
 	o, err := s.cfg.Orders.Pay(ctx, id, user, s.now())
 	if errors.Is(err, order.ErrNotFound) {
-		v, ok, ferr := s.findPending(ctx, id, user)
-		switch {
-		case ferr != nil:
-			return Order{}, ferr
-		case ok && v.Status == order.StatusRefused:
-			return Order{}, ErrCancelled
-		case ok:
-			return Order{}, ErrOrderPending
+		if _, err := s.notStored(ctx, id, user); err != nil {
+			return Order{}, err
 		}
+		return Order{}, ErrCancelled // refused: it holds nothing to pay for
 	}
 	if err != nil {
 		return Order{}, outcome(err)

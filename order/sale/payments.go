@@ -28,16 +28,7 @@ type Returns interface {
 func (s *Sale) Cancel(ctx context.Context, id, user int64) (Order, error) {
 	o, err := s.cfg.Orders.Cancel(ctx, id, user, s.now())
 	if errors.Is(err, order.ErrNotFound) {
-		v, ok, ferr := s.findPending(ctx, id, user)
-		switch {
-		case ferr != nil:
-			return Order{}, ferr
-		case ok && v.Status == order.StatusRefused:
-			return v, nil
-		case ok:
-			return Order{}, ErrOrderPending
-		}
-		return Order{}, ErrNotFound
+		return s.notStored(ctx, id, user)
 	}
 	if err != nil {
 		return Order{}, outcome(err)

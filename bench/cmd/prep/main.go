@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"seckill/handler"
+	"seckill/bench/internal/harness"
 	"seckill/order/token"
 )
 
@@ -40,16 +40,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "prep:", err)
 		os.Exit(1)
 	}
-}
-
-// SignUser makes the HS256 user token the API accepts: sub = decimal user
-// id, exp required.
-func SignUser(secret []byte, userID int64, now time.Time, ttl time.Duration) (string, error) {
-	tok, err := handler.SignUserTokenAt(secret, userID, now, ttl)
-	if err != nil {
-		return "", fmt.Errorf("sign user %d: %w", userID, err)
-	}
-	return tok, nil
 }
 
 // Client gets purchase tokens from the API.
@@ -100,10 +90,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	secret := getenv("SECKILL_JWT_SECRET")
+	secret, err := harness.UserSecret(getenv)
+	if err != nil {
+		return err
+	}
 	switch {
-	case len(secret) < 16:
-		return errors.New("SECKILL_JWT_SECRET must be set (at least 16 bytes)")
 	case *item <= 0:
 		return errors.New("-item must be a positive item id")
 	case *n <= 0 || *workers <= 0:
@@ -139,7 +130,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				uj, err := SignUser([]byte(secret), *idBase+int64(i)+1, now, *ttl)
+				uj, err := harness.SignUser(secret, *idBase+int64(i)+1, now, *ttl)
 				if err == nil {
 					var tok string
 					if keys != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -11,9 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"seckill/app/apptest"
 	"seckill/order/token"
@@ -21,63 +17,16 @@ import (
 
 const testSecret = apptest.JWTSecret
 
-func TestSignUser(t *testing.T) {
-	now := time.Now()
-	tests := []struct {
-		name    string
-		secret  string
-		ttl     time.Duration
-		wantErr bool
-	}{
-		{"valid", testSecret, time.Hour, false},
-		{"other secret", "another-secret-0123456789", time.Hour, true},
-		{"expired", testSecret, -time.Minute, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tok, err := SignUser([]byte(testSecret), 42, now, tt.ttl)
-			if err != nil {
-				t.Fatalf("SignUser: %v", err)
-			}
-			// The options the API's parser uses (handler.New).
-			p := jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
-			var claims jwt.RegisteredClaims
-			_, err = p.ParseWithClaims(tok, &claims, func(*jwt.Token) (any, error) { return []byte(tt.secret), nil })
-			if gotErr := err != nil; gotErr != tt.wantErr {
-				t.Fatalf("parse error: got %v, want error %v", err, tt.wantErr)
-			}
-			if !tt.wantErr && claims.Subject != "42" {
-				t.Errorf("sub: got %q, want %q", claims.Subject, "42")
-			}
-		})
-	}
-}
-
 // TestRunAgainstApp runs prep against the real app and buys with a line of
 // its output: the file is what wrk replays, so it must hold working users.
 func TestRunAgainstApp(t *testing.T) {
 	a := apptest.Start(t, nil)
 	base := a.Base
 
-	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/admin/items",
-		strings.NewReader(`{"name":"prep test","price_minor":1000,"currency":"EUR","stock":10,"shards":4,"per_user_limit":1}`))
-	req.Header.Set("Authorization", "Bearer "+apptest.AdminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var item struct {
-		ID int64 `json:"id"`
-	}
-	json.NewDecoder(resp.Body).Decode(&item)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create item: got status %d, want 201", resp.StatusCode)
-	}
+	itemID := a.CreateItem(t, `{"name":"prep test","price_minor":1000,"currency":"EUR","stock":10,"shards":4,"per_user_limit":1}`)
 
 	out := filepath.Join(t.TempDir(), "users.txt")
-	args := []string{"-base", base, "-item", strconv.FormatInt(item.ID, 10), "-n", "25", "-workers", "4", "-out", out}
+	args := []string{"-base", base, "-item", strconv.FormatInt(itemID, 10), "-n", "25", "-workers", "4", "-out", out}
 	getenv := func(k string) string { return map[string]string{"SECKILL_JWT_SECRET": testSecret}[k] }
 	if err := run(context.Background(), args, getenv, io.Discard); err != nil {
 		t.Fatalf("run: %v", err)
@@ -105,10 +54,10 @@ func TestRunAgainstApp(t *testing.T) {
 		t.Fatalf("lines: got %d, want 25", len(lines))
 	}
 
-	req, _ = http.NewRequest(http.MethodPost, base+"/api/v1/items/"+strconv.FormatInt(item.ID, 10)+"/purchase", nil)
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/items/"+strconv.FormatInt(itemID, 10)+"/purchase", nil)
 	req.Header.Set("Authorization", "Bearer "+lines[0][0])
 	req.Header.Set("Idempotency-Key", lines[0][1])
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

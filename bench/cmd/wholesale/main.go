@@ -31,7 +31,7 @@ import (
 	"syscall"
 	"time"
 
-	"seckill/handler"
+	"seckill/bench/internal/harness"
 )
 
 func main() {
@@ -81,10 +81,12 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	c.secret = []byte(getenv("SECKILL_JWT_SECRET"))
+	secret, err := harness.UserSecret(getenv)
+	if err != nil {
+		return c, err
+	}
+	c.secret = secret
 	switch {
-	case len(c.secret) < 16:
-		return c, errors.New("SECKILL_JWT_SECRET must be set (at least 16 bytes)")
 	case c.item <= 0:
 		return c, errors.New("-item must be a positive item id")
 	case c.buyers <= 0 || c.conns <= 0 || c.maxAttempts <= 0:
@@ -103,9 +105,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	now := time.Now()
 	for i := range buyers {
 		user := c.idBase + int64(i) + 1
-		jwt, err := handler.SignUserTokenAt(c.secret, user, now, time.Hour)
+		jwt, err := harness.SignUser(c.secret, user, now, time.Hour)
 		if err != nil {
-			return fmt.Errorf("sign user %d: %w", user, err)
+			return err
 		}
 		buyers[i] = &buyer{index: i, user: user, auth: "Bearer " + jwt}
 	}
@@ -325,11 +327,7 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 			b.token = v.Token
 			b.next(stepPurchase)
 			return 0
-		case st == http.StatusConflict && v.Code == "sold_out":
-			b.final(soldOut)
-			return 0
-		case st == http.StatusGone:
-			b.final(ended)
+		case b.saleOver(st, v.Code):
 			return 0
 		}
 	case stepPurchase:
@@ -341,14 +339,10 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 				b.step, b.attempts = stepPoll, 0
 			}
 			return 0
-		case st == http.StatusConflict && v.Code == "sold_out":
-			b.final(soldOut)
-			return 0
 		case st == http.StatusConflict && v.Code == "purchase_limit":
 			b.final(limited)
 			return 0
-		case st == http.StatusGone:
-			b.final(ended)
+		case b.saleOver(st, v.Code):
 			return 0
 		}
 	case stepPoll:
@@ -383,6 +377,21 @@ func (b *buyer) next(s step) { b.step, b.attempts = s, 0 }
 func (b *buyer) final(o outcome) {
 	b.outcome, b.answered = o, time.Now()
 	b.step = stepDone
+}
+
+// saleOver ends b if the answer (status st, problem code) says the sale is
+// over for every buyer: sold out (409 sold_out) or ended (410). The token
+// and the purchase steps both read these the same way.
+func (b *buyer) saleOver(st int, code string) bool {
+	switch {
+	case st == http.StatusConflict && code == "sold_out":
+		b.final(soldOut)
+	case st == http.StatusGone:
+		b.final(ended)
+	default:
+		return false
+	}
+	return true
 }
 
 func (b *buyer) fail(why string) {

@@ -58,25 +58,10 @@ func TestWholeSaleAgainstApp(t *testing.T) {
 		rp.ServeHTTP(w, r)
 	}))
 	defer front.Close()
-	body := `{"name":"whole sale test","price_minor":1000,"currency":"EUR","stock":` + strconv.Itoa(units) + `,"shards":2,"per_user_limit":1}`
-	req, _ := http.NewRequest(http.MethodPost, a.Base+"/api/v1/admin/items", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+apptest.AdminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var item struct {
-		ID int64 `json:"id"`
-	}
-	json.NewDecoder(resp.Body).Decode(&item)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create item: got status %d, want 201", resp.StatusCode)
-	}
+	itemID := a.CreateItem(t, `{"name":"whole sale test","price_minor":1000,"currency":"EUR","stock":`+strconv.Itoa(units)+`,"shards":2,"per_user_limit":1}`)
 
 	out := filepath.Join(t.TempDir(), "sale.json")
-	args := []string{"-base", front.URL, "-item", strconv.FormatInt(item.ID, 10), "-buyers", strconv.Itoa(buyers),
+	args := []string{"-base", front.URL, "-item", strconv.FormatInt(itemID, 10), "-buyers", strconv.Itoa(buyers),
 		"-burst", "100ms", "-conns", "16", "-poll", "20ms", "-deadline", "2m", "-json", out}
 	getenv := func(k string) string { return map[string]string{"SECKILL_JWT_SECRET": apptest.JWTSecret}[k] }
 	var text bytes.Buffer
@@ -122,10 +107,10 @@ func TestWholeSaleAgainstApp(t *testing.T) {
 		t.Errorf("deciles add up to %v winners, want %d", won, units)
 	}
 	var rows, paid int
-	if err := a.DB.Get(&rows, "SELECT COUNT(*) FROM orders WHERE item_id = ?", item.ID); err != nil {
+	if err := a.DB.Get(&rows, "SELECT COUNT(*) FROM orders WHERE item_id = ?", itemID); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.DB.Get(&paid, "SELECT COUNT(*) FROM orders WHERE item_id = ? AND status = 'paid'", item.ID); err != nil {
+	if err := a.DB.Get(&paid, "SELECT COUNT(*) FROM orders WHERE item_id = ? AND status = 'paid'", itemID); err != nil {
 		t.Fatal(err)
 	}
 	if rows != units || paid != units {
