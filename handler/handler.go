@@ -56,6 +56,8 @@ type Handler struct {
 	users *sale.Recent[tokenDigest, verifiedUser]
 	// pay counts payments and revenue (payments.go).
 	payStats *payMetrics
+	// pages keeps the product pages as last rendered (pages.go).
+	pages *pages
 }
 
 // verifiedUserMemory is the generation size of the memory of verified user
@@ -83,6 +85,7 @@ func New(d Deps) (*Handler, error) {
 		return nil, err
 	}
 	return &Handler{
+		pages:      newPages(),
 		Deps:       d,
 		metrics:    m,
 		parser:     newUserParser(d.Now),

@@ -235,3 +235,36 @@ func BenchmarkSoldOutChain(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkTokenChain is a purchase token issue through the whole Gin chain
+// (recovery, metrics, auth with a JWT seen before, admission, signing, the
+// answer) without the HTTP server: what a token costs the crowd beyond a
+// bare Gin hello.
+func BenchmarkTokenChain(b *testing.B) {
+	f := newFixture(b, 10, 8)
+	bs := f.buyers(b, 256, 1)
+	reqs := make([]*http.Request, len(bs))
+	for i, by := range bs {
+		req := httptest.NewRequest(http.MethodPost, fmt.Sprintf("/api/v1/items/%d/tokens", f.item.ID), nil)
+		req.Header.Set("Authorization", "Bearer "+by.jwt)
+		reqs[i] = req
+		w := &headerWriter{h: http.Header{}}
+		f.engine.ServeHTTP(w, req) // verifies the JWT once
+		if w.code != http.StatusCreated {
+			b.Fatalf("warm-up %d: got %d, want 201", i, w.code)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		w := &headerWriter{h: http.Header{}}
+		for i := 0; pb.Next(); i++ {
+			clear(w.h)
+			f.engine.ServeHTTP(w, reqs[i%len(reqs)])
+			if w.code != http.StatusCreated {
+				b.Errorf("got %d, want 201", w.code)
+				return
+			}
+		}
+	})
+}

@@ -302,8 +302,12 @@ func (h *Handler) getItem(c *gin.Context) error {
 	if err != nil {
 		return err
 	}
+	b, err := h.pages.body(st)
+	if err != nil {
+		return err
+	}
 	c.Writer.Header()["Cache-Control"] = pageCacheControl
-	c.JSON(http.StatusOK, viewOfItem(st))
+	writeJSON(c, http.StatusOK, b)
 	return nil
 }
 
@@ -325,7 +329,7 @@ func (h *Handler) issueToken(c *gin.Context, user int64) error {
 	b = append(b, `","expires_at":"`...)
 	b = tok.ExpiresAt.UTC().AppendFormat(b, time.RFC3339)
 	b = append(b, `"}`...)
-	c.Data(http.StatusCreated, jsonContentType, b)
+	writeJSON(c, http.StatusCreated, b)
 	return nil
 }
 

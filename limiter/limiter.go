@@ -174,18 +174,13 @@ func newLimiter(cfg Config, reg prometheus.Registerer, now func() time.Time) (*L
 	return l, nil
 }
 
-// Acquire admits one purchase by userID or says why not. On success the
-// caller must call release once the purchase has finished; release is
-// idempotent. On rejection err is a *Rejection; if ctx ends while waiting for
-// an in-flight slot err wraps ctx.Err().
-//
-// Rate rejections consume no token. A request rejected by the in-flight
-// semaphore keeps its rate tokens spent: it was admitted by both buckets, and
-// under overload spending them makes clients back off rather than retry
-// harder. (x/time/rate also cannot give a token back once its time passed.)
-func (l *Limiter) Acquire(ctx context.Context, userID int64) (release func(), err error) {
+// Admit passes userID through the two token buckets only (stages 1 and
+// 2): for a request that holds nothing while it runs, such as a purchase
+// token signed in process, an in-flight slot would bound nothing. On
+// rejection err is a *Rejection, and, as in Acquire, no token is consumed.
+func (l *Limiter) Admit(ctx context.Context, userID int64) error {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("limiter acquire: %w", err)
+		return fmt.Errorf("limiter acquire: %w", err)
 	}
 	now := l.now()
 
@@ -200,7 +195,7 @@ func (l *Limiter) Acquire(ctx context.Context, userID int64) (release func(), er
 			// into debt.
 			userRes.CancelAt(now)
 			l.m.rejectUser.Inc()
-			return nil, &Rejection{Reason: ReasonUser, RetryAfter: retryAfter(d), err: ErrLimited}
+			return &Rejection{Reason: ReasonUser, RetryAfter: retryAfter(d), err: ErrLimited}
 		}
 	}
 
@@ -212,9 +207,24 @@ func (l *Limiter) Acquire(ctx context.Context, userID int64) (release func(), er
 			userRes.CancelAt(now) // give the user their token back
 		}
 		l.m.rejectGlobal.Inc()
-		return nil, &Rejection{Reason: ReasonGlobal, RetryAfter: retryAfter(l.globalDelay(now)), err: ErrLimited}
+		return &Rejection{Reason: ReasonGlobal, RetryAfter: retryAfter(l.globalDelay(now)), err: ErrLimited}
 	}
+	return nil
+}
 
+// Acquire admits one purchase by userID or says why not. On success the
+// caller must call release once the purchase has finished; release is
+// idempotent. On rejection err is a *Rejection; if ctx ends while waiting for
+// an in-flight slot err wraps ctx.Err().
+//
+// Rate rejections consume no token. A request rejected by the in-flight
+// semaphore keeps its rate tokens spent: it was admitted by both buckets, and
+// under overload spending them makes clients back off rather than retry
+// harder. (x/time/rate also cannot give a token back once its time passed.)
+func (l *Limiter) Acquire(ctx context.Context, userID int64) (release func(), err error) {
+	if err := l.Admit(ctx, userID); err != nil {
+		return nil, err
+	}
 	if l.sem == nil {
 		l.m.inflight.Inc()
 		var released atomic.Bool

@@ -678,3 +678,24 @@ func BenchmarkAcquireReleaseNewUsers(b *testing.B) {
 		}
 	})
 }
+
+// TestAdmitBucketsOnly: Admit applies both buckets as Acquire does (and a
+// token it spent is one Acquire no longer has), but neither needs nor takes
+// an in-flight slot.
+func TestAdmitBucketsOnly(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := newTest(t, Config{UserRate: 0.5, UserBurst: 3, GlobalRate: 1, GlobalBurst: 5, MaxInFlight: 1}, clock.Now)
+	defer mustAcquire(t, l, 1)() // the only slot, held throughout
+	for i := range 2 {
+		if err := l.Admit(t.Context(), 7); err != nil {
+			t.Fatalf("admit %d with every slot held: %v", i, err)
+		}
+	}
+	_, err := l.Acquire(t.Context(), 7) // the user's third token: the bucket admits, no slot is free
+	asRejection(t, err, ReasonInFlight, ErrOverloaded)
+	asRejection(t, l.Admit(t.Context(), 7), ReasonUser, ErrLimited)
+	if err := l.Admit(t.Context(), 8); err != nil { // the global bucket's fifth token
+		t.Fatalf("another user: %v", err)
+	}
+	asRejection(t, l.Admit(t.Context(), 9), ReasonGlobal, ErrLimited)
+}

@@ -95,6 +95,11 @@ func (s *Sale) ItemState(ctx context.Context, id int64) (ItemState, error) {
 	if err != nil {
 		return ItemState{}, err
 	}
+	return s.itemState(ctx, it)
+}
+
+// itemState is ItemState of an item already read.
+func (s *Sale) itemState(ctx context.Context, it order.Item) (ItemState, error) {
 	if s.cfg.Stock.SoldOut(it.ID) {
 		return stateOf(it, 0), nil
 	}

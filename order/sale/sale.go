@@ -200,7 +200,9 @@ func processKeys() *token.Keys {
 
 // IssueToken makes a purchase token of user for item id: signed in
 // process, nothing stored (Redis learns of a token when it is first used).
-// It goes through admission like a purchase, and an item this instance
+// It passes the limiter's rate buckets (the per-user and the global one;
+// not the in-flight semaphore, which bounds work waiting on Redis), and an
+// item this instance
 // knows sold out (the product page's count, read from Redis at most once
 // per Config.PageRefresh) gets no token: it could only be answered sold
 // out. A count this instance cannot read does not stop the issue: the
@@ -216,17 +218,17 @@ func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	if it.Paused {
 		return Token{}, ErrPaused
 	}
-	if st, err := s.ItemState(ctx, it.ID); err == nil && st.SoldOut {
+	if st, err := s.itemState(ctx, it); err == nil && st.SoldOut {
 		return Token{}, ErrSoldOut
 	}
 	if s.refusedForEviction() {
 		return Token{}, ErrRedisEvicts
 	}
-	release, err := s.cfg.Limiter.Acquire(ctx, user)
-	if err != nil {
+	// The rate buckets only: signing holds nothing an in-flight slot
+	// would bound.
+	if err := s.cfg.Limiter.Admit(ctx, user); err != nil {
 		return Token{}, outcome(err)
 	}
-	defer release()
 	tok, c, err := s.cfg.Tokens.Issue(it.ID, user, s.now().Add(s.cfg.TokenTTL))
 	if err != nil {
 		return Token{}, err
