@@ -137,17 +137,5 @@ func TestProductPageWhileRedisStalls(t *testing.T) {
 func BenchmarkProductPageChain(b *testing.B) {
 	f := newFixture(b, 10, 8)
 	req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("/api/v1/items/%d", f.item.ID), nil)
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		w := &headerWriter{h: http.Header{}}
-		for pb.Next() {
-			clear(w.h)
-			f.engine.ServeHTTP(w, req)
-			if w.code != http.StatusOK {
-				b.Errorf("got %d, want 200", w.code)
-				return
-			}
-		}
-	})
+	benchChain(b, f, []*http.Request{req}, http.StatusOK)
 }
