@@ -10,7 +10,7 @@ import (
 // goroutines of libraries that no owner of ours can stop.
 //   - go-metrics' meter arbiter: one per process, started by the first
 //     sarama client's meters and never stopped (IBM/sarama#1321).
-//   - go-resiliency breaker timers of sarama.s producer (below).
+//   - go-resiliency breaker timers of sarama's producer (below).
 func LeakOptions(more ...goleak.Option) []goleak.Option {
 	return append([]goleak.Option{
 		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
