@@ -49,6 +49,7 @@ type Handler struct {
 	metrics    *metrics
 	parser     *jwt.Parser
 	jwtSecret  []byte
+	macs       *macPool // HMAC states for userFast
 	adminToken []byte
 	// users remembers verified user tokens: a flash sale sees the same
 	// token many times, and HMAC plus JSON decoding is most of the cost of
@@ -90,6 +91,7 @@ func New(d Deps) (*Handler, error) {
 		metrics:    m,
 		parser:     newUserParser(d.Now),
 		jwtSecret:  []byte(d.JWTSecret),
+		macs:       newMACPool([]byte(d.JWTSecret)),
 		adminToken: []byte(d.AdminToken),
 		users:      sale.NewRecent[tokenDigest, verifiedUser](verifiedUserMemory),
 		payStats:   pm,
