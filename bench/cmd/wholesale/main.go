@@ -60,6 +60,7 @@ type config struct {
 	secret       []byte
 	winnersOut   string
 	skipPayments bool
+	floor        bool // the same crowd against a bare hello (see parse)
 }
 
 func parse(args []string, getenv func(string) string) (config, error) {
@@ -78,6 +79,9 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.jsonOut, "json", "", "write the summary as JSON to this file")
 	fs.StringVar(&c.winnersOut, "winners", "", "write one \"<user> <order id> <paid>\" line per winner to this file")
 	fs.BoolVar(&c.skipPayments, "no-pay", false, "winners stop at the 202 (no poll, no payment)")
+	fs.BoolVar(&c.floor, "floor", false, "the same crowd, arrivals and connections against a bare hello server (bench/ceiling): "+
+		"each buyer sends GET /hello as its page and again with its Authorization as its token request, then is done; "+
+		"the hello server's CPU per request is then the floor a whole sale is measured against")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -87,7 +91,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	}
 	c.secret = secret
 	switch {
-	case c.item <= 0:
+	case c.item <= 0 && !c.floor:
 		return c, errors.New("-item must be a positive item id")
 	case c.buyers <= 0 || c.conns <= 0 || c.maxAttempts <= 0:
 		return c, errors.New("-buyers, -conns and -max-attempts must be positive")
@@ -278,17 +282,22 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 	}
 	var method, path, key string
 	item := strconv.FormatInt(s.c.item, 10)
-	switch b.step {
-	case stepPage:
-		method, path = http.MethodGet, "/api/v1/items/"+item
-	case stepToken:
-		method, path = http.MethodPost, "/api/v1/items/"+item+"/tokens"
-	case stepPurchase:
-		method, path, key = http.MethodPost, "/api/v1/items/"+item+"/purchase", b.token
-	case stepPoll:
-		method, path = http.MethodGet, "/api/v1/orders/"+b.orderID
-	case stepPay:
-		method, path = http.MethodPost, "/api/v1/orders/"+b.orderID+"/pay"
+	switch {
+	case s.c.floor:
+		method, path = http.MethodGet, "/hello"
+	default:
+		switch b.step {
+		case stepPage:
+			method, path = http.MethodGet, "/api/v1/items/"+item
+		case stepToken:
+			method, path = http.MethodPost, "/api/v1/items/"+item+"/tokens"
+		case stepPurchase:
+			method, path, key = http.MethodPost, "/api/v1/items/"+item+"/purchase", b.token
+		case stepPoll:
+			method, path = http.MethodGet, "/api/v1/orders/"+b.orderID
+		case stepPay:
+			method, path = http.MethodPost, "/api/v1/orders/"+b.orderID+"/pay"
+		}
 	}
 	st, body, retryAfter, err := s.send(ctx, b, method, path, key)
 	b.requests++
@@ -321,6 +330,13 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 			b.next(stepToken)
 			return 0
 		}
+	case stepToken:
+		if s.c.floor && st == http.StatusOK {
+			b.final(soldOut) // what almost every buyer of a sale hears here
+			return 0
+		}
+	}
+	switch b.step {
 	case stepToken:
 		switch {
 		case st == http.StatusCreated && v.Token != "":

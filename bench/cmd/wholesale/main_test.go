@@ -117,3 +117,51 @@ func TestWholeSaleAgainstApp(t *testing.T) {
 		t.Errorf("MySQL rows, paid rows: got %d, %d; want %d, %d", rows, paid, units, units)
 	}
 }
+
+// TestFloorAgainstHello: -floor sends the same crowd to a hello server
+// (as bench/ceiling answers): every buyer asks twice (its page, then its token request with
+// its Authorization), hears 200 both times and is done.
+func TestFloorAgainstHello(t *testing.T) {
+	const buyers = 300
+	var mu sync.Mutex
+	withAuth, without := 0, 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+			withAuth++
+		} else {
+			without++
+		}
+		mu.Unlock()
+		if r.Method != http.MethodGet || r.URL.Path != "/hello" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"message":"hello"}`))
+	}))
+	defer srv.Close()
+	out := filepath.Join(t.TempDir(), "floor.json")
+	args := []string{"-floor", "-base", srv.URL, "-buyers", strconv.Itoa(buyers), "-burst", "50ms", "-conns", "8", "-json", out}
+	getenv := func(k string) string { return map[string]string{"SECKILL_JWT_SECRET": "floor-secret-0123456789"}[k] }
+	var text bytes.Buffer
+	if err := run(context.Background(), args, getenv, &text); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Failed != 0 || s.Won != 0 || s.RequestsPerBuyer != 2 {
+		t.Errorf("failed %d, won %d, requests per buyer %v; want 0, 0, 2\n%s", s.Failed, s.Won, s.RequestsPerBuyer, &text)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if withAuth != buyers || without != buyers {
+		t.Errorf("hellos with Authorization %d, without %d; want %d each", withAuth, without, buyers)
+	}
+}
