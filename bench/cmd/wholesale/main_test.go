@@ -63,25 +63,13 @@ func TestWholeSaleAgainstApp(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "sale.json")
 	args := []string{"-base", front.URL, "-item", strconv.FormatInt(itemID, 10), "-buyers", strconv.Itoa(buyers),
 		"-burst", "100ms", "-conns", "16", "-poll", "20ms", "-deadline", "2m", "-json", out}
-	getenv := func(k string) string { return map[string]string{"SECKILL_JWT_SECRET": apptest.JWTSecret}[k] }
-	var text bytes.Buffer
-	if err := run(context.Background(), args, getenv, &text); err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s summary
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatal(err)
-	}
+	s, text := runSale(t, args, out, apptest.JWTSecret)
 	if s.Won != units || s.Paid != units || s.DistinctOrders != units {
-		t.Errorf("won, paid, distinct orders: got %d, %d, %d; want %d each\n%s", s.Won, s.Paid, s.DistinctOrders, units, &text)
+		t.Errorf("won, paid, distinct orders: got %d, %d, %d; want %d each\n%s", s.Won, s.Paid, s.DistinctOrders, units, text)
 	}
 	if s.Failed != 0 || s.PayFailed != 0 || s.Outcomes["sold_out"] != buyers-units {
 		t.Errorf("failed %d, payments failed %d, sold out %d; want 0, 0, %d\n%s", s.Failed, s.PayFailed,
-			s.Outcomes["sold_out"], buyers-units, &text)
+			s.Outcomes["sold_out"], buyers-units, text)
 	}
 	mu.Lock()
 	if len(gaps) == 0 || len(gaps) != len(refused) || int64(len(gaps)) != s.Status5xx {
@@ -143,7 +131,22 @@ func TestFloorAgainstHello(t *testing.T) {
 	defer srv.Close()
 	out := filepath.Join(t.TempDir(), "floor.json")
 	args := []string{"-floor", "-base", srv.URL, "-buyers", strconv.Itoa(buyers), "-burst", "50ms", "-conns", "8", "-json", out}
-	getenv := func(k string) string { return map[string]string{"SECKILL_JWT_SECRET": "floor-secret-0123456789"}[k] }
+	s, text := runSale(t, args, out, "floor-secret-0123456789")
+	if s.Failed != 0 || s.Won != 0 || s.RequestsPerBuyer != 2 {
+		t.Errorf("failed %d, won %d, requests per buyer %v; want 0, 0, 2\n%s", s.Failed, s.Won, s.RequestsPerBuyer, text)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if withAuth != buyers || without != buyers {
+		t.Errorf("hellos with Authorization %d, without %d; want %d each", withAuth, without, buyers)
+	}
+}
+
+// runSale runs the command with args and the user secret, and returns the
+// summary it wrote to out and what it printed.
+func runSale(t *testing.T, args []string, out, secret string) (summary, *bytes.Buffer) {
+	t.Helper()
+	getenv := func(k string) string { return map[string]string{"SECKILL_JWT_SECRET": secret}[k] }
 	var text bytes.Buffer
 	if err := run(context.Background(), args, getenv, &text); err != nil {
 		t.Fatalf("run: %v", err)
@@ -156,12 +159,5 @@ func TestFloorAgainstHello(t *testing.T) {
 	if err := json.Unmarshal(raw, &s); err != nil {
 		t.Fatal(err)
 	}
-	if s.Failed != 0 || s.Won != 0 || s.RequestsPerBuyer != 2 {
-		t.Errorf("failed %d, won %d, requests per buyer %v; want 0, 0, 2\n%s", s.Failed, s.Won, s.RequestsPerBuyer, &text)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if withAuth != buyers || without != buyers {
-		t.Errorf("hellos with Authorization %d, without %d; want %d each", withAuth, without, buyers)
-	}
+	return s, &text
 }
