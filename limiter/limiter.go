@@ -184,16 +184,10 @@ func (l *Limiter) Admit(ctx context.Context, userID int64) error {
 	}
 	now := l.now()
 
-	// Per-user bucket first (see package doc). Reserve rather than Allow so
-	// the token can be handed back if the global bucket says no.
-	var userRes *rate.Reservation
+	// Per-user bucket first (see package doc); its token is given back if
+	// the global bucket says no.
 	if l.users != nil {
-		userRes = l.users.get(now, userID).ReserveN(now, 1)
-		if d := userRes.DelayFrom(now); d > 0 {
-			// Cancelling at the reservation instant restores the bucket to
-			// exactly its prior state, so rejections do not push a user
-			// into debt.
-			userRes.CancelAt(now)
+		if d, ok := l.users.take(now, userID); !ok {
 			l.m.rejectUser.Inc()
 			return &Rejection{Reason: ReasonUser, RetryAfter: retryAfter(d), err: ErrLimited}
 		}
@@ -203,8 +197,8 @@ func (l *Limiter) Admit(ctx context.Context, userID int64) error {
 	// changes nothing on refusal. Reserve+Cancel here would leak tokens when
 	// concurrent rejections cancel out of order.
 	if l.global != nil && !l.global.AllowN(now, 1) {
-		if userRes != nil {
-			userRes.CancelAt(now) // give the user their token back
+		if l.users != nil {
+			l.users.giveBack(userID) // give the user their token back
 		}
 		l.m.rejectGlobal.Inc()
 		return &Rejection{Reason: ReasonGlobal, RetryAfter: retryAfter(l.globalDelay(now)), err: ErrLimited}

@@ -699,3 +699,86 @@ func TestAdmitBucketsOnly(t *testing.T) {
 	}
 	asRejection(t, l.Admit(t.Context(), 9), ReasonGlobal, ErrLimited)
 }
+
+// TestStaleClockReadingIsNotEarly: a request that read the clock before
+// another request took the user's bucket (descheduled between the two, as
+// under load) is taken as at the later time: it gets the token the bucket
+// still holds. A bucket kept as a time (GCRA) would otherwise see it as an
+// early arrival and refuse it (TestAcquireConcurrent failed that way once
+// under load).
+func TestStaleClockReadingIsNotEarly(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := newTest(t, Config{UserRate: 1, UserBurst: 2, UserIdle: time.Hour}, clock.Now)
+	clock.Advance(10 * time.Second)
+	if err := l.Admit(t.Context(), 1); err != nil {
+		t.Fatalf("first: %v", err)
+	}
+	clock.Advance(-time.Millisecond) // the next request's clock reading is older
+	if err := l.Admit(t.Context(), 1); err != nil {
+		t.Errorf("second, with an older clock reading: got %v, want admitted (one of two tokens left)", err)
+	}
+	clock.Advance(time.Millisecond)
+	_, err := l.Acquire(t.Context(), 1)
+	asRejection(t, err, ReasonUser, ErrLimited)
+}
+
+// TestUserBucketRefillAndRetryAfter: a drained bucket refills at the rate,
+// one token at a time, and a refusal says when the next token is back.
+func TestUserBucketRefillAndRetryAfter(t *testing.T) {
+	clock := newFakeClock()
+	l, _ := newTest(t, Config{UserRate: 0.25, UserBurst: 3, UserIdle: time.Hour}, clock.Now)
+	for i := range 3 {
+		if err := l.Admit(t.Context(), 9); err != nil {
+			t.Fatalf("burst %d: %v", i, err)
+		}
+	}
+	err := l.Admit(t.Context(), 9)
+	if r := asRejection(t, err, ReasonUser, ErrLimited); r != nil && r.RetryAfter != 4*time.Second {
+		t.Errorf("Retry-After of a drained bucket at 0.25/s: got %v, want 4s", r.RetryAfter)
+	}
+	clock.Advance(3 * time.Second)
+	err = l.Admit(t.Context(), 9)
+	if r := asRejection(t, err, ReasonUser, ErrLimited); r != nil && r.RetryAfter != time.Second {
+		t.Errorf("Retry-After 1s before the token is back: got %v, want 1s", r.RetryAfter)
+	}
+	clock.Advance(time.Second)
+	if err := l.Admit(t.Context(), 9); err != nil {
+		t.Errorf("after 4s: got %v, want one token back", err)
+	}
+	err = l.Admit(t.Context(), 9)
+	asRejection(t, err, ReasonUser, ErrLimited)
+	clock.Advance(12 * time.Second) // three tokens back, and no more: the burst
+	for i := range 3 {
+		if err := l.Admit(t.Context(), 9); err != nil {
+			t.Fatalf("refilled %d: %v", i, err)
+		}
+	}
+	err = l.Admit(t.Context(), 9)
+	asRejection(t, err, ReasonUser, ErrLimited)
+}
+
+// BenchmarkAdmitCrowd: token requests of a crowd of a million users whose
+// buckets exist (each user seen before), in an order the CPU caches do not
+// help with: the per-user lookup is most of Admit's cost.
+func BenchmarkAdmitCrowd(b *testing.B) {
+	const users = 1 << 20
+	l, err := New(Config{UserRate: 1e6, UserBurst: 1 << 20, GlobalRate: 1e12, GlobalBurst: 1 << 30, UserIdle: time.Hour}, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	for u := range int64(users) {
+		if err := l.Admit(ctx, u); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	u := uint64(1)
+	for b.Loop() {
+		u = u*6364136223846793005 + 1442695040888963407 // a user at random
+		if err := l.Admit(ctx, int64(u>>44)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
