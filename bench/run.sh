@@ -362,9 +362,8 @@ wholesale_floor() {
 }
 floor_us() { awk -v d="$FLOOR_TICKS" -v n="$FLOOR_REQS" -v t="$CLK_TCK" 'BEGIN { printf "%.1f", (n > 0 ? d / t * 1e6 / n : 0) }'; }
 # quiet_servers: waits (60 s at most) until MariaDB and Redis spend under
-# 3 ticks of CPU in a second: InnoDB flushes and purges the rows of the
-# phases before for a while after they end, and that work is not the
-# next phase's.
+# 3 ticks of CPU in a second: background work left by the phases before
+# (InnoDB flushing and purging their rows) is not the next phase's.
 quiet_servers() {
   local i a b t0=$SECONDS m r
   m=$(pid_of mariadb)
