@@ -106,16 +106,15 @@ func (h *Handler) parseUser(tok string) (int64, error) {
 	if v, ok := h.users.Get(key); ok && now < v.exp {
 		return v.id, nil
 	}
-	if id, exp, ok, done := h.userFast(tok, now); done {
-		if !ok {
-			return 0, jwt.ErrTokenExpired
+	id, exp, ok, done := h.userFast(tok, now)
+	switch {
+	case !done:
+		var err error
+		if id, exp, err = h.userLibrary(tok); err != nil {
+			return 0, err
 		}
-		h.users.Add(key, verifiedUser{id: id, exp: exp})
-		return id, nil
-	}
-	id, exp, err := h.userLibrary(tok)
-	if err != nil {
-		return 0, err
+	case !ok:
+		return 0, jwt.ErrTokenExpired
 	}
 	h.users.Add(key, verifiedUser{id: id, exp: exp})
 	return id, nil

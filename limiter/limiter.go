@@ -214,7 +214,7 @@ func (l *Limiter) Admit(ctx context.Context, userID int64) error {
 // Rate rejections consume no token. A request rejected by the in-flight
 // semaphore keeps its rate tokens spent: it was admitted by both buckets, and
 // under overload spending them makes clients back off rather than retry
-// harder. (x/time/rate also cannot give a token back once its time passed.)
+// harder.
 func (l *Limiter) Acquire(ctx context.Context, userID int64) (release func(), err error) {
 	if err := l.Admit(ctx, userID); err != nil {
 		return nil, err

@@ -202,10 +202,9 @@ func processKeys() *token.Keys {
 // process, nothing stored (Redis learns of a token when it is first used).
 // It passes the limiter's rate buckets (the per-user and the global one;
 // not the in-flight semaphore, which bounds work waiting on Redis), and an
-// item this instance
-// knows sold out (the product page's count, read from Redis at most once
-// per Config.PageRefresh) gets no token: it could only be answered sold
-// out. A count this instance cannot read does not stop the issue: the
+// item this instance knows sold out (the product page's count, read from
+// Redis at most once per Config.PageRefresh) gets no token: it could only
+// be answered sold out. A count this instance cannot read does not stop the issue: the
 // purchase is where Redis must answer.
 func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	it, err := s.Item(ctx, id)

@@ -282,10 +282,9 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 	}
 	var method, path, key string
 	item := strconv.FormatInt(s.c.item, 10)
-	switch {
-	case s.c.floor:
+	if s.c.floor {
 		method, path = http.MethodGet, "/hello"
-	default:
+	} else {
 		switch b.step {
 		case stepPage:
 			method, path = http.MethodGet, "/api/v1/items/"+item
@@ -315,6 +314,10 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 		Code     string `json:"code"`
 	}
 	_ = json.Unmarshal(body, &v)
+	if s.c.floor && b.step == stepToken && st == http.StatusOK {
+		b.final(soldOut) // what almost every buyer of a sale hears here
+		return 0
+	}
 	// Answers every step shares: wait and retry the same request.
 	if st == http.StatusTooManyRequests || st == http.StatusServiceUnavailable ||
 		st == http.StatusConflict && (v.Code == "purchase_in_progress" || v.Code == "order_pending") {
@@ -330,13 +333,6 @@ func (s *sale) do(ctx context.Context, b *buyer) time.Duration {
 			b.next(stepToken)
 			return 0
 		}
-	case stepToken:
-		if s.c.floor && st == http.StatusOK {
-			b.final(soldOut) // what almost every buyer of a sale hears here
-			return 0
-		}
-	}
-	switch b.step {
 	case stepToken:
 		switch {
 		case st == http.StatusCreated && v.Token != "":
