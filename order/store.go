@@ -740,6 +740,39 @@ func (s *Store) Counts(ctx context.Context, itemID int64) (Counts, error) {
 	return c, nil
 }
 
+// Balance is what an item's books need of MySQL between two counts of its
+// orders (Counts): the sold counter, the stock, and the cancelled orders
+// whose unit is not back in Redis.
+type Balance struct {
+	Sold, Stock, Unreturned int64
+}
+
+// Balance reads the item's Balance from one snapshot, or ErrNotFound. It
+// costs a primary-key read and the item's unreturned orders, not all of
+// its orders: items.sold moves in the transaction that inserts or cancels
+// an order, so it equals the active orders in any snapshot, and the
+// unreturned ones are read through an index that holds only them.
+func (s *Store) Balance(ctx context.Context, itemID int64) (Balance, error) {
+	var b Balance
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		b = Balance{}
+		err := tx.QueryRowxContext(ctx, "SELECT sold, stock FROM items WHERE id = ?", itemID).Scan(&b.Sold, &b.Stock)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("item %d: %w", itemID, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		return tx.QueryRowxContext(ctx,
+			`SELECT COUNT(*) FROM orders FORCE INDEX (idx_orders_status_returned_expires)
+			 WHERE status = 'cancelled' AND stock_returned = 0 AND item_id = ?`, itemID).Scan(&b.Unreturned)
+	})
+	if err != nil {
+		return Balance{}, fmt.Errorf("balance of item %d: %w", itemID, err)
+	}
+	return b, nil
+}
+
 // ActiveByShard returns the number of active (pending + paid) orders of the
 // item per stock shard, for rebuilding Redis stock. Shards without orders
 // are absent.

@@ -910,8 +910,16 @@ func TestMySQLOrderStore(t *testing.T) {
 			if _, err := s.Pay(ctx, 2, 2, now); !errors.Is(err, order.ErrCancelled) {
 				t.Errorf("Pay of cancelled order: got %v, want %v", err, order.ErrCancelled)
 			}
+			// The reconciler's quick read (an index hint): order 2's unit
+			// is not back yet, then it is.
+			if b, err := s.Balance(ctx, it.ID); err != nil || b != (order.Balance{Sold: 2, Stock: 3, Unreturned: 1}) {
+				t.Errorf("Balance before the return: got (%+v, %v), want 2 sold, 3 stock, 1 unreturned", b, err)
+			}
 			if err := s.MarkReturned(ctx, 2); err != nil {
 				t.Fatalf("MarkReturned: %v", err)
+			}
+			if b, err := s.Balance(ctx, it.ID); err != nil || b != (order.Balance{Sold: 2, Stock: 3}) {
+				t.Errorf("Balance after the return: got (%+v, %v), want 2 sold, 3 stock, 0 unreturned", b, err)
 			}
 			c, err := s.Counts(ctx, it.ID)
 			want := order.Counts{Pending: 1, Paid: 1, Cancelled: 1, Returned: 1, Sold: 2, Stock: 3}
