@@ -136,7 +136,6 @@ type countMark struct {
 	pass, orders int64
 }
 
-
 // NewLedger returns a Ledger and registers its gauges on reg (nil: none).
 // At most one cfg is used; without one the defaults apply.
 func NewLedger(st *stock.Store, orders *order.Store, reg prometheus.Registerer, log *slog.Logger, cfg ...LedgerConfig) (*Ledger, error) {
