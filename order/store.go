@@ -127,12 +127,8 @@ func (s *Store) Item(ctx context.Context, id int64) (Item, error) {
 // SoldStock is the item's sold counter and stock: one primary-key read,
 // whatever the number of its orders.
 func (s *Store) SoldStock(ctx context.Context, itemID int64) (sold, stock int64, err error) {
-	err = s.db.QueryRowxContext(ctx, "SELECT sold, stock FROM items WHERE id = ?", itemID).Scan(&sold, &stock)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, fmt.Errorf("item %d: %w", itemID, ErrNotFound)
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("sold of item %d: %w", itemID, err)
+	if err := soldStock(ctx, s.db, itemID, &sold, &stock); err != nil {
+		return 0, 0, err
 	}
 	return sold, stock, nil
 }
@@ -695,11 +691,7 @@ func (s *Store) Counts(ctx context.Context, itemID int64) (Counts, error) {
 	// the same snapshot, so Sold agrees with Pending + Paid.
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		c = Counts{}
-		err := tx.QueryRowxContext(ctx, "SELECT sold, stock FROM items WHERE id = ?", itemID).Scan(&c.Sold, &c.Stock)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("item %d: %w", itemID, ErrNotFound)
-		}
-		if err != nil {
+		if err := soldStock(ctx, tx, itemID, &c.Sold, &c.Stock); err != nil {
 			return err
 		}
 		var rows []struct {
@@ -709,7 +701,7 @@ func (s *Store) Counts(ctx context.Context, itemID int64) (Counts, error) {
 			N        int64  `db:"n"`
 			Amount   int64  `db:"amount"`
 		}
-		err = tx.SelectContext(ctx, &rows,
+		err := tx.SelectContext(ctx, &rows,
 			`SELECT status, stock_returned, refund_required, COUNT(*) AS n, COALESCE(SUM(amount_minor), 0) AS amount
 			 FROM orders WHERE item_id = ? GROUP BY status, stock_returned, refund_required`, itemID)
 		if err != nil {
@@ -740,6 +732,18 @@ func (s *Store) Counts(ctx context.Context, itemID int64) (Counts, error) {
 	return c, nil
 }
 
+// soldStock reads items.sold and items.stock of itemID, or ErrNotFound.
+func soldStock(ctx context.Context, q sqlx.QueryerContext, itemID int64, sold, stock *int64) error {
+	err := q.QueryRowxContext(ctx, "SELECT sold, stock FROM items WHERE id = ?", itemID).Scan(sold, stock)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("item %d: %w", itemID, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("sold of item %d: %w", itemID, err)
+	}
+	return nil
+}
+
 // Balance is what an item's books need of MySQL between two counts of its
 // orders (Counts): the sold counter, the stock, and the cancelled orders
 // whose unit is not back in Redis.
@@ -756,11 +760,7 @@ func (s *Store) Balance(ctx context.Context, itemID int64) (Balance, error) {
 	var b Balance
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		b = Balance{}
-		err := tx.QueryRowxContext(ctx, "SELECT sold, stock FROM items WHERE id = ?", itemID).Scan(&b.Sold, &b.Stock)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("item %d: %w", itemID, ErrNotFound)
-		}
-		if err != nil {
+		if err := soldStock(ctx, tx, itemID, &b.Sold, &b.Stock); err != nil {
 			return err
 		}
 		return tx.QueryRowxContext(ctx,

@@ -211,32 +211,39 @@ func (l *Ledger) Stats(ctx context.Context, it order.Item) (LedgerStats, error) 
 // can count a unit twice for a moment (drift < 0) but never hides one behind
 // a later read.
 func (l *Ledger) Reconcile(ctx context.Context, it order.Item) (LedgerStats, error) {
+	return l.reconcile(ctx, it, nil)
+}
+
+// reconcile is Reconcile, counting the item's orders if prev is nil; else
+// its MySQL side is a Balance, and what only a count tells is prev's.
+func (l *Ledger) reconcile(ctx context.Context, it order.Item, prev *LedgerStats) (LedgerStats, error) {
 	snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
 	if err != nil {
 		return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
 	}
-	c, err := l.orders.Counts(ctx, it.ID)
-	if err != nil {
-		return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
+	var s LedgerStats
+	if prev == nil {
+		c, err := l.orders.Counts(ctx, it.ID)
+		if err != nil {
+			return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
+		}
+		s = LedgerStats{Stock: c.Stock, Pending: c.Pending, Paid: c.Paid, Cancelled: c.Cancelled, Returned: c.Returned,
+			Unreturned: c.Cancelled - c.Returned, Active: c.Pending + c.Paid,
+			RefundRequired: c.RefundRequired, RevenueMinor: c.Revenue}
+	} else {
+		b, err := l.orders.Balance(ctx, it.ID)
+		if err != nil {
+			return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
+		}
+		s = *prev
+		s.Stock, s.Active, s.Unreturned = b.Stock, b.Sold, b.Unreturned
+		s.Pending = max(s.Active-s.Paid, 0)
 	}
-	s := LedgerStats{
-		Stock: c.Stock, Remaining: snap.Remaining, Shards: snap.Shards, Missing: len(snap.Shards) - snap.Present, Outbox: snap.Outbox,
-		Pending: c.Pending, Paid: c.Paid, Cancelled: c.Cancelled, Returned: c.Returned,
-		Unreturned: c.Cancelled - c.Returned,
-		Active:     c.Pending + c.Paid,
-
-		RefundRequired: c.RefundRequired, RevenueMinor: c.Revenue,
-	}
-	s.balance(snap.Below)
-	return s, nil
-}
-
-// balance sets what follows from the counts: the drift, the units in
-// flight and the oversell (below: the units under zero on Redis shards).
-func (s *LedgerStats) balance(below int64) {
+	s.Remaining, s.Shards, s.Missing, s.Outbox = snap.Remaining, snap.Shards, len(snap.Shards)-snap.Present, snap.Outbox
 	s.Drift = s.Stock - s.Remaining - s.Outbox - s.Active - s.Unreturned
 	s.InFlight = max(s.Drift, 0)
-	s.Oversold = max(s.Active-s.Stock, below, 0)
+	s.Oversold = max(s.Active-s.Stock, snap.Below, 0)
+	return s, nil
 }
 
 // Run reconciles every item each interval and exports the gauges, until ctx
@@ -352,8 +359,8 @@ func (l *Ledger) reconcileAll(ctx context.Context) {
 
 // reconcileDue reconciles an item that is due in a pass. Its orders are
 // counted (Reconcile) on first sight and then every 1 + n/CountRowsPerPass
-// passes, n the orders of the last count; between counts, its books
-// are balanced from a Balance: the sold counter and the unreturned orders,
+// passes, n the orders of the last count; between counts, its books are
+// balanced from a Balance: the sold counter and the unreturned orders,
 // which change with every insert, cancellation and return. So a live item
 // with a million orders pending payment costs a pass a few rows, not a
 // million (counted every 5 s, 330k pending orders kept MariaDB at 5% of a
@@ -366,29 +373,16 @@ func (l *Ledger) reconcileDue(ctx context.Context, it order.Item) (LedgerStats, 
 	mark, ok := l.counted[it.ID]
 	prev := l.last[it.ID]
 	l.mu.Unlock()
-	if !ok || pass-mark.pass >= 1+mark.orders/l.cfg.CountRowsPerPass {
-		s, err := l.Reconcile(ctx, it)
-		if err == nil {
-			l.mu.Lock()
-			l.counted[it.ID] = countMark{pass: pass, orders: s.Active + s.Cancelled}
-			l.mu.Unlock()
-		}
-		return s, err
+	if ok && pass-mark.pass < 1+mark.orders/l.cfg.CountRowsPerPass {
+		return l.reconcile(ctx, it, &prev)
 	}
-	snap, err := l.stock.Snapshot(ctx, it.ID, it.Shards)
-	if err != nil {
-		return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
+	s, err := l.reconcile(ctx, it, nil)
+	if err == nil {
+		l.mu.Lock()
+		l.counted[it.ID] = countMark{pass: pass, orders: s.Active + s.Cancelled}
+		l.mu.Unlock()
 	}
-	b, err := l.orders.Balance(ctx, it.ID)
-	if err != nil {
-		return LedgerStats{}, fmt.Errorf("reconcile item %d: %w", it.ID, err)
-	}
-	s := prev
-	s.Stock, s.Remaining, s.Shards, s.Missing, s.Outbox = b.Stock, snap.Remaining, snap.Shards, len(snap.Shards)-snap.Present, snap.Outbox
-	s.Active, s.Unreturned = b.Sold, b.Unreturned
-	s.Pending = max(s.Active-s.Paid, 0)
-	s.balance(snap.Below)
-	return s, nil
+	return s, err
 }
 
 // moved reports whether a settled item changed since it was reconciled as
