@@ -43,12 +43,13 @@ MAX_USERS_PER_S=${MAX_USERS_PER_S:-20000}      # users (tokens) made per second 
 BACKLOG_SECONDS=${BACKLOG_SECONDS:-5}          # seconds of paced purchases while MySQL's orders table is locked
 BENCH_PPROF=${BENCH_PPROF:-}                   # e.g. 127.0.0.1:6060: run bench/cmd/profserve and keep a CPU profile of the wrk purchase phase in bin/
 # The whole sale (bench/cmd/wholesale): units, and 100 buyers per unit
-# arriving in a burst; the default takes about a minute here. Its k6 twin
+# arriving in a burst, WHOLESALE_ROUNDS times; about a minute and a half here. Its k6 twin
 # (bench/k6/wholesale.js) runs small: k6 makes ~2.5k requests/s on 2 cores.
 WHOLESALE_UNITS=${WHOLESALE_UNITS:-1000}
 WHOLESALE_BUYERS=${WHOLESALE_BUYERS:-$((100 * WHOLESALE_UNITS))}
 WHOLESALE_BURST=${WHOLESALE_BURST:-1s}          # arrivals spread evenly over this window
 WHOLESALE_CONNS=${WHOLESALE_CONNS:-256}         # requests in flight at most
+WHOLESALE_ROUNDS=${WHOLESALE_ROUNDS:-3}         # sales, each after a floor crowd; CPU figures are their medians
 WHOLESALE_K6_UNITS=${WHOLESALE_K6_UNITS:-50}    # 0: no k6 whole sale; buyers are 100 per unit
 BENCH_ONLY=${BENCH_ONLY:-}                      # "wholesale": only the whole sale, its k6 twin and a hello round for the floor
 SERVER_GOMAXPROCS=${SERVER_GOMAXPROCS:-2}      # seckill and the ceiling server
@@ -75,6 +76,14 @@ STARTED=$(date +%s)
 
 log() { printf '[bench %3ds] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
+FAILS=()
+expect() { # expect DESCRIPTION COMMAND...: records DESCRIPTION if COMMAND fails
+  local what=$1
+  shift
+  "$@" || FAILS+=("$what")
+}
+# median V...: the median of numbers (the lower middle one of an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 now() { date +%s.%N; }
 
 sql() { mysql --protocol=tcp -h"$MYSQL_HOST" -P"$MYSQL_PORT" -u"$MYSQL_USER" -N -B "$@"; }
@@ -325,12 +334,11 @@ cpu_total() {
 }
 
 # ---------------------------------------------------------------- whole sale
-# wholesale_run: WHOLESALE_BUYERS buyers arrive in a burst for
+# wholesale_sale: WHOLESALE_BUYERS buyers arrive in a burst for
 # WHOLESALE_UNITS units (bench/cmd/wholesale: page, token, purchase with
 # retries after Retry-After; winners poll their order and pay). Around it:
 # every server process's CPU, what seckill sent Redis and MariaDB, Redis's
-# used_memory and keys, seckill's RSS; after it, the rows in MySQL. Then the
-# same scenario in k6, small, with k6's HTML report.
+# used_memory and keys, seckill's RSS; after it, the rows in MySQL.
 redis_mem() { rcli info memory | awk -F: '/^used_memory:/ { print $2 + 0 }'; }
 # prefix_keys: "KEYS BYTES" of this run's keys (MEMORY USAGE summed): what
 # the bench itself keeps in Redis, whatever else the server holds.
@@ -382,10 +390,29 @@ quiet_servers() {
   done
   log "servers still busy after 60 s ($((b - a)) ticks in 5 s): measuring anyway"
 }
+# wholesale_run: WHOLESALE_ROUNDS rounds of a floor crowd, then a sale of
+# its own item to as many new buyers; each round's promises are checked,
+# its CPU per buyer kept (WS_CPUS, WS_RPBS, WS_FLOORS), and the table shows
+# the last round's other figures.
+WS_CPUS=() WS_RPBS=() WS_FLOORS=()
 wholesale_run() {
-  quiet_servers
-  wholesale_floor
-  ITEM_WS=$(create_item "whole sale" "$WHOLESALE_UNITS")
+  local r
+  for r in $(seq 1 "$WHOLESALE_ROUNDS"); do
+    quiet_servers
+    wholesale_floor
+    WS_FLOORS+=("$(floor_us)")
+    log "whole sale, round $r of $WHOLESALE_ROUNDS"
+    wholesale_sale "$r"
+    wholesale_check "round $r: "
+    WS_CPUS+=("$(cpu_total ws0 ws1 "$(wsv .buyers)")")
+    WS_RPBS+=("$(wsv .requests_per_buyer)")
+  done
+  wholesale_k6
+}
+# wholesale_sale ROUND: one sale (see wholesale_run); a CPU profile in the
+# first round with BENCH_PPROF.
+wholesale_sale() {
+  ITEM_WS=$(create_item "whole sale $1" "$WHOLESALE_UNITS")
   WS_MEM0=$(redis_mem)
   # The run's own keys are only this sale's alone: after the other phases
   # they are hundreds of thousands, and summing them takes minutes.
@@ -398,7 +425,7 @@ wholesale_run() {
   read -r WS_R0 WS_W0 < <(io_calls "$SERVER_PID")
   log "whole sale: $WHOLESALE_BUYERS buyers for $WHOLESALE_UNITS units of item $ITEM_WS, burst $WHOLESALE_BURST, $WHOLESALE_CONNS connections"
   local t0 prof=""
-  if [[ -n $BENCH_PPROF ]]; then # where a buyer's CPU goes: 10 s of the sale
+  if [[ -n $BENCH_PPROF && $1 == 1 ]]; then # where a buyer's CPU goes: 10 s of the sale
     curl -fsS "http://$BENCH_PPROF/debug/pprof/profile?seconds=10" -o "$BIN/bench-wholesale.pprof" &
     prof=$!
   fi
@@ -424,7 +451,10 @@ wholesale_run() {
   WS_PAID_ROWS=$(sql "$RUN_ID" -e "SELECT COUNT(*) FROM orders WHERE item_id = $ITEM_WS AND status = 'paid'")
   WS_OVER_LIMIT=$(sql "$RUN_ID" -e "SELECT COUNT(*) FROM (SELECT user_id FROM orders WHERE item_id = $ITEM_WS
     AND status IN ('pending','paid') GROUP BY user_id HAVING COUNT(*) > 1) x")
-  WS_K6=""
+}
+# wholesale_k6: the same scenario in k6, small, with k6's HTML report.
+WS_K6=""
+wholesale_k6() {
   if [[ $WHOLESALE_K6_UNITS -gt 0 ]]; then
     ITEM_WSK6=$(create_item "whole sale, k6" "$WHOLESALE_K6_UNITS")
     rm -f "$BIN/bench-wholesale-k6.html"
@@ -442,15 +472,19 @@ wholesale_run() {
     WS_K6=yes
   fi
 }
-# wholesale_check: the whole sale's promises, recorded with expect.
+# wholesale_check PREFIX: the last sale's promises, recorded with expect
+# (PREFIX: which round).
 wholesale_check() {
-  expect "whole sale: MySQL rows == 202s the buyers got <= units ($WS_ROWS, $(wsv .won), $WHOLESALE_UNITS)" \
+  expect "${1}whole sale: MySQL rows == 202s the buyers got <= units ($WS_ROWS, $(wsv .won), $WHOLESALE_UNITS)" \
     test "$WS_ROWS" -eq "$(wsv .won)" -a "$WS_ROWS" -le "$WHOLESALE_UNITS"
-  expect "whole sale: every 202 a distinct order ($(wsv .distinct_orders) of $(wsv .won))" test "$(wsv .distinct_orders)" -eq "$(wsv .won)"
-  expect "whole sale: nobody over the per-user limit ($WS_OVER_LIMIT users)" test "$WS_OVER_LIMIT" -eq 0
-  expect "whole sale: paid rows == payments the winners got ($WS_PAID_ROWS vs $(wsv .paid))" test "$WS_PAID_ROWS" -eq "$(wsv .paid)"
-  expect "whole sale: every buyer a final answer, every winner paid ($(wsv .failed) failed, $(wsv .pay_failed) payments failed)" \
+  expect "${1}whole sale: every 202 a distinct order ($(wsv .distinct_orders) of $(wsv .won))" test "$(wsv .distinct_orders)" -eq "$(wsv .won)"
+  expect "${1}whole sale: nobody over the per-user limit ($WS_OVER_LIMIT users)" test "$WS_OVER_LIMIT" -eq 0
+  expect "${1}whole sale: paid rows == payments the winners got ($WS_PAID_ROWS vs $(wsv .paid))" test "$WS_PAID_ROWS" -eq "$(wsv .paid)"
+  expect "${1}whole sale: every buyer a final answer, every winner paid ($(wsv .failed) failed, $(wsv .pay_failed) payments failed)" \
     test "$(wsv .failed)" -eq 0 -a "$(wsv .pay_failed)" -eq 0
+}
+# wholesale_k6_check: the k6 whole sale's promises.
+wholesale_k6_check() {
   if [[ -n $WS_K6 ]]; then
     local k6rows
     k6rows=$(item_rows "$ITEM_WSK6")
@@ -465,22 +499,26 @@ wholesale_table() {
   local n won cpu rpb hello target
   n=$(wsv .buyers)
   won=$(wsv .won)
-  cpu=$(cpu_total ws0 ws1 "$n")
-  rpb=$(wsv .requests_per_buyer)
+  cpu=$(median "${WS_CPUS[@]}")
+  rpb=$(median "${WS_RPBS[@]}")
   hello=$(hello_us)
   target=$(awk -v r="$rpb" -v h="$hello" 'BEGIN { printf "%.1f", 1.5 * r * h }')
-  kv "whole sale" "$WHOLESALE_UNITS units, $n buyers in a $(wsv .burst_s)s burst, $(wsv .conns) connections, load avg at start $WS_LOAD"
+  kv "whole sale" "$WHOLESALE_UNITS units, $n buyers in a $(wsv .burst_s)s burst, $(wsv .conns) connections; $WHOLESALE_ROUNDS rounds, the last shown; load avg at its start $WS_LOAD"
   kv "  every buyer had a final answer after" "$(fmt2 "$(wsv .all_answered_s)") s (all done, payments included: $(fmt2 "$(wsv .all_done_s)") s)"
   kv "  a buyer's time to its final answer" "p50 $(fmt2 "$(wsv .answer_ms.p50)") ms, p99 $(fmt2 "$(wsv .answer_ms.p99)") ms, max $(fmt2 "$(wsv .answer_ms.max)") ms"
   kv "  a winner's time to paid" "p50 $(fmt2 "$(wsv .paid_ms.p50)") ms, p99 $(fmt2 "$(wsv .paid_ms.p99)") ms"
   kv "  outcomes" "won $won, sold out $(wsv '.outcomes.sold_out // 0'), paid $(wsv .paid), failed $(wsv .failed); retried: $(wsv .retries) (429: $(wsv .status_429), 5xx: $(wsv .status_5xx), network errors: $(wsv .network_errors))"
   kv "  requests per buyer" "$(fmt2 "$rpb") ($(wsv '.requests_by_step | to_entries | map("\(.key) \(.value)") | join(", ")'))"
   kv "  CPU per buyer (all processes, drain incl.)" "$(cpu_per ws0 ws1 "$n")"
-  kv "  CPU per buyer vs 1.5 x requests x hello" "$cpu us vs 1.5 x $(fmt2 "$rpb") x $hello us = $target us: $(awk -v c="$cpu" -v t="$target" 'BEGIN { print (t > 0 && c <= t ? "met" : "MISSED") }') (hello: wrk -c$WRK_CONNS)"
-  local floor ftarget
-  floor=$(floor_us)
-  ftarget=$(awk -v r="$rpb" -v h="$floor" 'BEGIN { printf "%.1f", 1.5 * r * h }')
-  kv "  ... vs the hello in the same crowd" "$cpu us vs 1.5 x $(fmt2 "$rpb") x $floor us = $ftarget us: $(awk -v c="$cpu" -v t="$ftarget" 'BEGIN { print (t > 0 && c <= t ? "met" : "MISSED") }') (bench-wholesale -floor: $FLOOR_REQS hellos, $(fmt2 "$(jq -r .all_answered_s "$WORK/floor.json")") s)"
+  kv "  ... in each round" "$(printf '%s us ' "${WS_CPUS[@]}")(median $cpu us)"
+  kv "  CPU per buyer vs 1.5 x requests x hello" "$cpu us vs 1.5 x $(fmt2 "$rpb") x $hello us = $target us: $(awk -v c="$cpu" -v t="$target" 'BEGIN { print (t > 0 && c <= t ? "met" : "MISSED") }') (medians; hello: wrk -c$WRK_CONNS)"
+  # Each sale against the floor crowd just before it: ratio to its target.
+  local i ratios=() ratio
+  for i in "${!WS_CPUS[@]}"; do
+    ratios+=("$(awk -v c="${WS_CPUS[$i]}" -v r="${WS_RPBS[$i]}" -v h="${WS_FLOORS[$i]}" 'BEGIN { printf "%.2f", (h > 0 ? c / (1.5 * r * h) : 99) }')")
+  done
+  ratio=$(median "${ratios[@]}")
+  kv "  ... vs the hello in the same crowd" "CPU / (1.5 x requests x that hello) $(printf '%s ' "${ratios[@]}")(hellos $(printf '%s ' "${WS_FLOORS[@]}")us), median $ratio: $(awk -v r="$ratio" 'BEGIN { print (r <= 1 ? "met" : "MISSED") }') (bench-wholesale -floor before each sale, $FLOOR_REQS hellos)"
   kv "  calls per buyer (seckill -> Redis; MariaDB)" "$(calls_per ws0 ws1 "$n")"
   kv "  read, write syscalls per request" "$(awk -v r="$((WS_R1 - WS_R0))" -v w="$((WS_W1 - WS_W0))" -v n="$(wsv .requests)" \
     -v fr="$((FLOOR_R1 - FLOOR_R0))" -v fw="$((FLOOR_W1 - FLOOR_W0))" -v fn="$FLOOR_REQS" \
@@ -513,11 +551,9 @@ if [[ $BENCH_ONLY == wholesale ]]; then
   stop_pid "$CEILING_PID" ceiling
   CEILING_PID=""
   wholesale_run
-  FAILS=()
-  expect() { local what=$1; shift; "$@" || FAILS+=("$what"); }
   fmt2() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
   kv() { printf '%-47s %s\n' "$@"; }
-  wholesale_check
+  wholesale_k6_check
   LINE=$(printf '%.0s-' $(seq 1 120))
   {
     echo
@@ -779,12 +815,6 @@ else
   OVERSOLD_METRIC="n/a (seckill_oversold not exported)"
 fi
 
-FAILS=()
-expect() { # expect DESCRIPTION COMMAND...: records DESCRIPTION if COMMAND fails
-  local what=$1
-  shift
-  "$@" || FAILS+=("$what")
-}
 # One line per item: id, stock, per-user limit, items.sold, active rows, all rows.
 sql "$RUN_ID" -e "
   SELECT i.id, i.stock, i.per_user_limit, i.sold,
@@ -828,7 +858,7 @@ ERRORS=$((MAX_ERRORS + $(wrkv backlog s5xx) + $(wrkv backlog net_errors) + $(k6v
   $(wrkv purchase s5xx) + $(wrkv purchase net_errors) + $(soldout_sum s5xx) + $(soldout_sum net_errors)))
 expect "no 5xx or network errors ($ERRORS)" test "$ERRORS" -eq 0
 expect "product page: every view 200 ($PAGE_ERRORS others)" test "$PAGE_ERRORS" -eq 0
-wholesale_check
+wholesale_k6_check
 
 # ---------------------------------------------------------------- table
 fmt0() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
