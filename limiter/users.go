@@ -74,12 +74,9 @@ func (u *userBuckets) take(now time.Time, userID int64) (wait time.Duration, ok 
 	// A request that read the clock before another took the lock first
 	// is taken as at the later time, as x/time/rate does: a stale clock
 	// reading must not look like an early arrival.
+	// A user without a bucket reads as the zero bucket: full at t.
 	t = max(t, b.lastSeen)
-	tat := max(b.tat, t)
-	if !found {
-		tat = t
-	}
-	next := tat + u.interval
+	next := max(b.tat, t) + u.interval
 	if next-t <= u.span {
 		s.m[userID] = userBucket{tat: next, lastSeen: t}
 		if !found {

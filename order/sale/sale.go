@@ -204,8 +204,8 @@ func processKeys() *token.Keys {
 // not the in-flight semaphore, which bounds work waiting on Redis), and an
 // item this instance knows sold out (the product page's count, read from
 // Redis at most once per Config.PageRefresh) gets no token: it could only
-// be answered sold out. A count this instance cannot read does not stop the issue: the
-// purchase is where Redis must answer.
+// be answered sold out. A count this instance cannot read does not stop
+// the issue: the purchase is where Redis must answer.
 func (s *Sale) IssueToken(ctx context.Context, id, user int64) (Token, error) {
 	it, err := s.Item(ctx, id)
 	if err != nil {
